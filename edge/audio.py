@@ -1,0 +1,166 @@
+"""Audio at the boundary: read any file, convert to 16 kHz mono float32, check it is usable.
+
+Every entry point (training data, evaluation, ``screen``, ``listen --input``) reads audio
+through :func:`load_audio`, so rate and channel conversion happen in exactly one place.
+Problems raise :class:`AudioError` naming the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+"""The rate every front-end and model in wakeguard works at."""
+
+SILENCE_DBFS = -60.0
+"""An utterance whose RMS level is below this is treated as silence."""
+
+CLIP_LEVEL = 0.999
+"""Samples at or above this absolute value count as clipped."""
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used, with the file it came from and the reason."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        where = f"{self.path}: " if self.path else ""
+        super().__init__(f"{where}{problem}")
+
+
+@dataclass(frozen=True)
+class AudioCheck:
+    """What :func:`check_audio` found in one utterance."""
+
+    duration_s: float
+    rms_dbfs: float
+    peak: float
+    clipped_fraction: float
+
+    @property
+    def silent(self) -> bool:
+        return self.rms_dbfs < SILENCE_DBFS
+
+    @property
+    def clipped(self) -> bool:
+        return self.clipped_fraction > 0.001
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """Average channels: ``(frames, channels)`` or ``(frames,)`` to ``(frames,)``."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return x
+    if x.ndim != 2:
+        raise AudioError(None, f"expected 1-D or 2-D audio, got shape {x.shape}")
+    return x.mean(axis=1, dtype=np.float32)
+
+
+def _design_lowpass(up: int, down: int, taps_per_phase: int = 24) -> np.ndarray:
+    """Kaiser-windowed sinc low-pass for a rational resampler (cut-off at the lower Nyquist)."""
+    factor = max(up, down)
+    n = 2 * taps_per_phase * factor + 1
+    cutoff = 0.95 / factor  # fraction of the upsampled Nyquist, a little guard band
+    t = np.arange(n) - (n - 1) / 2
+    h = cutoff * np.sinc(cutoff * t) * np.kaiser(n, 8.6)
+    return h * up / h.sum()
+
+
+def resample(x: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Rational polyphase resampling in numpy (no scipy on the Pi).
+
+    Upsample by ``up``, low-pass, downsample by ``down`` where ``up/down = new/orig``;
+    computed per output phase so the cost is proportional to the output length.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if orig_rate == new_rate or x.size == 0:
+        return x
+    if orig_rate <= 0 or new_rate <= 0:
+        raise AudioError(None, f"invalid sample rates {orig_rate} -> {new_rate}")
+    g = gcd(orig_rate, new_rate)
+    up, down = new_rate // g, orig_rate // g
+    h = _design_lowpass(up, down)
+    half = (len(h) - 1) // 2
+    n_out = int(np.ceil(len(x) * up / down))
+    # Output sample k sits at upsampled index k*down; input sample i sits at i*up.
+    k = np.arange(n_out)
+    centre = k * down
+    # Taps that land on real input samples: (centre - j) % up == 0 for tap offset j.
+    phase = centre % up
+    base = centre // up
+    taps = np.arange(-(half // up) - 1, half // up + 2)
+    idx = base[:, None] - taps[None, :]
+    hpos = (phase[:, None] + taps[None, :] * up) + half
+    valid = (hpos >= 0) & (hpos < len(h)) & (idx >= 0) & (idx < len(x))
+    coeff = np.where(valid, h[np.clip(hpos, 0, len(h) - 1)], 0.0)
+    samples = x[np.clip(idx, 0, len(x) - 1)]
+    return (coeff * samples).sum(axis=1).astype(np.float32)
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read a WAV/FLAC/OGG file as mono float32 at ``sample_rate``.
+
+    Raises :class:`AudioError` for a missing, unreadable, truncated or empty file.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile raises several types; all mean unreadable
+        raise AudioError(path, f"unreadable audio ({exc})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(path, "no audio samples (empty or truncated file)")
+    x = to_mono(data)
+    if not np.all(np.isfinite(x)):
+        raise AudioError(path, "audio contains NaN or infinite samples")
+    if rate != sample_rate:
+        x = resample(x, rate, sample_rate)
+    return x
+
+
+def check_audio(x: np.ndarray, sample_rate: int = SAMPLE_RATE) -> AudioCheck:
+    """Duration, level, peak and clipping of one utterance."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size == 0:
+        return AudioCheck(0.0, -np.inf, 0.0, 0.0)
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    return AudioCheck(
+        duration_s=x.size / sample_rate,
+        rms_dbfs=20 * np.log10(max(rms, 1e-10)),
+        peak=float(np.max(np.abs(x))),
+        clipped_fraction=float(np.mean(np.abs(x) >= CLIP_LEVEL)),
+    )
+
+
+def require_usable(x: np.ndarray, path: str | Path | None = None, min_seconds: float = 0.1) -> None:
+    """Raise :class:`AudioError` for audio too short or silent to score."""
+    info = check_audio(x)
+    if info.duration_s < min_seconds:
+        raise AudioError(path, f"too short to score ({info.duration_s:.3f} s < {min_seconds} s)")
+    if info.silent:
+        raise AudioError(path, f"silent (RMS {info.rms_dbfs:.1f} dBFS < {SILENCE_DBFS:.0f} dBFS)")
+
+
+def write_wav(path: str | Path, x: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit PCM WAV, creating the folder; a full disk raises OSError naming the file."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        sf.write(str(tmp), np.clip(x, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -1,0 +1,256 @@
+"""The one feature front-end of wakeguard, shared by training and the Pi runtime.
+
+Everything is configured by :class:`FrontendParams`; every model bundle records the
+parameters it was trained with, and :func:`frontend_from_dict` refuses parameters this
+code cannot reproduce. Derived sizes (frame counts, bins, input shape) come from
+:func:`frontend_shape` and nowhere else.
+
+Replay detection lives in the low frequencies (a loudspeaker's bass cut-off, Void's
+low-frequency power) and across the whole band (the loudspeaker's high-frequency
+response, nonlinear distortion), so the default keeps the linear frequency axis at
+31 Hz resolution from 0 Hz up to Nyquist, and never normalises per frequency bin
+(that would erase the channel we are trying to detect).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+
+FrontendKind = Literal["logspec", "lfcc", "spectral_power"]
+KINDS: tuple[str, ...] = ("logspec", "lfcc", "spectral_power")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontendParams:
+    """Feature front-end settings; frozen so one object describes one model's input."""
+
+    kind: FrontendKind = "logspec"
+    """Representation: log-power linear spectrogram, LFCC, or Void-style block spectral power."""
+    sample_rate: int = 16_000
+    """Audio rate the front-end expects, in Hz."""
+    frame_length: int = 512
+    """Analysis window length in samples (Hann window)."""
+    hop_length: int = 160
+    """Hop between frames in samples."""
+    n_fft: int = 512
+    """FFT size; bins are spaced ``sample_rate / n_fft`` Hz apart."""
+    fmin_hz: float = 0.0
+    """Lowest frequency kept."""
+    fmax_hz: float = 8_000.0
+    """Highest frequency kept."""
+    bin_pool: int = 1
+    """Average this many adjacent FFT bins into one feature bin (1 = none)."""
+    n_filters: int = 70
+    """LFCC only: number of linear triangular filters between fmin and fmax."""
+    n_ceps: int = 20
+    """LFCC only: cepstral coefficients kept (including c0)."""
+    deltas: bool = True
+    """LFCC only: append delta and delta-delta coefficients."""
+    block_frames: int = 25
+    """spectral_power only: frames summed into one block of the long-term power spectrum."""
+    normalize: Literal["utterance_mean", "none"] = "utterance_mean"
+    """Subtract one scalar (mean over all bins and frames) per window: removes level, keeps shape."""
+    log_floor: float = 1e-10
+    """Floor added to power before the logarithm."""
+    window_seconds: float = 2.0
+    """Length of one model input window; shorter audio is repeat-padded."""
+    window_hop_seconds: float = 1.0
+    """Hop between windows on longer audio; window scores are averaged in the logit domain."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FrontendShape:
+    """Sizes derived once from :class:`FrontendParams`."""
+
+    window_samples: int
+    window_hop_samples: int
+    n_frames: int
+    n_fft_bins: int
+    bin_lo: int
+    bin_hi: int
+    n_bins: int
+    n_time: int
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """Model input (time, features) for one window."""
+        return (self.n_time, self.n_bins)
+
+
+def frontend_shape(p: FrontendParams) -> FrontendShape:
+    """All derived sizes; everything else asks this function."""
+    window_samples = int(round(p.window_seconds * p.sample_rate))
+    hop_samples = int(round(p.window_hop_seconds * p.sample_rate))
+    n_frames = 1 + (window_samples - p.frame_length) // p.hop_length
+    n_fft_bins = p.n_fft // 2 + 1
+    hz_per_bin = p.sample_rate / p.n_fft
+    bin_lo = int(np.ceil(p.fmin_hz / hz_per_bin))
+    bin_hi = min(n_fft_bins, int(np.floor(p.fmax_hz / hz_per_bin)) + 1)
+    n_lin = (bin_hi - bin_lo) // p.bin_pool
+    if p.kind == "logspec":
+        n_bins, n_time = n_lin, n_frames
+    elif p.kind == "lfcc":
+        n_bins, n_time = p.n_ceps * (3 if p.deltas else 1), n_frames
+    else:
+        n_bins, n_time = n_lin, n_frames // p.block_frames
+    return FrontendShape(
+        window_samples=window_samples,
+        window_hop_samples=hop_samples,
+        n_frames=n_frames,
+        n_fft_bins=n_fft_bins,
+        bin_lo=bin_lo,
+        bin_hi=bin_lo + n_lin * p.bin_pool,
+        n_bins=n_bins,
+        n_time=n_time,
+    )
+
+
+def validate(p: FrontendParams) -> None:
+    """Raise ValueError for parameters the front-end cannot compute."""
+    if p.kind not in KINDS:
+        raise ValueError(f"unknown front-end kind {p.kind!r}; expected one of {KINDS}")
+    if p.sample_rate != 16_000:
+        raise ValueError(f"front-end runs at 16000 Hz, got sample_rate={p.sample_rate}")
+    if not (0 < p.hop_length <= p.frame_length <= p.n_fft):
+        raise ValueError("need 0 < hop_length <= frame_length <= n_fft")
+    if not (0 <= p.fmin_hz < p.fmax_hz <= p.sample_rate / 2):
+        raise ValueError("need 0 <= fmin_hz < fmax_hz <= sample_rate/2")
+    if p.bin_pool < 1 or p.block_frames < 1:
+        raise ValueError("bin_pool and block_frames must be >= 1")
+    if p.window_hop_seconds <= 0 or p.window_seconds * p.sample_rate < p.frame_length:
+        raise ValueError("window must hold at least one frame and hop must be positive")
+    if p.normalize not in ("utterance_mean", "none"):
+        raise ValueError(f"unknown normalize {p.normalize!r}")
+    shape = frontend_shape(p)
+    if shape.n_bins < 1 or shape.n_time < 1:
+        raise ValueError(f"parameters give an empty feature map {shape.input_shape}")
+
+
+def frontend_from_dict(d: dict[str, Any]) -> FrontendParams:
+    """Rebuild parameters from a bundle manifest; unknown keys mean this code is too old."""
+    known = {f.name for f in fields(FrontendParams)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(
+            f"front-end parameters {unknown} are unknown to this runtime: upgrade wakeguard"
+        )
+    p = FrontendParams(**d)
+    validate(p)
+    return p
+
+
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """Repeat-pad a too-short signal to ``n`` samples (keeps the channel, unlike zeros)."""
+    if x.size >= n:
+        return x[:n]
+    if x.size == 0:
+        return np.zeros(n, dtype=np.float32)
+    reps = int(np.ceil(n / x.size))
+    return np.tile(x, reps)[:n]
+
+
+def split_windows(x: np.ndarray, p: FrontendParams) -> np.ndarray:
+    """Cut an utterance into model windows ``(n_windows, window_samples)``.
+
+    Short audio gives one repeat-padded window; longer audio gives windows every
+    ``window_hop_seconds`` with the last one aligned to the end.
+    """
+    s = frontend_shape(p)
+    x = np.asarray(x, dtype=np.float32)
+    if x.size <= s.window_samples:
+        return fit_length(x, s.window_samples)[None, :]
+    starts = list(range(0, x.size - s.window_samples + 1, s.window_hop_samples))
+    if starts[-1] != x.size - s.window_samples:
+        starts.append(x.size - s.window_samples)
+    return np.stack([x[i : i + s.window_samples] for i in starts])
+
+
+@lru_cache(maxsize=8)
+def _hann(n: int) -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def power_spectrogram(x: np.ndarray, p: FrontendParams) -> np.ndarray:
+    """Power spectrum per frame, ``(frames, n_fft//2+1)`` float32, no padding at the edges."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size < p.frame_length:
+        x = fit_length(x, p.frame_length)
+    n_frames = 1 + (x.size - p.frame_length) // p.hop_length
+    frames = np.lib.stride_tricks.as_strided(
+        x, shape=(n_frames, p.frame_length), strides=(x.strides[0] * p.hop_length, x.strides[0])
+    )
+    spec = np.fft.rfft(frames * _hann(p.frame_length), n=p.n_fft, axis=-1)
+    return (spec.real**2 + spec.imag**2).astype(np.float32) / p.frame_length
+
+
+def _pool_bins(power: np.ndarray, p: FrontendParams, s: FrontendShape) -> np.ndarray:
+    band = power[..., s.bin_lo : s.bin_hi]
+    if p.bin_pool == 1:
+        return band
+    return band.reshape(*band.shape[:-1], -1, p.bin_pool).mean(axis=-1)
+
+
+@lru_cache(maxsize=8)
+def linear_filterbank(p: FrontendParams) -> np.ndarray:
+    """Triangular filters equally spaced in Hz, ``(n_fft_bins, n_filters)``."""
+    s = frontend_shape(p)
+    freqs = np.arange(s.n_fft_bins) * p.sample_rate / p.n_fft
+    edges = np.linspace(p.fmin_hz, p.fmax_hz, p.n_filters + 2)
+    fb = np.zeros((s.n_fft_bins, p.n_filters), dtype=np.float32)
+    for m in range(p.n_filters):
+        lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
+        up = (freqs - lo) / (mid - lo)
+        down = (hi - freqs) / (hi - mid)
+        fb[:, m] = np.maximum(0.0, np.minimum(up, down))
+    return fb
+
+
+@lru_cache(maxsize=8)
+def _dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II as a matrix ``(n_in, n_out)``."""
+    k = np.arange(n_out)[None, :]
+    n = np.arange(n_in)[:, None]
+    m = np.cos(np.pi / n_in * (n + 0.5) * k) * np.sqrt(2.0 / n_in)
+    m[:, 0] /= np.sqrt(2.0)
+    return m.astype(np.float32)
+
+
+def deltas(c: np.ndarray, width: int = 2) -> np.ndarray:
+    """Regression deltas over time (axis 0) with edge padding, as in HTK."""
+    padded = np.pad(c, ((width, width), (0, 0)), mode="edge")
+    num = sum(k * (padded[width + k : width + k + len(c)] - padded[width - k : width - k + len(c)]) for k in range(1, width + 1))
+    return num / (2 * sum(k * k for k in range(1, width + 1)))
+
+
+def window_features(window: np.ndarray, p: FrontendParams) -> np.ndarray:
+    """Features of one window of exactly ``window_samples``: ``(n_time, n_bins)`` float32."""
+    s = frontend_shape(p)
+    power = power_spectrogram(window, p)
+    if p.kind == "logspec":
+        feats = np.log10(_pool_bins(power, p, s) + p.log_floor) * 10.0
+    elif p.kind == "lfcc":
+        logfb = np.log10(power @ linear_filterbank(p) + p.log_floor) * 10.0
+        c = logfb @ _dct_matrix(p.n_filters, p.n_ceps)
+        feats = np.concatenate([c, deltas(c), deltas(deltas(c))], axis=1) if p.deltas else c
+    else:  # spectral_power: Void-style long-term power, one spectrum per block of frames
+        band = _pool_bins(power, p, s)[: s.n_time * p.block_frames]
+        blocks = band.reshape(s.n_time, p.block_frames, -1).sum(axis=1)
+        blocks = blocks / (blocks.sum(axis=1, keepdims=True) + p.log_floor)
+        feats = np.log10(blocks + p.log_floor) * 10.0
+    if p.normalize == "utterance_mean" and p.kind != "lfcc":
+        feats = feats - feats.mean()
+    elif p.normalize == "utterance_mean":
+        feats[:, 0] -= feats[:, 0].mean()  # c0 carries the level
+    return feats.astype(np.float32)
+
+
+def compute_features(x: np.ndarray, p: FrontendParams) -> np.ndarray:
+    """All windows of an utterance: ``(n_windows, n_time, n_bins)`` float32."""
+    return np.stack([window_features(w, p) for w in split_windows(x, p)])

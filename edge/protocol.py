@@ -1,0 +1,128 @@
+"""The dataset format every wakeguard tool reads and writes.
+
+A dataset is a folder with ``protocol.csv`` and the audio. Columns: ``path`` (relative to
+the CSV's folder, or absolute), ``label`` (``bonafide`` or ``spoof``), then optional
+``speaker``, ``split`` (``train``/``dev``/``eval``) and any condition columns (attack, room,
+distance, playback device, recording device, quality...). Plain ``csv``: no pandas, so the
+Pi can write datasets of its own (``wakeguard monitor --export``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LABELS = ("bonafide", "spoof")
+SPLITS = ("train", "dev", "eval")
+REQUIRED = ("path", "label")
+KNOWN = ("path", "label", "speaker", "split")
+PROTOCOL = "protocol.csv"
+
+
+class ProtocolError(ValueError):
+    """A protocol file that does not follow the dataset format."""
+
+
+@dataclass
+class Row:
+    """One utterance of a protocol."""
+
+    path: str
+    label: str
+    speaker: str = ""
+    split: str = ""
+    conditions: dict[str, str] = field(default_factory=dict)
+
+    def audio_path(self, root: Path) -> Path:
+        p = Path(self.path)
+        return p if p.is_absolute() else root / p
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "label": self.label, "speaker": self.speaker, "split": self.split, **self.conditions}
+
+
+@dataclass
+class Protocol:
+    """Rows of a dataset and the folder their relative paths start from."""
+
+    root: Path
+    rows: list[Row]
+    condition_columns: list[str]
+
+    def where(self, split: str | None = None, label: str | None = None) -> list[Row]:
+        return [
+            r
+            for r in self.rows
+            if (split is None or r.split == split) and (label is None or r.label == label)
+        ]
+
+    def splits(self) -> list[str]:
+        return sorted({r.split for r in self.rows if r.split}, key=lambda s: (SPLITS + (s,)).index(s))
+
+    def audio_paths(self, rows: Sequence[Row] | None = None) -> list[Path]:
+        return [r.audio_path(self.root) for r in (self.rows if rows is None else rows)]
+
+
+def protocol_file(path: str | Path) -> Path:
+    """Accept a dataset folder or its CSV."""
+    p = Path(path)
+    return p / PROTOCOL if p.is_dir() else p
+
+
+def read_protocol(path: str | Path) -> Protocol:
+    """Read and check a protocol; errors name the file and the line."""
+    csv_path = protocol_file(path)
+    if not csv_path.is_file():
+        raise ProtocolError(f"{csv_path}: protocol file not found")
+    with csv_path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise ProtocolError(f"{csv_path}: missing column(s) {missing}; header is {header}")
+        conds = [c for c in header if c not in KNOWN]
+        rows = []
+        for lineno, rec in enumerate(reader, start=2):
+            label = (rec.get("label") or "").strip()
+            if label not in LABELS:
+                raise ProtocolError(f"{csv_path}:{lineno}: label {label!r} is not one of {LABELS}")
+            split = (rec.get("split") or "").strip()
+            if split and split not in SPLITS:
+                raise ProtocolError(f"{csv_path}:{lineno}: split {split!r} is not one of {SPLITS}")
+            if not (rec.get("path") or "").strip():
+                raise ProtocolError(f"{csv_path}:{lineno}: empty path")
+            rows.append(
+                Row(
+                    path=rec["path"].strip(),
+                    label=label,
+                    speaker=(rec.get("speaker") or "").strip(),
+                    split=split,
+                    conditions={c: (rec.get(c) or "").strip() for c in conds},
+                )
+            )
+    if not rows:
+        raise ProtocolError(f"{csv_path}: protocol has no rows")
+    return Protocol(root=csv_path.parent, rows=rows, condition_columns=conds)
+
+
+def write_protocol(path: str | Path, rows: Iterable[Row], condition_columns: Sequence[str] | None = None) -> Path:
+    """Write rows atomically (temp file, then rename) so an interrupted write loses nothing."""
+    csv_path = protocol_file(path) if Path(path).suffix != ".csv" else Path(path)
+    rows = list(rows)
+    if condition_columns is None:
+        seen: dict[str, None] = {}
+        for r in rows:
+            for c in r.conditions:
+                seen.setdefault(c, None)
+        condition_columns = list(seen)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = csv_path.with_name(csv_path.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=[*KNOWN, *condition_columns], extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r.as_dict())
+    tmp.replace(csv_path)
+    return csv_path

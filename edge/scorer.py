@@ -1,0 +1,134 @@
+"""Score one utterance: front-end, LiteRT inference, calibration, verdict.
+
+The same code path scores every model variant (int8, float16, float32) in evaluation, in
+``screen``, in ``listen`` and in the Wyoming service, so what is measured is what ships.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, require_usable
+from .bundle import Bundle, Calibration, load_bundle
+from .frontend import FrontendParams, compute_features
+from .litert import make_interpreter
+
+BONAFIDE = "bonafide"
+SPOOF = "spoof"
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One utterance's outcome."""
+
+    score: float
+    """Calibrated score, higher = more likely live."""
+    verdict: str
+    """``bonafide`` or ``spoof`` at the threshold used."""
+    threshold: float
+    latency_ms: float
+    """Front-end plus inference wall time."""
+    n_windows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 6),
+            "verdict": self.verdict,
+            "threshold": round(self.threshold, 6),
+            "latency_ms": round(self.latency_ms, 3),
+            "n_windows": self.n_windows,
+        }
+
+
+class TFLiteModel:
+    """A TFLite model that maps one feature window to one raw logit; handles int8 (de)quantisation."""
+
+    def __init__(self, model_bytes: bytes, num_threads: int | None = None):
+        self.interpreter = make_interpreter(model_bytes, num_threads)
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self.input_shape = tuple(int(v) for v in self._in["shape"])
+        self._in_scale, self._in_zero = self._in["quantization"]
+        self._out_scale, self._out_zero = self._out["quantization"]
+
+    def logit(self, window: np.ndarray) -> float:
+        """Raw logit of one ``(time, bins)`` feature window."""
+        x = window.reshape(self.input_shape)
+        if self.input_dtype == np.int8 or self.input_dtype == np.uint8:
+            info = np.iinfo(self.input_dtype)
+            q = np.round(x / self._in_scale + self._in_zero)
+            x = np.clip(q, info.min, info.max).astype(self.input_dtype)
+        else:
+            x = x.astype(self.input_dtype)
+        self.interpreter.set_tensor(self._in["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self._out["index"]).reshape(-1)[0]
+        if self._out["dtype"] in (np.int8, np.uint8):
+            return float((float(y) - self._out_zero) * self._out_scale)
+        return float(y)
+
+
+class Scorer:
+    """Front-end + model + calibration + threshold for whole utterances."""
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        frontend: FrontendParams,
+        *,
+        calibration: Calibration = Calibration(),
+        threshold: float = 0.0,
+        num_threads: int | None = None,
+        min_seconds: float = 0.3,
+    ):
+        self.frontend = frontend
+        self.calibration = calibration
+        self.threshold = threshold
+        self.min_seconds = min_seconds
+        self.model = TFLiteModel(model_bytes, num_threads)
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle | str | Path | None = None,
+        *,
+        operating_point: str | None = None,
+        num_threads: int | None = None,
+    ) -> Scorer:
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        return cls(
+            b.model_bytes,
+            b.frontend,
+            calibration=b.calibration,
+            threshold=b.threshold(operating_point),
+            num_threads=num_threads,
+            min_seconds=b.min_seconds,
+        )
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        return compute_features(audio, self.frontend)
+
+    def raw_logit(self, audio: np.ndarray) -> tuple[float, int]:
+        """Mean window logit and the number of windows (no calibration)."""
+        feats = self.features(audio)
+        logits = [self.model.logit(w) for w in feats]
+        return float(np.mean(logits)), len(logits)
+
+    def score(self, audio: np.ndarray, path: str | Path | None = None) -> ScoreResult:
+        """Score 16 kHz mono float32 audio; raises AudioError if it is too short or silent."""
+        require_usable(audio, path, self.min_seconds)
+        t0 = time.perf_counter()
+        logit, n = self.raw_logit(audio)
+        score = self.calibration.apply(logit)
+        latency = (time.perf_counter() - t0) * 1000.0
+        verdict = BONAFIDE if score >= self.threshold else SPOOF
+        return ScoreResult(score, verdict, self.threshold, latency, n)
+
+
+__all__ = ["BONAFIDE", "SPOOF", "SAMPLE_RATE", "ScoreResult", "Scorer", "TFLiteModel"]
