@@ -1,0 +1,99 @@
+"""The shared core: audio boundary, front-end, bundle validation, scorer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from wakeguard.edge.audio import AudioError, load_audio, resample, write_wav
+from wakeguard.edge.bundle import BundleError, load_bundle
+from wakeguard.edge.frontend import FrontendParams, compute_features, frontend_from_dict, frontend_shape
+from wakeguard.edge.scorer import Scorer
+
+
+def test_resample_keeps_a_tone(tmp_path):
+    sr = 44_100
+    t = np.arange(sr) / sr
+    x = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    y = resample(x, sr, 16_000)
+    assert len(y) == 16_000
+    peak_hz = np.argmax(np.abs(np.fft.rfft(y))) * 16_000 / len(y)
+    assert abs(peak_hz - 1000) <= 1
+    assert 0.95 < np.max(np.abs(y[100:-100])) < 1.05
+
+
+def test_load_audio_converts_rate_and_channels(tmp_path):
+    import soundfile as sf
+
+    stereo = np.stack([np.full(48_000, 0.1), np.full(48_000, 0.3)], axis=1).astype(np.float32)
+    sf.write(tmp_path / "s.wav", stereo, 48_000)
+    x = load_audio(tmp_path / "s.wav")
+    assert x.shape == (16_000,)
+    assert abs(float(np.median(x)) - 0.2) < 1e-3
+
+
+def test_unreadable_audio_names_the_file(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with pytest.raises(AudioError, match="broken.wav"):
+        load_audio(bad)
+    with pytest.raises(AudioError, match="not found"):
+        load_audio(tmp_path / "missing.wav")
+
+
+def test_frontend_shapes_follow_params():
+    for kind in ("logspec", "lfcc", "spectral_power"):
+        p = FrontendParams(kind=kind)
+        f = compute_features(np.random.default_rng(0).normal(0, 0.1, 16_000 * 3).astype(np.float32), p)
+        assert f.shape[1:] == frontend_shape(p).input_shape
+        assert f.shape[0] == 2  # 3 s: windows at 0 s and 1 s (end-aligned)
+
+
+def test_frontend_is_level_invariant():
+    x = np.random.default_rng(1).normal(0, 0.1, 32_000).astype(np.float32)
+    p = FrontendParams()
+    a, b = compute_features(x, p), compute_features(x * 0.1, p)
+    diff = np.abs(a - b)
+    assert np.median(diff) < 1e-3 and np.quantile(diff, 0.99) < 0.05  # only floor-limited bins move
+
+
+def test_frontend_rejects_unknown_params():
+    with pytest.raises(ValueError, match="upgrade"):
+        frontend_from_dict({**FrontendParams().to_dict(), "new_knob": 3})
+
+
+def test_bundle_round_trip_and_corruption(tiny_bundle, tmp_path, speech_file):
+    b = load_bundle(tiny_bundle)
+    s = Scorer.from_bundle(b)
+    r = s.score(load_audio(speech_file))
+    assert r.verdict in ("bonafide", "spoof") and np.isfinite(r.score)
+    # Corrupt model bytes are refused with the reason.
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle, bad)
+    (bad / "model.tflite").write_bytes(b"\x00" * 100)
+    with pytest.raises(BundleError, match="corrupt"):
+        load_bundle(bad)
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    m["frontend"]["fmax_hz"] = 4000.0  # shape no longer matches the model input
+    (bad / "model.tflite").write_bytes((tiny_bundle / "model.tflite").read_bytes())
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="does not match"):
+        load_bundle(bad)
+
+
+def test_screen_cli_json(tiny_bundle, speech_file, tmp_path):
+    write_wav(tmp_path / "silent.wav", np.zeros(16_000, dtype=np.float32))
+    out = subprocess.run(
+        [sys.executable, "-m", "wakeguard.tools.cli", "screen", "--json", "--model", str(tiny_bundle), str(speech_file), str(tmp_path / "silent.wav")],
+        capture_output=True, text=True,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 2
+    assert lines[0]["verdict"] in ("bonafide", "spoof") and set(lines[0]) >= {"path", "score", "verdict", "latency_ms"}
+    assert "silent" in lines[1]["error"]
