@@ -1,0 +1,384 @@
+"""The decision log: one JSON line per verdict, rotated by size, plus opt-in audio clips.
+
+Every runtime path that makes a decision (``listen``, ``serve``) records it here, so
+``wakeguard monitor`` can summarise what the model does in the wild. The log holds
+``time`` (UTC ISO 8601), stream times, score, verdict, threshold, latency, level,
+duration and model version. Its total size is bounded: the active file rotates at
+``max_bytes`` into ``LOG.1`` ... ``LOG.<backups>``, the oldest dropped.
+
+Audio is private: saving it is opt-in (``clips_dir``). Only rejected and borderline
+utterances (``|score - threshold| < borderline_margin``) are kept, as 16-bit WAV under a
+total size cap, oldest deleted first; the folder is created ``0700`` and every file
+``0600`` so only the service user can read them. A failing disk (full, read-only) is
+logged once and never stops the service: decisions go on, records are dropped until
+writing works again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, check_audio
+
+log = logging.getLogger(__name__)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+CLIP_SUFFIX = ".wav"
+
+
+def utc_now_iso() -> str:
+    """Wall-clock time with milliseconds, UTC, ISO 8601 (what the log's ``time`` holds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) with mode 0700 for the folder itself."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    try:
+        os.chmod(path, DIR_MODE)
+    except OSError:  # not ours to change (e.g. a shared parent); the files are still 0600
+        pass
+
+
+def write_private_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> int:
+    """Write 16-bit PCM WAV readable by the owner only (0600), atomically; returns its size."""
+    import soundfile as sf
+
+    tmp = path.with_name(path.name + ".part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(
+                fh,
+                np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0),
+                sample_rate,
+                subtype="PCM_16",
+                format="WAV",
+            )
+        os.chmod(tmp, FILE_MODE)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path.stat().st_size
+
+
+class DecisionLog:
+    """Append-only JSON-lines decision log with size rotation and an optional clip store.
+
+    Thread-safe: ``record`` may be called from any thread. Nothing here raises on a disk
+    error; the first failure is logged (``logging`` at ERROR), later ones are counted in
+    :attr:`write_errors` until a write succeeds again.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int = 5_000_000,
+        backups: int = 3,
+        clips_dir: str | Path | None = None,
+        clip_cap_bytes: int = 50_000_000,
+        borderline_margin: float = 1.0,
+    ):
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if backups < 0:
+            raise ValueError(f"backups must be >= 0, got {backups}")
+        if clip_cap_bytes <= 0:
+            raise ValueError(f"clip_cap_bytes must be positive, got {clip_cap_bytes}")
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+        self.backups = int(backups)
+        self.clips_dir = None if clips_dir is None else Path(clips_dir)
+        self.clip_cap_bytes = int(clip_cap_bytes)
+        self.borderline_margin = float(borderline_margin)
+        self.write_errors = 0
+        """Records or clips lost to disk errors since the log was opened."""
+        self.n_records = 0
+        self._lock = threading.Lock()
+        self._fh: IO[str] | None = None
+        self._failing = False
+        self._closed = False
+        self._clips: list[tuple[str, int]] = []  # (name, bytes), oldest first
+        self._clip_bytes = 0
+        self._clip_seq = 0
+        self._open()
+        if self.clips_dir is not None:
+            self._scan_clips()
+
+    # -- the log file -------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            if str(self.path.parent) not in ("", "."):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
+        except OSError as exc:
+            self._fh = None
+            self._disk_error(f"cannot open decision log {self.path}", exc)
+
+    def _size(self) -> int:
+        try:
+            return self._fh.tell() if self._fh is not None else 0
+        except OSError:
+            return 0
+
+    def _rotate(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            for i in range(self.backups - 1, 0, -1):
+                src = self.path.with_name(f"{self.path.name}.{i}")
+                if src.exists():
+                    src.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+            if self.path.exists():
+                self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self._open()
+
+    def _write_line(self, line: str) -> None:
+        if self._fh is None:
+            self._open()
+            if self._fh is None:
+                raise OSError(f"decision log {self.path} is not open")
+        size = self._size()
+        if size > 0 and size + len(line.encode("utf-8")) > self.max_bytes:
+            self._rotate()
+            if self._fh is None:
+                raise OSError(f"decision log {self.path} could not be reopened after rotation")
+        self._fh.write(line)
+        self._fh.flush()
+
+    def _disk_error(self, what: str, exc: BaseException) -> None:
+        self.write_errors += 1
+        if not self._failing:
+            log.error(
+                "%s: %s; decisions go on, records are dropped until the disk recovers", what, exc
+            )
+            self._failing = True
+
+    # -- clips ----------------------------------------------------------------------
+    def _scan_clips(self) -> None:
+        assert self.clips_dir is not None
+        try:
+            _private_dir(self.clips_dir)
+            found = []
+            for p in self.clips_dir.iterdir():
+                if p.suffix == CLIP_SUFFIX and p.is_file():
+                    st = p.stat()
+                    found.append((st.st_mtime, p.name, st.st_size))
+        except OSError as exc:
+            self._disk_error(f"cannot use clip folder {self.clips_dir}", exc)
+            return
+        found.sort()
+        self._clips = [(name, size) for _, name, size in found]
+        self._clip_bytes = sum(size for _, size in self._clips)
+        self._enforce_cap(0)
+
+    def _enforce_cap(self, incoming: int) -> None:
+        """Delete the oldest clips until ``incoming`` more bytes fit under the cap."""
+        assert self.clips_dir is not None
+        while self._clips and self._clip_bytes + incoming > self.clip_cap_bytes:
+            name, size = self._clips.pop(0)
+            self._clip_bytes -= size
+            try:
+                (self.clips_dir / name).unlink(missing_ok=True)
+            except OSError as exc:
+                self._disk_error(f"cannot delete old clip {self.clips_dir / name}", exc)
+
+    def wants_clip(self, score: float, verdict: str, threshold: float) -> bool:
+        """True if this decision's audio would be saved: rejected, or within the borderline margin."""
+        if self.clips_dir is None:
+            return False
+        return verdict != "bonafide" or abs(score - threshold) < self.borderline_margin
+
+    def _save_clip(self, audio: np.ndarray, verdict: str) -> str | None:
+        assert self.clips_dir is not None
+        self._clip_seq += 1
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+        name = f"{stamp}_{self._clip_seq:04d}_{verdict}{CLIP_SUFFIX}"
+        expected = 44 + 2 * int(np.asarray(audio).size)  # WAV header + 16-bit samples
+        if expected > self.clip_cap_bytes:
+            return None
+        _private_dir(self.clips_dir)
+        self._enforce_cap(expected)
+        path = self.clips_dir / name
+        size = write_private_wav(path, audio)
+        self._clips.append((name, size))
+        self._clip_bytes += size
+        self._enforce_cap(0)
+        return str(path)
+
+    @property
+    def clip_bytes(self) -> int:
+        """Bytes of clips currently kept."""
+        return self._clip_bytes
+
+    # -- the public API ------------------------------------------------------------
+    def record(
+        self,
+        *,
+        t_start: float,
+        t_end: float,
+        score: float,
+        verdict: str,
+        threshold: float,
+        latency_ms: float,
+        level_dbfs: float | None = None,
+        duration_s: float | None = None,
+        model_version: str,
+        source: str = "listen",
+        audio: np.ndarray | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Append one decision; save its audio if clips are on and it is rejected or borderline.
+
+        ``audio`` is 16 kHz mono float32; ``level_dbfs``/``duration_s`` are computed from
+        it when not given. Extra keyword fields (JSON-serialisable) are stored as they are.
+        Returns the record as written (with ``clip`` when audio was saved).
+        """
+        if audio is not None and (level_dbfs is None or duration_s is None):
+            info = check_audio(audio)
+            level_dbfs = info.rms_dbfs if level_dbfs is None else level_dbfs
+            duration_s = info.duration_s if duration_s is None else duration_s
+        rec: dict[str, Any] = {
+            "time": utc_now_iso(),
+            "unix_time": round(time.time(), 3),
+            "t_start": round(float(t_start), 3),
+            "t_end": round(float(t_end), 3),
+            "score": round(float(score), 6),
+            "verdict": verdict,
+            "threshold": round(float(threshold), 6),
+            "borderline": abs(float(score) - float(threshold)) < self.borderline_margin,
+            "latency_ms": round(float(latency_ms), 3),
+            "level_dbfs": None
+            if level_dbfs is None or not np.isfinite(level_dbfs)
+            else round(float(level_dbfs), 2),
+            "duration_s": None if duration_s is None else round(float(duration_s), 3),
+            "model_version": model_version,
+            "source": source,
+        }
+        rec.update(extra)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"decision log {self.path} is closed")
+            clip_failed = False
+            if audio is not None and self.wants_clip(score, verdict, threshold):
+                try:
+                    clip = self._save_clip(audio, verdict)
+                    if clip is not None:
+                        rec["clip"] = clip
+                except OSError as exc:
+                    clip_failed = True
+                    self._disk_error(f"cannot save clip in {self.clips_dir}", exc)
+            try:
+                self._write_line(json.dumps(rec, default=float) + "\n")
+                self.n_records += 1
+                if self._failing and not clip_failed:
+                    log.warning(
+                        "decision log %s: writing works again (%d records or clips lost)",
+                        self.path,
+                        self.write_errors,
+                    )
+                    self._failing = False
+            except OSError as exc:
+                self._disk_error(f"cannot write decision log {self.path}", exc)
+                # A failed write may leave the buffer half full; drop it and reopen next time.
+                try:
+                    if self._fh is not None:
+                        self._fh.close()
+                except OSError:
+                    pass
+                self._fh = None
+        return rec
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                try:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                except OSError as exc:
+                    self._disk_error(f"cannot flush decision log {self.path}", exc)
+
+    def close(self) -> None:
+        """Flush and close; further ``record`` calls raise. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._fh is not None:
+                try:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                except OSError as exc:
+                    self._disk_error(f"cannot flush decision log {self.path}", exc)
+                try:
+                    self._fh.close()
+                except OSError:
+                    pass
+                self._fh = None
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def log_files(path: str | Path) -> list[Path]:
+    """The log and its rotated backups that exist, oldest first (``LOG.N`` ... ``LOG.1``, ``LOG``)."""
+    path = Path(path)
+    backups = []
+    for p in path.parent.glob(path.name + ".*"):
+        suffix = p.name[len(path.name) + 1 :]
+        if suffix.isdigit():
+            backups.append((int(suffix), p))
+    files = [p for _, p in sorted(backups, reverse=True)]
+    if path.exists():
+        files.append(path)
+    return files
+
+
+def read_records(path: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """All records of a log and its backups, oldest first, and the number of unreadable lines.
+
+    A line cut short by a crash or a full disk is skipped and counted, not fatal.
+    """
+    records: list[dict[str, Any]] = []
+    bad = 0
+    files = log_files(path)
+    if not files:
+        raise FileNotFoundError(f"{path}: decision log not found")
+    for f in files:
+        with f.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    bad += 1
+                    continue
+                if isinstance(rec, dict) and "score" in rec and "verdict" in rec:
+                    records.append(rec)
+                else:
+                    bad += 1
+    return records, bad
+
+
+__all__ = ["DecisionLog", "read_records", "log_files", "write_private_wav", "utc_now_iso"]
