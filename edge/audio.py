@@ -8,7 +8,6 @@ Problems raise :class:`AudioError` naming the file and what is wrong with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 
 import numpy as np
@@ -75,31 +74,18 @@ def resample(x: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np.n
     """Rational polyphase resampling in numpy (no scipy on the Pi).
 
     Upsample by ``up``, low-pass, downsample by ``down`` where ``up/down = new/orig``;
-    computed per output phase so the cost is proportional to the output length.
+    computed per output phase (one strided matrix-vector product per phase) so the cost is
+    proportional to the output length. :class:`wakeguard.edge.stream_resample.StreamResampler`
+    gives the same samples block by block for live audio.
     """
+    from .stream_resample import resample_polyphase
+
     x = np.asarray(x, dtype=np.float32)
     if orig_rate == new_rate or x.size == 0:
         return x
     if orig_rate <= 0 or new_rate <= 0:
         raise AudioError(None, f"invalid sample rates {orig_rate} -> {new_rate}")
-    g = gcd(orig_rate, new_rate)
-    up, down = new_rate // g, orig_rate // g
-    h = _design_lowpass(up, down)
-    half = (len(h) - 1) // 2
-    n_out = int(np.ceil(len(x) * up / down))
-    # Output sample k sits at upsampled index k*down; input sample i sits at i*up.
-    k = np.arange(n_out)
-    centre = k * down
-    # Taps that land on real input samples: (centre - j) % up == 0 for tap offset j.
-    phase = centre % up
-    base = centre // up
-    taps = np.arange(-(half // up) - 1, half // up + 2)
-    idx = base[:, None] - taps[None, :]
-    hpos = (phase[:, None] + taps[None, :] * up) + half
-    valid = (hpos >= 0) & (hpos < len(h)) & (idx >= 0) & (idx < len(x))
-    coeff = np.where(valid, h[np.clip(hpos, 0, len(h) - 1)], 0.0)
-    samples = x[np.clip(idx, 0, len(x) - 1)]
-    return (coeff * samples).sum(axis=1).astype(np.float32)
+    return resample_polyphase(x, orig_rate, new_rate)
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
