@@ -1,0 +1,92 @@
+"""``wakeguard bench`` through the CLI, and the MAC count against a hand count (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+from wakeguard.tools.cli import app
+
+runner = CliRunner()
+
+
+def _bench_json(*args: str) -> dict:
+    res = runner.invoke(app, ["bench", "--json", "--repeats", "3", "--warmup", "1", *args])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_mac_count_matches_hand_count(tiny_bundle: Path):
+    from wakeguard.edge.profiling import count_macs, parameter_count
+
+    model = (tiny_bundle / "model.tflite").read_bytes()
+    macs = count_macs(model)
+    # tiny net: input (197, 257, 1) -> Conv2D(4, 3x3, stride 2, valid) -> (98, 128, 4) -> GAP -> Dense(1)
+    conv = 98 * 128 * 4 * (3 * 3 * 1)
+    dense = 4 * 1
+    assert macs.to_dict()["by_op"] == {"CONV_2D": conv, "FULLY_CONNECTED": dense}
+    assert macs.total == conv + dense
+    assert "MEAN" in macs.other_ops
+    assert parameter_count(model) == 4 * 9 + 4 + 4  # conv kernel + conv bias + dense kernel
+
+
+def test_bench_json_has_every_stage_and_figure(tiny_bundle: Path, tmp_path: Path):
+    r = _bench_json("--model", str(tiny_bundle), "--no-baseline", "--plot", str(tmp_path / "b.png"))
+    assert set(r["stages"]) == {"int8"}
+    assert set(r["stages"]["int8"]) == {"1s", "2s", "4s"}
+    for per in r["stages"]["int8"].values():
+        assert set(per) == {"conversion", "frontend", "inference", "e2e"}
+        for v in per.values():
+            assert 0 < v["p50"] <= v["p95"] <= v["p99"]
+            assert v["n"] == 3
+    assert r["model_bytes"] == (tiny_bundle / "model.tflite").stat().st_size
+    assert r["macs"]["per_window"] == 98 * 128 * 4 * 9 + 4
+    assert r["macs"]["windows_per_command"] == {"1s": 1, "2s": 1, "4s": 3}
+    assert {p["name"] for p in r["physical"]} == {"Cortex-A72", "Cortex-A76"}
+    assert r["rss_mb"] > 0 and r["footprint"]["heavy_modules_imported"] == []
+    assert r["rtf"]["int8"]["2s"] > 0
+    for key in ("cpu", "cores", "python", "runtime"):
+        assert r["machine"][key]
+    assert any("float32" in n for n in r["notes"]) and any("baseline" in n for n in r["notes"])
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_float_variant_side_by_side(tiny_bundle: Path, tmp_path: Path):
+    """A float32 model found beside a run's bundle is benched in the same run, with ratios."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bundle, run / "bundle")
+    (run / "quantize").mkdir()
+    shutil.copy(tiny_bundle / "model.tflite", run / "quantize" / "float32.tflite")  # any valid model will do
+    r = _bench_json("--model", str(run / "bundle"), "--no-baseline")
+    assert set(r["stages"]) == {"int8", "float32"}
+    assert r["float_model"].endswith("float32.tflite")
+    assert set(r["ratios"]["float32_e2e_p95/int8_e2e_p95"]) == {"1s", "2s", "4s"}
+
+
+def test_bench_table_for_people(tiny_bundle: Path):
+    res = runner.invoke(app, ["bench", "--model", str(tiny_bundle), "--repeats", "2", "--warmup", "0", "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    assert "end to end" in res.output and "Cortex-A72" in res.output and "peak resident memory" in res.output
+
+
+def test_bench_bad_inputs_are_clear(tmp_path: Path, tiny_bundle: Path):
+    res = runner.invoke(app, ["bench", "--model", str(tmp_path / "nope")])
+    assert res.exit_code == 2
+    assert "nope" in res.output and "not found" in res.output
+    res = runner.invoke(app, ["bench", "--model", str(tiny_bundle), "--float-model", str(tmp_path / "f.tflite")])
+    assert res.exit_code == 2 and "f.tflite" in res.output
+    res = runner.invoke(app, ["bench", "--model", str(tiny_bundle), "--repeats", "0"])
+    assert res.exit_code == 2 and "repeats" in res.output
+
+
+def test_percentiles():
+    from wakeguard.edge.profiling import percentiles
+
+    p = percentiles(range(1, 101))
+    assert (p.p50, p.p95, p.p99, p.n) == (50.5, pytest.approx(95.05), pytest.approx(99.01), 100)
+    with pytest.raises(ValueError):
+        percentiles([])
