@@ -1,8 +1,143 @@
-"""SCAFFOLD: replaced by the owner of this command (evaluate_cmd)."""
+"""``wakeguard evaluate``: score a protocol with a model bundle and report EER, APCER, BPCER."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from .console import console, err_console, print_json, run_cli
 
-def evaluate_cli() -> None:
-    """Not built yet."""
-    raise typer.Exit(1)
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _ci(pair: list[float] | None) -> str:
+    return "" if not pair else f"[{100 * pair[0]:.2f}, {100 * pair[1]:.2f}]"
+
+
+def print_metrics(m: dict[str, Any]) -> None:
+    """Rich tables for people: headline metrics, per-condition EER, unscored rows."""
+    from rich.table import Table
+
+    ci = m.get("ci") or {}
+    t = Table(
+        title=f"{m.get('split', '')} split: {m['n_bonafide']} bona fide, {m['n_spoof']} spoof, {m.get('n_speakers', 0)} speakers"
+    )
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column(
+        f"{int(100 * ci.get('level', 0.95))}% CI (by {ci.get('unit', 'speaker')})", justify="right"
+    )
+    t.add_row("EER", _pct(m["eer"]), _ci(ci.get("eer")))
+    t.add_row(
+        f"APCER @ {m['operating_point']} threshold {m['threshold']:+.3f}",
+        _pct(m["apcer"]),
+        _ci(ci.get("apcer")),
+    )
+    t.add_row(
+        f"BPCER @ {m['operating_point']} threshold {m['threshold']:+.3f}",
+        _pct(m["bpcer"]),
+        _ci(ci.get("bpcer")),
+    )
+    t.add_row(
+        "APCER @ BPCER 1%", _pct(m["apcer_at_bpcer_1pct"]), _ci(ci.get("apcer_at_bpcer_1pct"))
+    )
+    t.add_row(
+        "APCER @ BPCER 5%", _pct(m["apcer_at_bpcer_5pct"]), _ci(ci.get("apcer_at_bpcer_5pct"))
+    )
+    lat = m.get("latency_ms")
+    if lat:
+        t.add_row(
+            "latency per utterance (median / p95)", f"{lat['median']:.1f} / {lat['p95']:.1f} ms", ""
+        )
+    console.print(t)
+    for col, values in (m.get("per_condition") or {}).items():
+        ct = Table(title=f"EER by {col}")
+        ct.add_column(col)
+        ct.add_column("EER", justify="right")
+        ct.add_column("bona fide", justify="right")
+        ct.add_column("spoof", justify="right")
+        for v, d in values.items():
+            ct.add_row(
+                v, _pct(d["eer"]), f"{d['n_bonafide']} ({d.get('bonafide', '')})", str(d["n_spoof"])
+            )
+        console.print(ct)
+    if m.get("n_unscored"):
+        err_console.print(
+            f"[yellow]{m['n_unscored']} of {m.get('n_rows')} rows could not be scored:[/]",
+            highlight=False,
+        )
+        for u in m["unscored"][:20]:
+            err_console.print(f"  {u['path']}: {u['reason']}", highlight=False)
+        if m["n_unscored"] > 20:
+            err_console.print(f"  ... and {m['n_unscored'] - 20} more", highlight=False)
+
+
+def evaluate_cli(
+    protocol: Annotated[
+        Path, typer.Option("--protocol", "-p", help="Protocol CSV or dataset folder.")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write scores.csv, metrics.json (and unscored.csv) here."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the metrics as one JSON object.")
+    ] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="train, dev, eval or all (default: eval if the protocol has it, else all rows).",
+        ),
+    ] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point",
+            help="Bundle threshold for APCER/BPCER: eer, bpcer_1pct or bpcer_5pct (default: the bundle's).",
+        ),
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Inference threads.")] = 1,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Fail (exit 2) if any row cannot be scored; otherwise they are listed and counted.",
+        ),
+    ] = False,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap", help="Bootstrap replicates for the confidence intervals (by speaker)."
+        ),
+    ] = 1000,
+) -> None:
+    """Score every row of a protocol with the int8 bundle and compute EER, APCER and BPCER."""
+    from wakeguard.model.evaluate import evaluate
+
+    m = run_cli(
+        evaluate,
+        protocol,
+        bundle=model,
+        out=out,
+        split=split,
+        operating_point=operating_point,
+        threads=threads,
+        progress=not as_json,
+        strict=strict,
+        n_boot=bootstrap,
+    )
+    if as_json:
+        print_json(m)
+    else:
+        print_metrics(m)
+        if out is not None:
+            console.print(f"scores and metrics written to {out}", highlight=False)

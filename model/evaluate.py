@@ -1,0 +1,262 @@
+"""Evaluate a model bundle on a protocol through the shipped path: front-end + TFLite + calibration.
+
+:func:`score_protocol` scores every row of a protocol with a
+:class:`wakeguard.edge.scorer.Scorer` (the code that runs on the Pi) and returns the score
+rows; :func:`evaluate` also writes the score CSV and the metrics JSON. Quantisation
+evaluates its TFLite variants through :func:`score_protocol` too, so every number in a run
+comes from one code path.
+
+Rows that cannot be scored (unreadable, too short, silent audio) are never dropped
+silently: each is kept with its file and reason, counted in the metrics, written to
+``unscored.csv`` and, with ``strict=True``, turned into an error.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from wakeguard.edge.audio import AudioError, load_audio
+from wakeguard.edge.bundle import load_bundle
+from wakeguard.edge.protocol import Protocol, Row, read_protocol
+from wakeguard.edge.scorer import Scorer
+
+from .metrics import DEFAULT_N_BOOT, compute_metrics, write_metrics, write_scores
+
+SCORES_FILE = "scores.csv"
+METRICS_FILE = "metrics.json"
+UNSCORED_FILE = "unscored.csv"
+ALL_SPLITS = "all"
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot produce honest metrics (rows unscored in strict mode, one class missing)."""
+
+
+@dataclass(frozen=True)
+class Unscored:
+    """A protocol row that could not be scored, and why."""
+
+    path: str
+    label: str
+    reason: str
+
+
+@dataclass
+class ScoreRun:
+    """Scores of one protocol (or split of it) from one scorer."""
+
+    rows: list[dict[str, Any]]
+    """Protocol fields and conditions of each scored row, plus ``score`` (float)."""
+    condition_columns: list[str]
+    unscored: list[Unscored] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    """Front-end + inference time of each scored row."""
+    threshold: float = 0.0
+    split: str | None = None
+    n_rows: int = 0
+
+    def latency_summary(self) -> dict[str, float] | None:
+        if not self.latency_ms:
+            return None
+        lat = np.asarray(self.latency_ms)
+        return {
+            "mean": float(lat.mean()),
+            "median": float(np.median(lat)),
+            "p95": float(np.quantile(lat, 0.95)),
+            "max": float(lat.max()),
+        }
+
+
+def resolve_split(protocol: Protocol, split: str | None) -> str | None:
+    """``None`` means ``eval`` when the protocol has an eval split, else every row; ``"all"`` means every row."""
+    if split == ALL_SPLITS:
+        return None
+    if split is None:
+        return "eval" if "eval" in protocol.splits() else None
+    if split not in protocol.splits():
+        raise EvaluationError(
+            f"{protocol.root}: protocol has no rows in split {split!r} (has {protocol.splits() or 'no splits'})"
+        )
+    return split
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def score_rows(
+    rows: Sequence[Row],
+    root: Path,
+    scorer: Scorer,
+    *,
+    progress: bool = False,
+    description: str = "scoring",
+) -> tuple[list[dict[str, Any]], list[Unscored], list[float]]:
+    """Score protocol rows with ``scorer``; unusable audio becomes an :class:`Unscored` entry."""
+    scored: list[dict[str, Any]] = []
+    unscored: list[Unscored] = []
+    latency: list[float] = []
+    bar = _progress() if progress else None
+    task = bar.add_task(description, total=len(rows)) if bar else None
+    if bar:
+        bar.start()
+    try:
+        for row in rows:
+            path = row.audio_path(root)
+            try:
+                audio = load_audio(path)
+                result = scorer.score(audio, path=path)
+            except AudioError as exc:
+                unscored.append(Unscored(row.path, row.label, exc.problem))
+            else:
+                scored.append({**row.as_dict(), "score": float(result.score)})
+                latency.append(float(result.latency_ms))
+            if bar:
+                bar.advance(task)
+    finally:
+        if bar:
+            bar.stop()
+    return scored, unscored, latency
+
+
+def score_protocol(
+    protocol: Path | Protocol,
+    *,
+    scorer: Scorer | None = None,
+    bundle: Path | None = None,
+    split: str | None = None,
+    operating_point: str | None = None,
+    threads: int = 1,
+    progress: bool = False,
+) -> ScoreRun:
+    """Score every row of ``protocol`` (one split of it, see :func:`resolve_split`).
+
+    Pass a ready ``scorer`` (e.g. ``Scorer(variant_bytes, frontend, calibration=...)`` for a
+    quantisation variant) or a ``bundle`` folder (default: the shipped bundle).
+    """
+    proto = protocol if isinstance(protocol, Protocol) else read_protocol(protocol)
+    use_split = resolve_split(proto, split)
+    if scorer is None:
+        scorer = Scorer.from_bundle(bundle, operating_point=operating_point, num_threads=threads)
+    rows = proto.where(split=use_split)
+    scored, unscored, latency = score_rows(
+        rows,
+        proto.root,
+        scorer,
+        progress=progress,
+        description=f"scoring {use_split or 'all rows'}",
+    )
+    return ScoreRun(
+        rows=scored,
+        condition_columns=list(proto.condition_columns),
+        unscored=unscored,
+        latency_ms=latency,
+        threshold=float(scorer.threshold),
+        split=use_split,
+        n_rows=len(rows),
+    )
+
+
+def write_unscored(path: Path, unscored: Sequence[Unscored]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "reason"])
+        for u in unscored:
+            w.writerow([u.path, u.label, u.reason])
+    return path
+
+
+def metrics_for_run(
+    run: ScoreRun, *, operating_point: str, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+) -> dict[str, Any]:
+    """Metrics JSON of a :class:`ScoreRun` at its scorer's threshold, plus what could not be scored."""
+    labels = {r["label"] for r in run.rows}
+    if labels != {"bonafide", "spoof"}:
+        raise EvaluationError(
+            f"need scored bona fide and spoof rows, have {sorted(labels) or 'none'} "
+            f"({len(run.rows)} scored, {len(run.unscored)} unscored of {run.n_rows})"
+        )
+    m = compute_metrics(
+        run.rows,
+        run.condition_columns,
+        threshold=run.threshold,
+        operating_point=operating_point,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    m["split"] = run.split or ALL_SPLITS
+    m["n_rows"] = run.n_rows
+    m["n_unscored"] = len(run.unscored)
+    m["unscored"] = [{"path": u.path, "label": u.label, "reason": u.reason} for u in run.unscored]
+    m["latency_ms"] = run.latency_summary()
+    return m
+
+
+def evaluate(
+    protocol: Path,
+    *,
+    bundle: Path | None = None,
+    out: Path | None = None,
+    split: str | None = None,
+    operating_point: str | None = None,
+    threads: int = 1,
+    progress: bool = True,
+    strict: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+) -> dict[str, Any]:
+    """Score a protocol with a bundle and return the metrics JSON (also written to ``out``).
+
+    ``out`` receives ``scores.csv`` (one row per scored utterance), ``metrics.json`` and,
+    when rows could not be scored, ``unscored.csv``. The operating threshold is the
+    bundle's (``operating_point`` picks a named one); EER and the BPCER operating points
+    are computed from the scores. With ``strict`` any unscored row raises
+    :class:`EvaluationError` (after the files are written).
+    """
+    b = load_bundle(bundle)
+    op = operating_point or b.default_operating_point
+    scorer = Scorer.from_bundle(b, operating_point=op, num_threads=threads)
+    run = score_protocol(protocol, scorer=scorer, split=split, progress=progress)
+    if out is not None:
+        out = Path(out)
+        write_scores(out / SCORES_FILE, run.rows, run.condition_columns)
+        if run.unscored:
+            write_unscored(out / UNSCORED_FILE, run.unscored)
+        else:
+            (out / UNSCORED_FILE).unlink(missing_ok=True)
+    m = metrics_for_run(run, operating_point=op, n_boot=n_boot)
+    m["protocol"] = str(protocol)
+    m["bundle"] = str(b.path)
+    m["bundle_version"] = b.version
+    m["model_bytes"] = len(b.model_bytes)
+    m["threads"] = threads
+    if out is not None:
+        m["score_file"] = str(out / SCORES_FILE)
+        write_metrics(out / METRICS_FILE, m)
+    if strict and run.unscored:
+        first = "; ".join(f"{u.path}: {u.reason}" for u in run.unscored[:3])
+        raise EvaluationError(
+            f"{len(run.unscored)} of {run.n_rows} rows could not be scored ({first}{' ...' if len(run.unscored) > 3 else ''})"
+        )
+    return m

@@ -1,0 +1,221 @@
+"""``wakeguard evaluate`` end to end: protocol -> int8 bundle via the edge Scorer -> scores + metrics.
+
+Also home of :func:`make_replay_dataset`, a small dataset made from the shared LibriSpeech
+speech (bona fide) and crude "replays" of it (500 Hz high-pass + soft clipping), used by
+the baseline and report tests too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+from wakeguard.edge.audio import load_audio, write_wav
+from wakeguard.edge.protocol import Row, write_protocol
+from wakeguard.tools.cli import app
+
+runner = CliRunner()
+
+
+def fake_replay(x: np.ndarray, cutoff_hz: float = 500.0, drive: float = 3.0) -> np.ndarray:
+    """A crude loudspeaker: 4th-order high-pass at ``cutoff_hz`` and tanh soft clipping."""
+    from scipy.signal import butter, sosfilt
+
+    sos = butter(4, cutoff_hz, btype="highpass", fs=16_000, output="sos")
+    y = sosfilt(sos, x)
+    y = np.tanh(drive * y / (np.max(np.abs(y)) + 1e-9)) / np.tanh(drive)
+    return (0.3 * y).astype(np.float32)
+
+
+def make_replay_dataset(
+    folder: Path,
+    shared_dir: Path,
+    *,
+    n_speakers: int = 12,
+    clips_per_speaker: int = 3,
+    seconds: float = 2.0,
+    seed: int = 0,
+    broken: int = 0,
+) -> Path:
+    """Bona fide 2 s clips of LibriSpeech speakers and fake replays of other clips of theirs.
+
+    Splits by speaker (half train, a quarter dev, a quarter eval); condition columns
+    ``attack`` (``-`` for bona fide, the replay cut-off for spoofs) and ``room`` (both
+    classes). ``broken`` adds that many eval rows whose audio file is corrupt.
+    """
+    rng = np.random.default_rng(seed)
+    files = sorted((shared_dir / "speech" / "librispeech" / "train-clean-100").glob("*.flac"))
+    n = int(seconds * 16_000)
+    rows: list[Row] = []
+    spk_used = 0
+    for f in files:
+        if spk_used == n_speakers:
+            break
+        x = load_audio(f)
+        if x.size < n * 2 * clips_per_speaker:
+            continue
+        spk = f.name.split("-")[0]
+        split = (
+            "train"
+            if spk_used < n_speakers // 2
+            else ("dev" if spk_used < 3 * n_speakers // 4 else "eval")
+        )
+        spk_used += 1
+        for k in range(clips_per_speaker):
+            live = x[2 * k * n : (2 * k + 1) * n]
+            live = 0.3 * live / (np.max(np.abs(live)) + 1e-9)
+            cutoff = float(rng.choice([400.0, 700.0]))
+            replay = fake_replay(x[(2 * k + 1) * n : (2 * k + 2) * n], cutoff)
+            replay = replay + rng.normal(0, 1e-3, replay.size).astype(np.float32)
+            room = str(rng.choice(["small", "large"]))
+            write_wav(folder / "audio" / f"{spk}_{k}_live.wav", live)
+            write_wav(folder / "audio" / f"{spk}_{k}_replay.wav", replay)
+            rows.append(
+                Row(
+                    f"audio/{spk}_{k}_live.wav",
+                    "bonafide",
+                    spk,
+                    split,
+                    {"attack": "-", "room": room},
+                )
+            )
+            rows.append(
+                Row(
+                    f"audio/{spk}_{k}_replay.wav",
+                    "spoof",
+                    spk,
+                    split,
+                    {"attack": f"hp{int(cutoff)}", "room": room},
+                )
+            )
+    assert spk_used == n_speakers, "not enough long shared speech files"
+    for i in range(broken):
+        bad = folder / "audio" / f"broken_{i}.wav"
+        bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
+        rows.append(
+            Row(
+                f"audio/broken_{i}.wav",
+                "spoof",
+                "broken",
+                "eval",
+                {"attack": "hp400", "room": "small"},
+            )
+        )
+    write_protocol(folder / "protocol.csv", rows, ["attack", "room"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, shared_dir) -> Path:
+    return make_replay_dataset(
+        tmp_path_factory.mktemp("ds") / "toy",
+        shared_dir,
+        n_speakers=8,
+        clips_per_speaker=2,
+        broken=1,
+    )
+
+
+def test_evaluate_json_and_files(dataset, tiny_bundle, tmp_path):
+    out = tmp_path / "eval"
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--protocol",
+            str(dataset / "protocol.csv"),
+            "--model",
+            str(tiny_bundle),
+            "--out",
+            str(out),
+            "--json",
+            "--bootstrap",
+            "100",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    # Default split is eval: 2 speakers x 2 clips x 2 classes, plus one broken spoof row.
+    assert m["split"] == "eval" and m["n_rows"] == 9
+    assert (m["n_bonafide"], m["n_spoof"], m["n_unscored"]) == (4, 4, 1)
+    assert (
+        m["unscored"][0]["path"] == "audio/broken_0.wav"
+        and "unreadable" in m["unscored"][0]["reason"]
+    )
+    for key in (
+        "eer",
+        "apcer",
+        "bpcer",
+        "apcer_at_bpcer_1pct",
+        "apcer_at_bpcer_5pct",
+        "ci",
+        "threshold",
+        "eer_threshold",
+    ):
+        assert key in m
+    assert (
+        m["threshold"] == 0.0 and m["operating_point"] == "eer"
+    )  # the tiny bundle's EER threshold
+    assert set(m["per_condition"]) == {"attack", "room"}
+    assert m["ci"]["unit"] == "speaker" and m["ci"]["n_units"] == 2
+    # The score file holds exactly the scored rows, and metrics recomputed from it agree.
+    with (out / "scores.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8 and list(rows[0])[-1] == "score"
+    from wakeguard.model.metrics import metrics_from_scores
+
+    again = metrics_from_scores(out / "scores.csv", threshold=m["threshold"], n_boot=100)
+    assert again["eer"] == m["eer"] and again["apcer"] == m["apcer"]
+    assert json.loads((out / "metrics.json").read_text())["eer"] == m["eer"]
+    assert "broken_0.wav" in (out / "unscored.csv").read_text()
+
+
+def test_scores_match_the_edge_scorer(dataset, tiny_bundle):
+    from wakeguard.edge.scorer import Scorer
+    from wakeguard.model.evaluate import score_protocol
+
+    run = score_protocol(dataset, bundle=tiny_bundle, split="dev")
+    assert len(run.rows) == 8 and not run.unscored
+    scorer = Scorer.from_bundle(tiny_bundle)
+    for r in run.rows[:3]:
+        assert r["score"] == scorer.score(load_audio(dataset / r["path"])).score
+
+
+def test_strict_fails_on_unreadable_rows(dataset, tiny_bundle):
+    res = runner.invoke(
+        app,
+        ["evaluate", "-p", str(dataset), "-m", str(tiny_bundle), "--strict", "--bootstrap", "10"],
+    )
+    assert res.exit_code == 2
+    assert "broken_0.wav" in res.output and "could not be scored" in res.output
+
+
+def test_table_output_and_errors(dataset, tiny_bundle, tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "-p",
+            str(dataset),
+            "-m",
+            str(tiny_bundle),
+            "--split",
+            "dev",
+            "--bootstrap",
+            "10",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        "EER" in res.output and "APCER @ BPCER 1%" in res.output and "EER by attack" in res.output
+    )
+    res = runner.invoke(app, ["evaluate", "-p", str(tmp_path / "nope.csv"), "-m", str(tiny_bundle)])
+    assert res.exit_code == 2 and "protocol file not found" in res.output
+    res = runner.invoke(
+        app, ["evaluate", "-p", str(dataset), "-m", str(tmp_path), "--split", "dev"]
+    )
+    assert res.exit_code == 2 and "manifest.json" in res.output
