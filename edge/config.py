@@ -1,0 +1,281 @@
+"""Runtime configuration for ``listen`` and ``serve``: a TOML file plus command-line overrides.
+
+The defaults are the dataclass defaults below; ``wakeguard.toml`` (shipped beside this
+module, installed as ``/etc/wakeguard/wakeguard.toml`` on a Pi) spells them out with
+comments. A file only needs the keys it changes. Unknown sections or keys, and values of
+the wrong type, raise :class:`ConfigError` naming the file, the key and the problem, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .decision import DecisionParams
+from .endpoint import EndpointParams
+
+DEFAULT_CONFIG_NAME = "wakeguard.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+    def __init__(self, where: str | Path | None, problem: str):
+        self.where = None if where is None else str(where)
+        self.problem = problem
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    bundle: str = ""
+    """Model bundle folder; empty = the bundle shipped with the package."""
+    operating_point: str = ""
+    """``eer``, ``bpcer_1pct`` or ``bpcer_5pct``; empty = the bundle's default."""
+    threads: int = 1
+    """Inference threads."""
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    device: str = ""
+    """Input device: an index or part of its name; empty = the system default."""
+    sample_rate: int = 0
+    """Rate to open the device at; 0 = 16 kHz if it accepts that, else its default rate."""
+    channels: int = 0
+    """Channels to open; 0 = mono if accepted, else what the device needs (mixed to mono)."""
+    block_ms: float = 32.0
+    """Audio block length handed over by the device callback."""
+    queue_seconds: float = 2.0
+    """Capacity of the bounded block queue; a full queue drops blocks (counted overruns)."""
+    backoff_s: float = 1.0
+    """First wait before reopening a missing or lost microphone (doubles each failure)."""
+    max_backoff_s: float = 30.0
+    """Longest wait between reopening attempts."""
+    stall_s: float = 3.0
+    """No audio for this long from an open stream counts as a lost device."""
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    frame_ms: float = 10.0
+    threshold_db: float = 9.0
+    min_level_dbfs: float = -55.0
+    floor_rise_db_per_s: float = 3.0
+    floor_fall: float = 0.5
+    max_flatness: float = 0.45
+    min_band_ratio: float = 0.35
+    band_low_hz: float = 200.0
+    band_high_hz: float = 4000.0
+    onset_frames: int = 3
+    pre_roll_s: float = 0.3
+    hangover_s: float = 0.5
+    post_roll_s: float = 0.2
+    min_seconds: float = 0.3
+    max_seconds: float = 6.0
+
+    def params(self) -> EndpointParams:
+        kw = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("band_")}
+        return EndpointParams(band_hz=(self.band_low_hz, self.band_high_hz), **kw)
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    threshold: float = math.nan
+    """Score threshold; nan (leave it out of the file) = the bundle's operating point."""
+    smoothing_alpha: float = 1.0
+    smoothing_window_s: float = 3.0
+    refractory_s: float = 0.0
+
+    def params(self, bundle_threshold: float) -> DecisionParams:
+        t = bundle_threshold if math.isnan(self.threshold) else self.threshold
+        return DecisionParams(
+            threshold=t,
+            smoothing_alpha=self.smoothing_alpha,
+            smoothing_window_s=self.smoothing_window_s,
+            refractory_s=self.refractory_s,
+        )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    hook: str = ""
+    """Command run for each verdict (no shell; use ``sh -c '...'`` for shell syntax)."""
+    hook_timeout_s: float = 5.0
+    """A hook still running after this is killed."""
+    hook_on: str = "all"
+    """Which verdicts run the hook: ``all``, ``spoof`` or ``bonafide``."""
+    webhook: str = ""
+    """URL that receives each verdict as a JSON POST, e.g. ``http://127.0.0.1:8123/wakeguard``."""
+    webhook_timeout_s: float = 2.0
+    allow_remote_webhook: bool = False
+    """Allow a webhook host other than this machine."""
+    max_pending: int = 16
+    """Verdicts waiting for a hook or webhook beyond this are dropped (and logged)."""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    path: str = ""
+    """Decision log (JSON lines); empty = no log."""
+    max_bytes: int = 5_000_000
+    backups: int = 3
+    clips_dir: str = ""
+    """Opt-in: save rejected and borderline audio here (files readable by the service user only)."""
+    clip_cap_bytes: int = 50_000_000
+    borderline_margin: float = 1.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 0
+    """Prometheus metrics port; 0 = no metrics."""
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    uri: str = "tcp://127.0.0.1:10400"
+    """Where ``wakeguard serve`` listens."""
+    upstream: str = ""
+    """The real wake-word service the proxy forwards to, e.g. ``tcp://127.0.0.1:10401``."""
+    history_seconds: float = 4.0
+    """Audio kept for scoring a detection."""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    source: str = "defaults"
+    """Where the values came from (the file path, or ``defaults``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            f.name: {
+                g.name: getattr(getattr(self, f.name), g.name)
+                for g in fields(getattr(self, f.name))
+            }
+            for f in fields(self)
+            if f.name != "source"
+        }
+
+
+SECTIONS = tuple(f.name for f in fields(RuntimeConfig) if f.name != "source")
+
+
+def default_config_path() -> Path:
+    """The commented default configuration shipped with the package."""
+    return Path(str(resources.files("wakeguard.edge") / DEFAULT_CONFIG_NAME))
+
+
+def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the default's type (ints are accepted for floats)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(where, f"{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(where, f"{key} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(where, f"{key} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # device = 2
+        if not isinstance(value, str):
+            raise ConfigError(where, f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _section(cfg: RuntimeConfig, name: str, values: dict[str, Any], where: str) -> RuntimeConfig:
+    current = getattr(cfg, name)
+    known = {f.name for f in fields(current)}
+    changes = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                where, f"unknown key [{name}] {key} (known: {', '.join(sorted(known))})"
+            )
+        changes[key] = _coerce(where, f"[{name}] {key}", value, getattr(current, key))
+    try:
+        section = replace(current, **changes)
+        if name == "endpoint":
+            section.params()
+        elif name == "decision":
+            section.params(0.0)
+    except ValueError as exc:
+        raise ConfigError(where, f"[{name}] {exc}") from exc
+    return replace(cfg, **{name: section})
+
+
+def merge(cfg: RuntimeConfig, data: dict[str, Any], where: str) -> RuntimeConfig:
+    """``cfg`` with the sections of a parsed TOML document applied."""
+    for name, values in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(where, f"unknown section [{name}] (known: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(where, f"[{name}] must be a table")
+        cfg = _section(cfg, name, values, where)
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> RuntimeConfig:
+    """Defaults, overlaid with ``path`` when given; ConfigError for a missing or bad file."""
+    cfg = RuntimeConfig()
+    if path is None:
+        return cfg
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "configuration file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"not valid TOML ({exc})") from exc
+    return replace(merge(cfg, data, str(path)), source=str(path))
+
+
+def with_overrides(cfg: RuntimeConfig, overrides: dict[str, Any]) -> RuntimeConfig:
+    """Apply ``{"section.key": value}`` overrides (command-line flags); None values are skipped."""
+    data: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError("override", f"expected section.key, got {dotted!r}")
+        data.setdefault(section, {})[key] = value
+    return merge(cfg, data, "command line") if data else cfg
+
+
+__all__ = [
+    "CaptureConfig",
+    "ConfigError",
+    "DecisionConfig",
+    "EndpointConfig",
+    "LogConfig",
+    "MetricsConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "RuntimeConfig",
+    "ServeConfig",
+    "default_config_path",
+    "load_config",
+    "merge",
+    "with_overrides",
+]
