@@ -1,0 +1,555 @@
+"""``wakeguard serve`` over real sockets: a real Wyoming wake service upstream, both verdicts.
+
+The tiny bundle is untrained, so which clip counts as "live" is set by the test: a copy of
+the bundle gets its threshold half-way between the scores of two real speech clips, and the
+higher-scoring clip plays the live talker. What is tested is the plumbing: forwarding,
+buffering, scoring the right audio, passing or swallowing the detection, logging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("wyoming")
+
+from wakeguard.edge.audio import load_audio  # noqa: E402
+from wakeguard.edge.bundle import load_bundle, write_bundle  # noqa: E402
+from wakeguard.edge.decisionlog import DecisionLog, read_records  # noqa: E402
+from wakeguard.edge.scorer import Scorer  # noqa: E402
+from wakeguard.edge.wyoming_service import (  # noqa: E402
+    SCREEN_EVENT,
+    VERDICT_EVENT,
+    AudioRing,
+    Decider,
+    ServiceConfig,
+    WakeguardService,
+    pcm_to_float,
+)
+from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
+from wyoming.client import AsyncTcpClient  # noqa: E402
+from wyoming.event import Event  # noqa: E402
+from wyoming.info import Attribution, Describe, Info, WakeModel, WakeProgram  # noqa: E402
+from wyoming.server import AsyncEventHandler, AsyncTcpServer  # noqa: E402
+from wyoming.wake import Detect, Detection, NotDetected  # noqa: E402
+
+CLIP_SAMPLES = 32_000  # 2.0 s at 16 kHz: one model window, and the proxy's wake_seconds
+CHUNK = 1024  # what satellites send
+
+
+def _pcm16(x: np.ndarray) -> bytes:
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2").tobytes()
+
+
+def _as_wire(x: np.ndarray) -> np.ndarray:
+    """The float audio the service sees after 16-bit transport."""
+    return np.frombuffer(_pcm16(x), dtype="<i2").astype(np.float32) / 32768.0
+
+
+@pytest.fixture(scope="module")
+def clips_and_bundle(tiny_bundle: Path, shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Two 2 s speech clips and a bundle whose threshold lies half-way between their scores."""
+    scorer = Scorer.from_bundle(tiny_bundle)
+    files = sorted((shared_dir / "speech" / "librispeech" / "train-clean-100").glob("*.flac"))[:12]
+    scored = []
+    for f in files:
+        x = load_audio(f)[8_000 : 8_000 + CLIP_SAMPLES]
+        if x.size < CLIP_SAMPLES:
+            continue
+        x = _as_wire(0.5 * x / max(np.abs(x).max(), 1e-6))
+        scored.append((scorer.score(x).score, x))
+    scored.sort(key=lambda t: t[0])
+    (lo_score, spoof_clip), (hi_score, live_clip) = scored[0], scored[-1]
+    assert hi_score - lo_score > 0.05, "tiny model scores too close to separate"
+    mid = (lo_score + hi_score) / 2
+    b = load_bundle(tiny_bundle)
+    folder = write_bundle(
+        tmp_path_factory.mktemp("serve") / "bundle",
+        b.model_bytes,
+        b.frontend,
+        thresholds={"eer": mid, "bpcer_1pct": mid, "bpcer_5pct": mid},
+        calibration=b.calibration,
+        extra={
+            "version": "test-serve",
+            "calibration_scores": {"bonafide": [hi_score], "spoof": [lo_score]},
+        },
+    )
+    return {
+        "live": live_clip,
+        "spoof": spoof_clip,
+        "live_score": hi_score,
+        "spoof_score": lo_score,
+        "bundle": folder,
+    }
+
+
+# -- a real Wyoming wake-word service, playing openWakeWord -------------------------------
+
+
+class FakeWake(AsyncEventHandler):
+    """Answers describe; after ``trigger`` samples since the last ``detect``, sends ``detection``."""
+
+    received: list[str]
+    trigger = CLIP_SAMPLES
+
+    def __init__(self, reader, writer, received: list[str]):
+        super().__init__(reader, writer)
+        self.received = received
+        self.count = 0
+        self.armed = True
+
+    async def handle_event(self, event: Event) -> bool:
+        self.received.append(event.type)
+        if Describe.is_type(event.type):
+            model = WakeModel(
+                name="hey_test",
+                attribution=Attribution("test", ""),
+                installed=True,
+                description="test wake word",
+                version="1",
+                languages=["en"],
+                phrase="hey test",
+            )
+            prog = WakeProgram(
+                name="fake-wake",
+                attribution=Attribution("test", ""),
+                installed=True,
+                description="fake wake service",
+                version="1",
+                models=[model],
+            )
+            await self.write_event(Info(wake=[prog]).event())
+        elif Detect.is_type(event.type):
+            self.count, self.armed = 0, True
+        elif AudioChunk.is_type(event.type):
+            chunk = AudioChunk.from_event(event)
+            self.count += chunk.samples
+            if self.armed and self.count >= self.trigger:
+                self.armed = False
+                await self.write_event(
+                    Detection(name="hey_test", timestamp=chunk.timestamp).event()
+                )
+        elif AudioStop.is_type(event.type) and self.armed:
+            await self.write_event(NotDetected().event())
+        return True
+
+
+async def _start_fake_wake(received: list[str]) -> tuple[AsyncTcpServer, str]:
+    server = AsyncTcpServer("127.0.0.1", 0)
+    await server.start(lambda r, w: FakeWake(r, w, received))
+    port = server._server.sockets[0].getsockname()[1]
+    return server, f"tcp://127.0.0.1:{port}"
+
+
+def _decider(bundle: Path, log: DecisionLog | None, telemetry: Any = None) -> Decider:
+    b = load_bundle(bundle)
+    return Decider(
+        Scorer.from_bundle(b), model_version=b.version, decision_log=log, telemetry=telemetry
+    )
+
+
+async def _connect(uri: str) -> AsyncTcpClient:
+    host, port = uri.removeprefix("tcp://").rsplit(":", 1)
+    client = AsyncTcpClient(host, int(port), connect_timeout=10, read_timeout=20)
+    await client.connect()
+    return client
+
+
+async def _send_audio(
+    client: AsyncTcpClient,
+    x: np.ndarray,
+    *,
+    ts0: int = 0,
+    start: bool = True,
+    stop: bool = False,
+    rate: int = 16_000,
+    width: int = 2,
+    channels: int = 1,
+) -> int:
+    """Stream audio as Wyoming chunks (1024 frames); returns the next timestamp in ms."""
+    if width == 2 and channels == 1:
+        payload = _pcm16(x)
+    else:
+        payload = _encode(x, width, channels)
+    frame = width * channels
+    if start:
+        await client.write_event(
+            AudioStart(rate=rate, width=width, channels=channels, timestamp=ts0).event()
+        )
+    ts = ts0
+    for i in range(0, len(payload), CHUNK * frame):
+        chunk = AudioChunk(
+            rate=rate,
+            width=width,
+            channels=channels,
+            audio=payload[i : i + CHUNK * frame],
+            timestamp=ts,
+        )
+        await client.write_event(chunk.event())
+        ts += chunk.milliseconds
+    if stop:
+        await client.write_event(AudioStop(timestamp=ts).event())
+    return ts
+
+
+def _encode(x: np.ndarray, width: int, channels: int) -> bytes:
+    scale = float(1 << (8 * width - 1))
+    v = np.clip(np.round(x * scale), -scale, scale - 1).astype(np.int64)
+    v = np.repeat(v[:, None], channels, axis=1).reshape(-1)
+    if width == 1:
+        return (v + 128).astype(np.uint8).tobytes()
+    if width == 3:
+        u = v & 0xFFFFFF
+        return (
+            np.stack([u & 0xFF, (u >> 8) & 0xFF, (u >> 16) & 0xFF], axis=1)
+            .astype(np.uint8)
+            .tobytes()
+        )
+    return v.astype({2: "<i2", 4: "<i4"}[width]).tobytes()
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+# -- the wake proxy ----------------------------------------------------------------------------
+
+
+def test_proxy_passes_live_wake_ups_and_swallows_replays(clips_and_bundle, tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    from wakeguard.edge.telemetry import Telemetry
+
+    c = clips_and_bundle
+    log = DecisionLog(tmp_path / "decisions.jsonl")
+    tel = Telemetry(model_version="test-serve")
+
+    async def scenario() -> dict[str, Any]:
+        received: list[str] = []
+        upstream, up_uri = await _start_fake_wake(received)
+        service = WakeguardService(
+            ServiceConfig(uri="tcp://127.0.0.1:0", upstream=up_uri, wake_seconds=2.0),
+            _decider(c["bundle"], log, tel),
+        )
+        uri = await service.start()
+        client = await _connect(uri)
+        out: dict[str, Any] = {}
+        try:
+            await client.write_event(Describe().event())
+            info = await client.read_event()
+            out["info"] = info
+            # A live wake word: the detection comes through.
+            await client.write_event(Detect(names=["hey_test"]).event())
+            ts = await _send_audio(client, c["live"])
+            out["after_live"] = await client.read_event()
+            # Keep streaming a replayed wake word: the detection is swallowed; the next event the
+            # satellite sees is the answer to a later describe.
+            await client.write_event(Detect(names=["hey_test"]).event())
+            await _send_audio(client, c["spoof"], ts0=ts, start=False)
+            await client.write_event(Describe().event())
+            out["after_spoof"] = await client.read_event()
+        finally:
+            await client.disconnect()
+            await service.stop()
+            await upstream.stop()
+        out["received"] = received
+        return out
+
+    out = run(scenario())
+    log.close()
+    info = out["info"]
+    assert info.type == "info"
+    assert Info.from_event(info).wake[0].name == "fake-wake"  # the upstream's info, forwarded
+    assert (
+        info.data["wakeguard"]["mode"] == "proxy"
+        and info.data["wakeguard"]["model_version"] == "test-serve"
+    )
+    assert out["after_live"].type == "detection"
+    assert Detection.from_event(out["after_live"]).name == "hey_test"
+    assert out["after_spoof"].type == "info"  # no detection in between
+    # Everything the satellite sent reached the real wake service.
+    for t in ("describe", "detect", "audio-start", "audio-chunk"):
+        assert t in out["received"]
+    assert out["received"].count("detect") == 2
+    records, bad = read_records(tmp_path / "decisions.jsonl")
+    assert bad == 0 and [r["verdict"] for r in records] == ["bonafide", "spoof"]
+    # The proxy scored exactly the wake-word audio (the 2 s before each detection).
+    assert records[0]["score"] == pytest.approx(c["live_score"], abs=1e-4)
+    assert records[1]["score"] == pytest.approx(c["spoof_score"], abs=1e-4)
+    for r in records:
+        assert r["source"] == "wyoming-proxy" and r["wake_word"] == "hey_test"
+        assert r["duration_s"] == 2.0 and r["added_ms"] >= r["latency_ms"] > 0
+    assert records[1]["t_start"] == pytest.approx(2.0, abs=1e-3)  # second clip starts at 2 s
+    metrics = tel.render().decode()
+    assert 'wakeguard_decisions_total{verdict="bonafide"} 1.0' in metrics
+    assert 'wakeguard_decisions_total{verdict="spoof"} 1.0' in metrics
+
+
+def test_proxy_without_upstream_answers_with_an_error(clips_and_bundle) -> None:
+    async def scenario():
+        # A port nothing listens on: bind one, note it, close it.
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        dead = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        service = WakeguardService(
+            ServiceConfig(
+                uri="tcp://127.0.0.1:0", upstream=f"tcp://127.0.0.1:{dead}", connect_timeout_s=5
+            ),
+            _decider(clips_and_bundle["bundle"], None),
+        )
+        uri = await service.start()
+        client = await _connect(uri)
+        try:
+            await client.write_event(Detect().event())
+            reply = await client.read_event()
+            closed = await client.read_event()
+        finally:
+            await client.disconnect()
+            await service.stop()
+        return reply, closed
+
+    reply, closed = run(scenario())
+    assert reply.type == "error" and reply.data["code"] == "upstream-unreachable"
+    assert "unreachable" in reply.data["text"]
+    assert closed is None  # the connection is closed so the satellite reconnects
+
+
+# -- direct screening ----------------------------------------------------------------------------
+
+
+def test_screening_any_format_both_verdicts(clips_and_bundle, tmp_path: Path) -> None:
+    c = clips_and_bundle
+    log = DecisionLog(tmp_path / "screen.jsonl")
+
+    async def scenario():
+        service = WakeguardService(
+            ServiceConfig(uri="tcp://127.0.0.1:0"), _decider(c["bundle"], log)
+        )
+        uri = await service.start()
+        client = await _connect(uri)
+        events = []
+        try:
+            await client.write_event(Describe().event())
+            events.append(await client.read_event())
+            await _send_audio(client, c["spoof"], stop=True)
+            events.append(await client.read_event())
+            # The live clip as 48 kHz, 24-bit stereo: converted to 16 kHz mono float.
+            from wakeguard.edge.audio import resample
+
+            x48 = resample(c["live"], 16_000, 48_000)
+            await _send_audio(client, x48, stop=True, rate=48_000, width=3, channels=2)
+            events.append(await client.read_event())
+            # Too short to score: an error, and the connection stays usable.
+            await _send_audio(client, c["live"][:800], stop=True)
+            events.append(await client.read_event())
+            await _send_audio(client, c["live"], stop=True, width=4, channels=1)
+            events.append(await client.read_event())
+        finally:
+            await client.disconnect()
+            await service.stop()
+        return events
+
+    info, spoof, live48, short, live32 = run(scenario())
+    log.close()
+    assert info.type == "info" and info.data["wakeguard"]["verdict_event"] == VERDICT_EVENT
+    assert spoof.type == VERDICT_EVENT and spoof.data["verdict"] == "spoof"
+    assert spoof.data["score"] == pytest.approx(c["spoof_score"], abs=1e-4)
+    for key in ("score", "verdict", "threshold", "latency_ms", "model_version"):
+        assert key in spoof.data
+    assert spoof.data["model_version"] == "test-serve" and spoof.data["truncated"] is False
+    assert live48.type == VERDICT_EVENT and live48.data["verdict"] == "bonafide"
+    assert live48.data["duration_s"] == pytest.approx(2.0, abs=1e-3)
+    assert (
+        short.type == "error"
+        and short.data["code"] == "audio-unusable"
+        and "too short" in short.data["text"]
+    )
+    assert live32.data["verdict"] == "bonafide"
+    assert live32.data["score"] == pytest.approx(c["live_score"], abs=1e-3)
+    records, _ = read_records(tmp_path / "screen.jsonl")
+    assert [r["verdict"] for r in records] == ["spoof", "bonafide", "bonafide"]
+    assert {r["source"] for r in records} == {"wyoming-screen"}
+
+
+def test_proxy_server_screens_on_request(clips_and_bundle) -> None:
+    """A connection that opens with wakeguard-screen is screened, not proxied (same server)."""
+    c = clips_and_bundle
+
+    async def scenario():
+        received: list[str] = []
+        upstream, up_uri = await _start_fake_wake(received)
+        service = WakeguardService(
+            ServiceConfig(uri="tcp://127.0.0.1:0", upstream=up_uri), _decider(c["bundle"], None)
+        )
+        uri = await service.start()
+        client = await _connect(uri)
+        try:
+            await client.write_event(Event(type=SCREEN_EVENT))
+            await _send_audio(client, c["live"], stop=True)
+            verdict = await client.read_event()
+        finally:
+            await client.disconnect()
+            await service.stop()
+            await upstream.stop()
+        return verdict, received
+
+    verdict, received = run(scenario())
+    assert verdict.type == VERDICT_EVENT and verdict.data["verdict"] == "bonafide"
+    assert received == []  # nothing went to the wake service
+
+
+def test_stop_finishes_the_decision_in_flight(clips_and_bundle, tmp_path: Path) -> None:
+    """A stop request while a decision is running: the verdict is still sent and logged."""
+    c = clips_and_bundle
+    log = DecisionLog(tmp_path / "d.jsonl")
+    decider = _decider(c["bundle"], log)
+    entered, release = threading.Event(), threading.Event()
+    real_score = decider.scorer.score
+
+    def slow_score(audio, path=None):
+        entered.set()
+        release.wait(10)
+        return real_score(audio, path)
+
+    decider.scorer.score = slow_score  # type: ignore[method-assign]
+
+    async def scenario():
+        service = WakeguardService(ServiceConfig(uri="tcp://127.0.0.1:0"), decider)
+        uri = await service.start()
+        client = await _connect(uri)
+        await _send_audio(client, c["live"], stop=True)
+        await asyncio.to_thread(entered.wait, 10)
+        stopping = asyncio.create_task(service.stop())
+        await asyncio.sleep(0.05)
+        release.set()
+        verdict = await client.read_event()
+        await stopping
+        await client.disconnect()
+        return verdict
+
+    verdict = run(scenario())
+    log.close()
+    assert verdict is not None and verdict.type == VERDICT_EVENT
+    records, _ = read_records(tmp_path / "d.jsonl")
+    assert len(records) == 1
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def test_serve_command_sigterm_exits_zero_and_flushes(clips_and_bundle, tmp_path: Path) -> None:
+    c = clips_and_bundle
+    log_path = tmp_path / "serve.jsonl"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wakeguard.tools.cli",
+            "serve",
+            "--mode",
+            "screen",
+            "--uri",
+            "tcp://127.0.0.1:0",
+            "--model",
+            str(c["bundle"]),
+            "--log",
+            str(log_path),
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        ready = json.loads(line)
+        assert ready["event"] == "listening" and ready["uri"].startswith("tcp://127.0.0.1:")
+
+        async def ask():
+            client = await _connect(ready["uri"])
+            await _send_audio(client, c["spoof"], stop=True)
+            ev = await client.read_event()
+            await client.disconnect()
+            return ev
+
+        verdict = run(ask())
+        assert verdict.type == VERDICT_EVENT and verdict.data["verdict"] == "spoof"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["event"] == "stopped" and stopped["decisions"] == 1
+    records, _ = read_records(log_path)
+    assert len(records) == 1 and records[0]["verdict"] == "spoof"
+
+
+def test_serve_refuses_a_corrupt_or_mismatched_bundle(clips_and_bundle, tmp_path: Path) -> None:
+    from wakeguard.tools.cli import app
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(clips_and_bundle["bundle"], corrupt)
+    data = bytearray((corrupt / "model.tflite").read_bytes())
+    data[100] ^= 0xFF
+    (corrupt / "model.tflite").write_bytes(bytes(data))
+    result = CliRunner().invoke(
+        app, ["serve", "--model", str(corrupt), "--uri", "tcp://127.0.0.1:0"]
+    )
+    assert result.exit_code == 2
+    assert "corrupt" in result.output
+
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(clips_and_bundle["bundle"], mismatched)
+    manifest = json.loads((mismatched / "manifest.json").read_text())
+    manifest["frontend"]["kind"] = "mfcc-from-the-future"
+    (mismatched / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(app, ["serve", "--model", str(mismatched)])
+    assert result.exit_code == 2
+    assert "cannot be reproduced" in result.output
+
+    result = CliRunner().invoke(
+        app, ["serve", "--model", str(clips_and_bundle["bundle"]), "--mode", "proxy"]
+    )
+    assert result.exit_code == 2 and "--upstream" in result.output
+
+
+# -- units ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_pcm_to_float_every_width_and_channel_mix(width: int) -> None:
+    x = (0.5 * np.sin(np.linspace(0, 20, 500))).astype(np.float32)
+    tol = 2.0 / (1 << (8 * width - 1))
+    assert np.allclose(pcm_to_float(_encode(x, width, 1), width, 1), x, atol=tol)
+    assert np.allclose(pcm_to_float(_encode(x, width, 2), width, 2), x, atol=tol)
+
+
+def test_ring_keeps_the_last_seconds_in_order() -> None:
+    ring = AudioRing(1.0, rate=10)
+    stream = np.arange(37, dtype=np.float32)
+    for i in range(0, 37, 4):
+        ring.append(stream[i : i + 4])
+    assert ring.total == 37 and ring.held == 10
+    assert np.array_equal(ring.window(), stream[27:37])
+    assert np.array_equal(ring.window(end=33, n=5), stream[28:33])
+    assert np.array_equal(ring.window(end=20, n=5), stream[27:20])  # no longer held: empty
+    ring.append(np.arange(100, 125, dtype=np.float32))  # longer than the ring
+    assert ring.total == 62 and np.array_equal(ring.window(), np.arange(115, 125))
