@@ -38,18 +38,21 @@ def import_cli(
     """Import a replay corpus into the dataset format, keeping its splits and condition columns.
 
     \b
-    FORMAT and where to get it (download and unpack it yourself; each needs a licence):
-      asvspoof2017    ASVspoof 2017 v2.0  https://datashare.ed.ac.uk/handle/10283/3055
-                      (ASVspoof2017_V2_{train,dev,eval}/, protocol_V2/)
-      asvspoof2019pa  ASVspoof 2019 PA    https://datashare.ed.ac.uk/handle/10283/3336
-                      (PA/ASVspoof2019_PA_{train,dev,eval}/flac, PA/ASVspoof2019_PA_cm_protocols/)
-      asvspoof2021pa  ASVspoof 2021 PA eval + keys  https://www.asvspoof.org/index2021.html
-                      (ASVspoof2021_PA_eval[_partNN]/.../flac, PA-keys-full/keys/PA/CM/trial_metadata.txt)
-      remasc          ReMASC  https://github.com/YuanGongND/ReMASC  (meta.csv + WAV files)
-      folder          your own: bonafide/ and spoof/ subfolders (optionally under train/ dev/ eval/)
+    FORMAT, its layout, and where to get it (download it yourself; each has a licence):
+      asvspoof2017    ASVspoof 2017 v2.0: ASVspoof2017_V2_{train,dev,eval}/, protocol_V2/
+                      https://datashare.ed.ac.uk/handle/10283/3055
+      asvspoof2019pa  ASVspoof 2019 PA: PA/ASVspoof2019_PA_{train,dev,eval}/flac,
+                      PA/ASVspoof2019_PA_cm_protocols/
+                      https://datashare.ed.ac.uk/handle/10283/3336
+      asvspoof2021pa  ASVspoof 2021 PA eval: ASVspoof2021_PA_eval[_partNN]/.../flac and
+                      the keys PA-keys-full/keys/PA/CM/trial_metadata.txt
+                      https://www.asvspoof.org/index2021.html
+      remasc          ReMASC: meta.csv and the WAV files
+                      https://github.com/YuanGongND/ReMASC
+      folder          your own: bonafide/ and spoof/ (optionally inside train/ dev/ eval/)
 
-    Every referenced audio file must exist: a missing file or malformed protocol line stops
-    the import with the protocol file and line, unless --skip-missing.
+    Every referenced audio file must exist: a missing file or malformed protocol line
+    stops the import, naming the protocol file and line, unless --skip-missing.
     """
     from wakeguard.model.importers import import_corpus
 
@@ -76,13 +79,14 @@ def import_cli(
         return
     from rich.table import Table
 
-    table = Table(title=f"{fmt.value} -> {result.protocol}")
+    table = Table(title=f"imported {fmt.value}")
     table.add_column("split")
     table.add_column("bonafide", justify="right")
     table.add_column("spoof", justify="right")
     for name, c in result.counts().items():
         table.add_row(name, str(c["bonafide"]), str(c["spoof"]))
     console.print(table)
+    console.print(f"wrote {result.protocol} ({len(result.rows)} rows)", highlight=False)
     cols = result.to_dict()["condition_columns"]
     console.print(f"condition columns: {', '.join(cols) if cols else '(none)'}", highlight=False)
     for what, n in result.not_used.items():
