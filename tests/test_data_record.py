@@ -165,3 +165,46 @@ def test_shipped_prompts_and_alignment():
     aligned, lag = align_replay(take, replay, 8000)
     assert lag == 1234 and aligned.size == take.size
     assert np.allclose(aligned, 0.3 * take)
+
+
+def test_sounddevice_backend_maps_portaudio_calls():
+    """The real backend's calls, against a stand-in for the sounddevice module."""
+    from types import SimpleNamespace
+
+    from wakeguard.model.record import SoundDeviceBackend, choose_rate, resolve_device
+
+    calls = []
+
+    def check_input_settings(device, samplerate, channels, dtype):
+        if samplerate != 44_100:
+            raise ValueError("Invalid sample rate")
+
+    def rec(frames, samplerate, channels, dtype, device):
+        calls.append(("rec", frames, samplerate, device))
+        return np.full((frames, channels), 0.1, np.float32)
+
+    def playrec(data, samplerate, channels, dtype, device):
+        calls.append(("playrec", data.shape, samplerate, device))
+        return np.zeros((data.shape[0], channels), np.float32)
+
+    sd = SimpleNamespace(
+        query_devices=lambda: [
+            {"name": "HDA Intel: ALC892 Analog", "max_input_channels": 2, "max_output_channels": 6, "default_samplerate": 44100.0},
+            {"name": "JBL Go", "max_input_channels": 0, "max_output_channels": 2, "default_samplerate": 44100.0},
+        ],
+        default=SimpleNamespace(device=[0, 0]),
+        check_input_settings=check_input_settings,
+        check_output_settings=check_input_settings,
+        rec=rec,
+        playrec=playrec,
+        wait=lambda: None,
+    )
+    be = object.__new__(SoundDeviceBackend)
+    be.sd = sd
+    mic = resolve_device(be, None, "input")
+    spk = resolve_device(be, "jbl", "output")
+    assert (mic.name, spk.index) == ("HDA Intel: ALC892 Analog", 1)
+    assert choose_rate(be, mic, spk) == 44_100
+    assert be.record(mic, 100, 44_100).shape == (100,)
+    be.play_record(spk, mic, np.zeros(50, np.float32), 44_100)
+    assert calls == [("rec", 100, 44_100, 0), ("playrec", (50, 1), 44_100, (0, 1))]
