@@ -1,0 +1,308 @@
+"""The data card of a dataset, and its shortcut audit.
+
+The card (``datacard.md`` + ``datacard.json``) counts utterances per split, label and
+condition and summarises durations, levels and silences. The shortcut audit trains trivial
+classifiers (logistic regression and a depth-3 tree) on five nuisance features only —
+duration, RMS level, peak level, leading and trailing silence — on the train split and
+scores the eval split. Public corpora leak labels through such features (ASVspoof 2017
+and 2019 through silence); a corpus passes when every audit classifier's eval EER is at
+least :data:`AUDIT_MIN_EER`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from wakeguard.edge.audio import SAMPLE_RATE, load_audio
+from wakeguard.edge.protocol import Protocol, read_protocol
+
+AUDIT_MIN_EER = 0.40
+"""A trivial classifier on nuisance features must not beat this EER on eval."""
+
+AUDIT_FEATURES = ("duration_s", "rms_dbfs", "peak_dbfs", "lead_silence_s", "trail_silence_s")
+
+SILENCE_BELOW_MAX_DB = 30.0
+"""A 20 ms frame counts as silence when it is this far below the loudest frame."""
+
+ATTRIBUTION = (
+    "Speech: LibriSpeech ASR corpus (Panayotov, Chen, Povey, Khudanpur, ICASSP 2015), CC BY 4.0. "
+    "Device IRs: Google Nexus One speaker and microphone, Audio Degradation Toolbox (Mauch and Ewert, "
+    "ISMIR 2013; IRs by Sebastian Ewert), CC BY-SA 3.0. Noise: IEEE AASP DCASE 2013 scene "
+    "classification set (Giannoulis, Benetos, Stowell, Plumbley; QMUL 2012), CC BY 2.0 UK."
+)
+
+
+def nuisance_features(x: np.ndarray) -> dict[str, float]:
+    """Duration, RMS and peak level (dBFS), and leading/trailing silence (s) of one file."""
+    x = np.asarray(x, dtype=np.float64)
+    hop, win = SAMPLE_RATE // 100, SAMPLE_RATE // 50
+    rms = np.sqrt(np.mean(x**2) + 1e-20)
+    peak = np.max(np.abs(x)) + 1e-10
+    n_frames = max((len(x) - win) // hop + 1, 1)
+    idx = np.minimum(np.arange(win)[None, :] + hop * np.arange(n_frames)[:, None], len(x) - 1)
+    e = 10 * np.log10(np.mean(x[idx] ** 2, axis=1) + 1e-20)
+    loud = np.flatnonzero(e > e.max() - SILENCE_BELOW_MAX_DB)
+    lead = loud[0] * hop / SAMPLE_RATE
+    trail = max(len(x) - (loud[-1] * hop + win), 0) / SAMPLE_RATE
+    return {
+        "duration_s": len(x) / SAMPLE_RATE,
+        "rms_dbfs": 20 * np.log10(rms),
+        "peak_dbfs": 20 * np.log10(peak),
+        "lead_silence_s": float(lead),
+        "trail_silence_s": float(trail),
+    }
+
+
+def measure(protocol: Protocol) -> list[dict[str, float]]:
+    """Nuisance features of every row, in protocol order."""
+    return [nuisance_features(load_audio(p)) for p in protocol.audio_paths()]
+
+
+def shortcut_audit(protocol: Protocol, feats: list[dict[str, float]]) -> dict[str, Any]:
+    """Train trivial classifiers on train, score eval, report each one's EER."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    from .metrics import compute_eer
+
+    X = np.array([[f[k] for k in AUDIT_FEATURES] for f in feats])
+    y = np.array([r.label == "bonafide" for r in protocol.rows], dtype=int)
+    split = np.array([r.split for r in protocol.rows])
+    tr, ev = split == "train", split == "eval"
+    if len(set(y[tr])) < 2 or len(set(y[ev])) < 2:
+        return {
+            "passed": None,
+            "reason": "train and eval need both labels",
+            "features": list(AUDIT_FEATURES),
+        }
+    models = {
+        "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "decision_tree_depth3": DecisionTreeClassifier(
+            max_depth=3, min_samples_leaf=5, random_state=0
+        ),
+    }
+    results = {}
+    for name, model in models.items():
+        model.fit(X[tr], y[tr])
+        score = model.predict_proba(X[ev])[:, 1]
+        eer, _ = compute_eer(score[y[ev] == 1], score[y[ev] == 0])
+        results[name] = round(float(eer), 4)
+    single = {}
+    for j, k in enumerate(AUDIT_FEATURES):  # each feature alone, either direction
+        eer, _ = compute_eer(X[ev][y[ev] == 1, j], X[ev][y[ev] == 0, j])
+        single[k] = round(float(min(eer, 1 - eer)), 4)
+    worst = min(results.values())
+    return {
+        "features": list(AUDIT_FEATURES),
+        "train_rows": int(tr.sum()),
+        "eval_rows": int(ev.sum()),
+        "eer_eval": results,
+        "single_feature_eer_eval": single,
+        "min_eer": worst,
+        "threshold": AUDIT_MIN_EER,
+        "passed": bool(worst >= AUDIT_MIN_EER),
+    }
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return {}
+    return {
+        k: round(float(f(v)), 3)
+        for k, f in (
+            ("mean", np.mean),
+            ("std", np.std),
+            ("min", np.min),
+            ("p50", np.median),
+            ("max", np.max),
+        )
+    }
+
+
+def build_datacard(dataset: Path) -> dict[str, Any]:
+    """Counts, summaries and the shortcut audit of a dataset folder (any protocol)."""
+    prot = read_protocol(dataset)
+    feats = measure(prot)
+    counts: dict[str, dict[str, int]] = {}
+    for r in prot.rows:
+        counts.setdefault(r.split or "-", {"bonafide": 0, "spoof": 0})[r.label] += 1
+    conditions: dict[str, dict[str, dict[str, int]]] = {}
+    for col in prot.condition_columns:
+        if col == "source":
+            continue
+        table: dict[str, Counter] = {}
+        for r in prot.rows:
+            table.setdefault(r.conditions.get(col, ""), Counter())[f"{r.split}/{r.label}"] += 1
+        conditions[col] = {v: dict(sorted(c.items())) for v, c in sorted(table.items())}
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for k in AUDIT_FEATURES:
+        summary[k] = {
+            lab: _stats([f[k] for f, r in zip(feats, prot.rows, strict=True) if r.label == lab])
+            for lab in ("bonafide", "spoof")
+        }
+    speakers = {s: len({r.speaker for r in prot.rows if r.split == s}) for s in prot.splits()}
+    card: dict[str, Any] = {
+        "dataset": str(dataset),
+        "n_utterances": len(prot.rows),
+        "hours": round(sum(f["duration_s"] for f in feats) / 3600, 3),
+        "counts": counts,
+        "speakers_per_split": speakers,
+        "conditions": conditions,
+        "summary": summary,
+        "shortcut_audit": shortcut_audit(prot, feats),
+        "attribution": ATTRIBUTION,
+    }
+    build = dataset / "build.json"
+    if build.is_file():
+        card["build"] = {k: v for k, v in json.loads(build.read_text()).items() if k != "sources"}
+        card.update(_simulator_section(dataset, card["build"]))
+    return card
+
+
+def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
+    """Device and room profiles of a simulator build, and the phone-speaker check."""
+    from .devices import build_devices, compare_phone_speaker
+    from .simulate import shared_dir
+
+    devices_dir = shared_dir() / "devices"
+    devices = build_devices(
+        devices_dir if devices_dir.is_dir() else None, int(build.get("seed", 0))
+    )
+    speakers = {
+        name: {
+            "class": s.device_class,
+            "quality": s.quality,
+            "f_min_hz": None if not np.isfinite(s.f_min) else round(s.f_min, 1),
+            "bandwidth_hz": None if not np.isfinite(s.bandwidth) else round(s.bandwidth, 1),
+            "lnr_db": None if not np.isfinite(s.lnr_db) else round(s.lnr_db, 1),
+            "measured": s.measured,
+            "splits": list(devices.speaker_splits[name]),
+        }
+        for name, s in devices.loudspeakers.items()
+    }
+    out: dict[str, Any] = {
+        "loudspeakers": speakers,
+        "victim_mics": sorted(devices.victim_mics),
+        "recorders": sorted(devices.recorders),
+    }
+    if "nexus-one" in devices.loudspeakers:
+        chk = compare_phone_speaker(devices)
+        out["phone_speaker_check"] = {
+            "freqs_hz": list(chk.freqs),
+            "measured_nexus_one_db": [round(v, 1) for v in chk.measured_db],
+            "parametric_median_db": [
+                round(float(v), 1) for v in np.median(np.array(chk.parametric_db), axis=0)
+            ],
+            "max_abs_error_db": round(chk.max_abs_error_db, 2),
+        }
+    return out
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    lines = [f"# Data card: {Path(card['dataset']).name}", ""]
+    lines += [
+        f"{card['n_utterances']} utterances, {card['hours']} h of audio, 16 kHz 16-bit mono.",
+        "",
+    ]
+    if "build" in card:
+        b = card["build"]
+        lines += [
+            f"Simulated by `wakeguard data simulate` (size `{b.get('size')}`, seed {b.get('seed')}, build version {b.get('version')}).",
+            "",
+        ]
+    lines += ["## Counts", "", "| split | speakers | bonafide | spoof |", "|---|---|---|---|"]
+    for split, c in card["counts"].items():
+        lines.append(
+            f"| {split} | {card['speakers_per_split'].get(split, '')} | {c['bonafide']} | {c['spoof']} |"
+        )
+    lines += [
+        "",
+        "## Durations, levels and silences",
+        "",
+        "| feature | label | mean | std | min | median | max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, per in card["summary"].items():
+        for lab, s in per.items():
+            if s:
+                lines.append(
+                    f"| {k} | {lab} | {s['mean']} | {s['std']} | {s['min']} | {s['p50']} | {s['max']} |"
+                )
+    a = card["shortcut_audit"]
+    lines += ["", "## Shortcut audit", ""]
+    if a.get("passed") is None:
+        lines.append(f"Not run: {a.get('reason')}.")
+    else:
+        verdict = "PASSED" if a["passed"] else "FAILED"
+        lines += [
+            f"Trivial classifiers on {', '.join(a['features'])} only, trained on train ({a['train_rows']} rows), "
+            f"scored on eval ({a['eval_rows']} rows). Must stay at EER >= {a['threshold']:.0%}: **{verdict}** "
+            f"(lowest EER {a['min_eer']:.1%}).",
+            "",
+            "| classifier | eval EER |",
+            "|---|---|",
+        ]
+        lines += [f"| {n} | {v:.1%} |" for n, v in a["eer_eval"].items()]
+        lines += ["", "| single feature (either direction) | eval EER |", "|---|---|"]
+        lines += [f"| {n} | {v:.1%} |" for n, v in a["single_feature_eer_eval"].items()]
+    if "loudspeakers" in card:
+        lines += [
+            "",
+            "## Loudspeakers",
+            "",
+            "ASVspoof 2019 PA quality terms (minimum frequency and occupied bandwidth at -10 dB re the 0.5–2 kHz mean; LNR at the reference drive).",
+            "",
+        ]
+        lines += [
+            "| device | class | quality | f_min Hz | bandwidth Hz | LNR dB | splits |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for n, s in card["loudspeakers"].items():
+            tag = " (measured)" if s["measured"] else ""
+            lines.append(
+                f"| {n}{tag} | {s['class']} | {s['quality']} | {s['f_min_hz']} | {s['bandwidth_hz']} | {s['lnr_db']} | {', '.join(s['splits'])} |"
+            )
+        lines += [
+            "",
+            f"Victim microphones: {', '.join(card['victim_mics'])}. Attacker recorders: {', '.join(card['recorders'])}.",
+        ]
+    if "phone_speaker_check" in card:
+        p = card["phone_speaker_check"]
+        lines += [
+            "",
+            "## Parametric phone speaker vs measured Nexus One",
+            "",
+            "| Hz | " + " | ".join(f"{f:g}" for f in p["freqs_hz"]) + " |",
+            "|---|" + "---|" * len(p["freqs_hz"]),
+        ]
+        lines.append(
+            "| measured dB | " + " | ".join(f"{v}" for v in p["measured_nexus_one_db"]) + " |"
+        )
+        lines.append(
+            "| parametric median dB | "
+            + " | ".join(f"{v}" for v in p["parametric_median_db"])
+            + " |"
+        )
+        lines += ["", f"Largest difference: {p['max_abs_error_db']} dB."]
+    lines += ["", "## Conditions", ""]
+    for col, table in card["conditions"].items():
+        cells = ", ".join(f"{v or '(empty)'}: {sum(c.values())}" for v, c in table.items())
+        lines.append(f"- **{col}**: {cells}")
+    lines += ["", "## Attribution", "", card["attribution"], ""]
+    return "\n".join(lines)
+
+
+def write_datacard(dataset: Path) -> dict[str, Any]:
+    """Write ``datacard.json`` and ``datacard.md`` into the dataset folder."""
+    dataset = Path(dataset)
+    card = build_datacard(dataset)
+    (dataset / "datacard.json").write_text(json.dumps(card, indent=1, default=str))
+    (dataset / "datacard.md").write_text(render_markdown(card))
+    return card

@@ -1,0 +1,622 @@
+"""Loudspeaker and microphone models for the replay simulator.
+
+A replayed command passes through two devices the live one never meets: the attacker's
+recorder (microphone response, maybe a codec) and the loudspeaker. Both sides of the
+corpus then meet the same victim microphone. This module builds those devices:
+
+- Linear responses are specified as magnitudes on a frequency grid (a low cut-off with
+  its slope and resonance, an upper edge, presence peaks, smooth ripple) and realised as
+  minimum-phase FIR filters, as real transducers are (near) minimum phase.
+- Loudspeakers add a generalised (polynomial) Hammerstein nonlinearity with memory:
+  ``y = h1 * x + h2 * e**2 + h3 * e**3`` where ``e`` is an excursion proxy (the drive
+  low-passed at the driver resonance: a cone moves most below resonance) and ``h2``,
+  ``h3`` are the radiation filters. Distortion therefore grows with level and with bass
+  content, which is what force-factor and stiffness nonlinearity do in microspeakers.
+- Device quality follows ASVspoof 2019 PA's terms (occupied bandwidth, minimum frequency,
+  linear-to-nonlinear power ratio, LNR). ASVspoof quotes LNR > 100 dB for "high"; that much
+  would sit below 16-bit quantisation, so LNR here is the power ratio of the linear to the
+  distortion output for speech-shaped drive at the reference level, with realistic
+  loudspeaker values (about 1–10 % THD for phones, less for bigger drivers); the "high"
+  boundary is :data:`LNR_HIGH_DB`.
+- Attackers may pre-equalise a replay with the (boost-limited) inverse of the speaker's
+  magnitude response (Wang et al., CCS 2020). The bass boost then drives the cone harder,
+  so the equalised replay is flatter but more distorted, as on real hardware.
+- The measured Google Nexus One front speaker and microphone IRs (Audio Degradation
+  Toolbox, CC BY-SA 3.0) become two more profiles; :func:`compare_phone_speaker` checks the
+  parametric phone class against the measured speaker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from wakeguard.edge.audio import SAMPLE_RATE, load_audio
+
+FIR_TAPS = 1024
+"""Length of every device FIR at 16 kHz (64 ms: resolves a 60 Hz low cut-off)."""
+
+DESIGN_RATE = 48_000
+"""Responses are specified up to 24 kHz so occupied bandwidth > 8 kHz can be stated."""
+
+REFERENCE_RMS = 10 ** (-20 / 20)
+"""Drive level (RMS, full scale = 1) at which a loudspeaker's nominal LNR holds."""
+
+LNR_HIGH_DB = 40.0
+"""LNR at or above which a loudspeaker counts as high quality (see module docstring)."""
+
+BANDWIDTH_HIGH_HZ = 10_000.0
+"""ASVspoof 2019 PA: occupied bandwidth above 10 kHz for a high-quality device."""
+
+FMIN_HIGH_HZ = 600.0
+"""ASVspoof 2019 PA: minimum frequency below 600 Hz for a high-quality device."""
+
+MAX_EQ_BOOST_DB = 18.0
+"""The most an attacker's inverse equaliser boosts any frequency (amplifier headroom)."""
+
+MIN_AUDIBLE_LNR_DB = 15.0
+"""An attacker turns the volume down until the replay's LNR is at least this (audibly
+clean enough to pass as a voice): matters for bass-boosting inverse equalisers."""
+
+SPEAKER_CLASSES = ("phone", "laptop", "bluetooth", "smart-speaker", "perfect")
+NEXUS_SPEAKER_IR = "nexus-one-front-speaker-ir.wav"
+NEXUS_MIC_IR = "nexus-one-front-mic-ir.wav"
+
+# Reference points of the measured Nexus One speaker (dB re its 0.5-2 kHz mean), from
+# ../shared/devices/README.md: used to check the parametric phone speaker.
+NEXUS_SPEAKER_POINTS = {200.0: -49.0, 400.0: -39.0, 600.0: -16.0, 800.0: -5.0, 5000.0: 12.0}
+
+
+# --------------------------------------------------------------------------- responses
+
+
+@dataclass(frozen=True)
+class Response:
+    """A parametric magnitude response (what a datasheet or a sweep would show)."""
+
+    f_low: float
+    """Low cut-off (Hz): the high-pass corner, near the driver's resonance."""
+    low_order: int
+    """High-pass order; slope below ``f_low`` is ``6 * low_order`` dB/octave."""
+    low_q: float
+    """Q of the resonance at the corner (0.707 = Butterworth, > 1 peaks)."""
+    f_high: float
+    """Upper band edge (Hz), may lie above 8 kHz (specified on a 48 kHz grid)."""
+    high_order: int
+    """Low-pass order above ``f_high``."""
+    peaks: tuple[tuple[float, float, float], ...] = ()
+    """(centre Hz, gain dB, width in octaves) bumps: presence peaks, cabinet modes."""
+    ripple: tuple[tuple[float, float, float], ...] = ()
+    """Small random bumps of the same form: unit-to-unit variation."""
+    floor_db: float = -120.0
+    """Leakage floor (dB re passband): what a real driver still radiates far below cut-off."""
+
+    def magnitude_db(self, freqs: np.ndarray) -> np.ndarray:
+        f = np.maximum(np.asarray(freqs, dtype=np.float64), 1.0)
+        db = _highpass_db(f, self.f_low, self.low_order, self.low_q)
+        if self.high_order > 0:
+            db += _lowpass_db(f, self.f_high, self.high_order)
+        for fc, gain, width in (*self.peaks, *self.ripple):
+            db += gain * np.exp(-0.5 * (np.log2(f / fc) / (width / 2.355)) ** 2)
+        return 10 * np.log10(10 ** (db / 10) + 10 ** (self.floor_db / 10))
+
+
+def _highpass_db(f: np.ndarray, fc: float, order: int, q: float) -> np.ndarray:
+    """Cascade of one resonant 2nd-order section (Q) and Butterworth sections."""
+    if order <= 0:
+        return np.zeros_like(f)
+    r = f / fc
+    db = np.zeros_like(f)
+    n2 = order // 2
+    for k in range(n2):
+        qk = q if k == 0 else 1 / (2 * np.cos(np.pi * (2 * k + 1) / (4 * n2)))
+        h = r**2 / np.sqrt((1 - r**2) ** 2 + (r / qk) ** 2)
+        db += 20 * np.log10(np.maximum(h, 1e-12))
+    if order % 2:
+        db += 20 * np.log10(r / np.sqrt(1 + r**2))
+    return db
+
+
+def _lowpass_db(f: np.ndarray, fc: float, order: int) -> np.ndarray:
+    return -10 * np.log10(1 + (f / fc) ** (2 * order))
+
+
+def minimum_phase_fir(mag_db: np.ndarray, n_taps: int = FIR_TAPS) -> np.ndarray:
+    """Minimum-phase FIR from a magnitude on the rfft grid of ``2 * (len - 1)`` points.
+
+    Homomorphic method: fold the real cepstrum of the log magnitude onto positive
+    quefrencies. Transducers are close to minimum phase, so this keeps the energy at the
+    start of the response the way a real device does.
+    """
+    n_fft = 2 * (len(mag_db) - 1)
+    log_mag = np.log(np.maximum(10 ** (mag_db / 20), 1e-6))
+    cep = np.fft.irfft(log_mag, n_fft)
+    fold = np.zeros(n_fft)
+    fold[0] = cep[0]
+    fold[1 : n_fft // 2] = 2 * cep[1 : n_fft // 2]
+    fold[n_fft // 2] = cep[n_fft // 2]
+    h = np.fft.irfft(np.exp(np.fft.rfft(fold)), n_fft)[:n_taps]
+    fade = max(n_taps // 8, 1)
+    h[-fade:] *= np.hanning(2 * fade)[fade:]
+    return h.astype(np.float64)
+
+
+def fir_from_response(resp: Response, n_taps: int = FIR_TAPS) -> np.ndarray:
+    """The 16 kHz minimum-phase FIR of a parametric response."""
+    n_fft = 8 * n_taps
+    freqs = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
+    return minimum_phase_fir(resp.magnitude_db(freqs), n_taps)
+
+
+def fir_magnitude_db(h: np.ndarray, freqs: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Magnitude (dB) of an FIR at the given frequencies (Hz)."""
+    n_fft = max(1 << int(np.ceil(np.log2(len(h) * 4))), 8192)
+    spec = np.abs(np.fft.rfft(h, n_fft))
+    grid = np.fft.rfftfreq(n_fft, 1 / rate)
+    return 20 * np.log10(np.maximum(np.interp(freqs, grid, spec), 1e-12))
+
+
+def band_edges(mag_db_fn, drop_db: float = 10.0) -> tuple[float, float]:
+    """Minimum frequency and upper edge: where the response falls ``drop_db`` below its
+    0.5–2 kHz mean (on a 48 kHz design grid, so edges above 8 kHz can be stated)."""
+    f = np.linspace(10, DESIGN_RATE / 2, 8000)
+    db = mag_db_fn(f)
+    ref = db[(f >= 500) & (f <= 2000)].mean()
+    above = db >= ref - drop_db
+    idx = np.flatnonzero(above)
+    if idx.size == 0:
+        return float("nan"), float("nan")
+    return float(f[idx[0]]), float(f[idx[-1]])
+
+
+# ------------------------------------------------------------------------ loudspeakers
+
+
+@dataclass
+class Loudspeaker:
+    """A playback device: linear FIR plus a polynomial Hammerstein nonlinearity."""
+
+    name: str
+    device_class: str
+    fir: np.ndarray
+    lnr_db: float
+    """Nominal linear-to-nonlinear power ratio at the reference drive (inf = linear)."""
+    f_min: float
+    """Minimum frequency (Hz): lower -10 dB point re the 0.5–2 kHz mean."""
+    bandwidth: float
+    """Occupied bandwidth (Hz) between the -10 dB points."""
+    f_resonance: float = 500.0
+    """Driver resonance (Hz) where the excursion proxy rolls off."""
+    a3_over_a2: float = 1.0
+    """Balance of odd (cubic) to even (quadratic) distortion."""
+    measured: bool = False
+    """True for a response measured on hardware."""
+    nl_gain: float = field(default=0.0, init=False)
+    """Scale of the distortion branches, calibrated to ``lnr_db`` at the reference drive."""
+
+    def __post_init__(self) -> None:
+        if np.isfinite(self.lnr_db):
+            self._calibrate()
+
+    @property
+    def quality(self) -> str:
+        """ASVspoof 2019 PA device quality: perfect, high or low."""
+        if self.device_class == "perfect":
+            return "perfect"
+        high = (
+            self.bandwidth > BANDWIDTH_HIGH_HZ
+            and self.f_min < FMIN_HIGH_HZ
+            and self.lnr_db >= LNR_HIGH_DB
+        )
+        return "high" if high else "low"
+
+    def _excursion(self, x: np.ndarray) -> np.ndarray:
+        from scipy.signal import butter, sosfilt
+
+        sos = butter(
+            2, min(self.f_resonance, 0.45 * SAMPLE_RATE), "low", fs=SAMPLE_RATE, output="sos"
+        )
+        # Normalised to the reference drive so the polynomial terms are dimensionless.
+        return sosfilt(sos, x) / REFERENCE_RMS
+
+    def _branches(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.signal import oaconvolve
+
+        n = len(x)
+        lin = oaconvolve(x, self.fir)[:n]
+        e = self._excursion(x)
+        # Memory on both sides: the excursion filter before, the radiation FIR after.
+        distortion = (e**2 - np.mean(e**2)) + self.a3_over_a2 * e**3
+        nl = oaconvolve(distortion * REFERENCE_RMS, self.fir)[:n]
+        return lin, nl
+
+    def _calibrate(self) -> None:
+        rng = np.random.default_rng(1234)
+        x = REFERENCE_RMS * speech_shaped_noise(rng, 4 * SAMPLE_RATE)
+        lin, nl = self._branches(x)
+        p_lin, p_nl = np.mean(lin**2), np.mean(nl**2)
+        self.nl_gain = float(np.sqrt(p_lin / (p_nl * 10 ** (self.lnr_db / 10))))
+
+    def play(
+        self, x: np.ndarray, drive_db: float = 0.0, pre_eq: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Play ``x`` (any level) at ``drive_db`` re the reference drive.
+
+        ``pre_eq`` is an optional FIR the attacker applies before the amplifier; its boost
+        reaches the cone, so it changes the distortion as well as the response.
+        """
+        from scipy.signal import oaconvolve
+
+        x = np.asarray(x, dtype=np.float64)
+        if pre_eq is not None:
+            x = oaconvolve(x, pre_eq)[: len(x)]
+        rms = np.sqrt(np.mean(x**2)) + 1e-12
+        x = x * (REFERENCE_RMS * 10 ** (drive_db / 20) / rms)
+        if not np.isfinite(self.lnr_db) or self.nl_gain == 0.0:
+            return oaconvolve(x, self.fir)[: len(x)]
+        for _ in range(8):
+            lin, nl = self._branches(x)
+            nl = self.nl_gain * nl
+            lnr = 10 * np.log10(np.mean(lin**2) / (np.mean(nl**2) + 1e-30))
+            if lnr >= MIN_AUDIBLE_LNR_DB:
+                break
+            x = x * 10 ** (-3 / 20)  # the attacker backs the volume off 3 dB
+        return lin + nl
+
+    def inverse_eq(self) -> np.ndarray:
+        """The attacker's pre-equaliser: inverse magnitude, boost-limited, min-phase.
+
+        Only the band the attacker can measure and the amplifier can drive is corrected
+        (100 Hz to 7.5 kHz); outside it the equaliser is flat.
+        """
+        n_fft = 8 * FIR_TAPS
+        freqs = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
+        db = fir_magnitude_db(self.fir, freqs)
+        ref = db[(freqs >= 500) & (freqs <= 2000)].mean()
+        inv = np.clip(ref - db, -MAX_EQ_BOOST_DB, MAX_EQ_BOOST_DB)
+        band = (freqs >= 100) & (freqs <= 7500)
+        inv = np.where(band, inv, 0.0)
+        inv = _smooth_octave(freqs, inv, 1 / 6)
+        return minimum_phase_fir(inv, FIR_TAPS)
+
+
+def _smooth_octave(freqs: np.ndarray, db: np.ndarray, fraction: float) -> np.ndarray:
+    """Fractional-octave smoothing, as a measured correction curve would be."""
+    logf = np.log2(np.maximum(freqs, 1.0))
+    out = np.empty_like(db)
+    half = fraction / 2
+    csum = np.concatenate([[0.0], np.cumsum(db)])
+    lo = np.searchsorted(logf, logf - half, side="left")
+    hi = np.searchsorted(logf, logf + half, side="right")
+    out[:] = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
+    return out
+
+
+def speech_shaped_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Gaussian noise with a long-term speech spectrum (flat to 500 Hz, -6 dB/oct above)."""
+    w = rng.standard_normal(n)
+    spec = np.fft.rfft(w)
+    f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    shape = 1 / np.sqrt(1 + (f / 500.0) ** 2) * (f > 60)
+    x = np.fft.irfft(spec * shape, n)
+    return x / np.sqrt(np.mean(x**2))
+
+
+# Class ranges: low cut-off (Hz), its order, upper edge (Hz), LNR (dB), presence peak.
+# Phone microspeakers: 500-900 Hz cut-off, steep (the Nexus One falls ~40 dB/oct between
+# 400 and 600 Hz), a strong 4-8 kHz rise; laptops 250-550 Hz; Bluetooth portables and smart
+# speakers reach 50-200 Hz with a bass-reflex bump.
+_CLASS_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "phone": {
+        "f_low": (680, 850),
+        "order": (6, 6),
+        "q": (0.5, 0.8),
+        "f_high": (11000, 14000),
+        "lnr": (18, 32),
+        "peak_f": (5000, 8000),
+        "peak_db": (13, 17),
+        "peak_w": (2.5, 3.5),
+        "floor": (-52, -44),
+    },
+    "laptop": {
+        "f_low": (250, 550),
+        "order": (4, 6),
+        "q": (0.8, 1.4),
+        "f_high": (8000, 12000),
+        "lnr": (25, 45),
+        "peak_f": (2500, 5000),
+        "peak_db": (3, 8),
+        "peak_w": (1.2, 2.5),
+        "floor": (-60, -50),
+    },
+    "bluetooth": {
+        "f_low": (70, 200),
+        "order": (4, 4),
+        "q": (1.0, 1.8),
+        "f_high": (11000, 16000),
+        "lnr": (32, 52),
+        "peak_f": (2000, 5000),
+        "peak_db": (0, 5),
+        "peak_w": (1.2, 2.5),
+        "floor": (-60, -50),
+    },
+    "smart-speaker": {
+        "f_low": (50, 120),
+        "order": (4, 4),
+        "q": (0.8, 1.4),
+        "f_high": (10000, 16000),
+        "lnr": (38, 58),
+        "peak_f": (1500, 4000),
+        "peak_db": (-3, 4),
+        "peak_w": (1.2, 2.5),
+        "floor": (-60, -50),
+    },
+}
+
+
+def random_response(device_class: str, rng: np.random.Generator) -> tuple[Response, float]:
+    """A random response and LNR for a loudspeaker of one class."""
+    r = _CLASS_RANGES[device_class]
+    u = lambda key: float(rng.uniform(*r[key]))  # noqa: E731
+    order = int(rng.integers(int(r["order"][0]), int(r["order"][1]) + 1))
+    order += order % 2  # even orders: cascades of 2nd-order sections
+    peaks = ((u("peak_f"), u("peak_db"), u("peak_w")),)
+    ripple = tuple(
+        (
+            float(np.exp(rng.uniform(np.log(150), np.log(7000)))),
+            float(rng.normal(0, 1.5)),
+            float(rng.uniform(0.2, 0.6)),
+        )
+        for _ in range(4)
+    )
+    resp = Response(u("f_low"), order, u("q"), u("f_high"), 4, peaks, ripple, u("floor"))
+    return resp, u("lnr")
+
+
+def make_loudspeaker(name: str, device_class: str, rng: np.random.Generator) -> Loudspeaker:
+    if device_class == "perfect":
+        fir = np.zeros(FIR_TAPS)
+        fir[0] = 1.0
+        return Loudspeaker(name, "perfect", fir, float("inf"), 0.0, float("inf"), 0.0)
+    resp, lnr = random_response(device_class, rng)
+    f_min, f_max = band_edges(resp.magnitude_db)
+    return Loudspeaker(
+        name,
+        device_class,
+        fir_from_response(resp),
+        lnr,
+        f_min,
+        f_max - f_min,
+        f_resonance=resp.f_low,
+        a3_over_a2=float(rng.uniform(0.3, 2.0)),
+    )
+
+
+def load_measured_ir(path: Path, n_taps: int = FIR_TAPS) -> np.ndarray:
+    """A measured IR at 16 kHz, onset-aligned, normalised to unit 0.5–2 kHz gain."""
+    h = load_audio(path).astype(np.float64)
+    onset = max(int(np.argmax(np.abs(h))) - 16, 0)
+    h = h[onset : onset + n_taps]
+    if len(h) < n_taps:
+        h = np.pad(h, (0, n_taps - len(h)))
+    fade = n_taps // 8
+    h[-fade:] *= np.hanning(2 * fade)[fade:]
+    f = np.linspace(500, 2000, 64)
+    ref = fir_magnitude_db(h, f).mean()
+    return h * 10 ** (-ref / 20)
+
+
+def measured_loudspeaker(devices_dir: Path, rng: np.random.Generator) -> Loudspeaker:
+    """The Nexus One front speaker as a profile: measured linear part, phone-class LNR."""
+    import soundfile as sf
+
+    path = devices_dir / NEXUS_SPEAKER_IR
+    fir = load_measured_ir(path)
+    # Band edges from the IR at its own rate (44.1 kHz), so the bandwidth above 8 kHz counts.
+    native, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    f_min, f_max = band_edges(
+        lambda f: fir_magnitude_db(native[:, 0], np.minimum(f, rate / 2 - 1), rate)
+    )
+    lnr = float(rng.uniform(*_CLASS_RANGES["phone"]["lnr"]))
+    return Loudspeaker(
+        "nexus-one", "phone", fir, lnr, f_min, f_max - f_min, f_resonance=650.0, measured=True
+    )
+
+
+# ------------------------------------------------------------------------- microphones
+
+
+@dataclass(frozen=True)
+class Microphone:
+    """A recording device: its linear response, optionally a codec after it."""
+
+    name: str
+    mic_class: str
+    fir: np.ndarray
+    measured: bool = False
+
+    def record(self, x: np.ndarray) -> np.ndarray:
+        from scipy.signal import oaconvolve
+
+        return oaconvolve(x, self.fir)[: len(x)]
+
+
+_MIC_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    # MEMS microphones on smart speakers: flat with a 50-150 Hz corner and a HF rise.
+    "mems": {
+        "f_low": (50, 150),
+        "f_high": (10000, 14000),
+        "peak_f": (5000, 7500),
+        "peak_db": (1, 5),
+    },
+    # Phone electret/MEMS behind a port, with voice-band processing.
+    "phone": {
+        "f_low": (100, 250),
+        "f_high": (7000, 9000),
+        "peak_f": (2500, 4500),
+        "peak_db": (1, 4),
+    },
+    # Laptop array mics: thin bass, a rolled-off top.
+    "laptop": {
+        "f_low": (150, 350),
+        "f_high": (6000, 8000),
+        "peak_f": (2000, 4000),
+        "peak_db": (0, 4),
+    },
+    # Measurement/studio microphone: flat.
+    "studio": {
+        "f_low": (20, 30),
+        "f_high": (20000, 22000),
+        "peak_f": (3000, 6000),
+        "peak_db": (0, 0.5),
+    },
+}
+
+
+def make_microphone(name: str, mic_class: str, rng: np.random.Generator) -> Microphone:
+    r = _MIC_RANGES[mic_class]
+    u = lambda key: float(rng.uniform(*r[key]))  # noqa: E731
+    ripple = tuple(
+        (
+            float(np.exp(rng.uniform(np.log(200), np.log(7000)))),
+            float(rng.normal(0, 0.7)),
+            float(rng.uniform(0.3, 0.8)),
+        )
+        for _ in range(3)
+    )
+    resp = Response(
+        u("f_low"), 2, 0.707, u("f_high"), 2, ((u("peak_f"), u("peak_db"), 1.5),), ripple
+    )
+    return Microphone(name, mic_class, fir_from_response(resp))
+
+
+def measured_microphone(devices_dir: Path) -> Microphone:
+    return Microphone(
+        "nexus-one-mic", "phone", load_measured_ir(devices_dir / NEXUS_MIC_IR), measured=True
+    )
+
+
+# -------------------------------------------------------------------------------- codecs
+
+CODECS = ("none", "wideband", "narrowband")
+
+
+def apply_codec(x: np.ndarray, codec: str) -> np.ndarray:
+    """Codec-like band-limiting of the attacker's recording.
+
+    ``wideband``: 50–7000 Hz (AMR-WB/G.722 band). ``narrowband``: 300–3400 Hz telephone band
+    with 8-bit mu-law companding (G.711).
+    """
+    from scipy.signal import butter, sosfilt
+
+    if codec == "none":
+        return x
+    if codec == "wideband":
+        sos = butter(6, [50, 7000], "bandpass", fs=SAMPLE_RATE, output="sos")
+        return sosfilt(sos, x)
+    if codec == "narrowband":
+        sos = butter(6, [300, 3400], "bandpass", fs=SAMPLE_RATE, output="sos")
+        y = sosfilt(sos, x)
+        peak = np.max(np.abs(y)) + 1e-12
+        mu = 255.0
+        c = np.sign(y / peak) * np.log1p(mu * np.abs(y / peak)) / np.log1p(mu)
+        c = np.round(c * 127) / 127
+        return peak * np.sign(c) * ((1 + mu) ** np.abs(c) - 1) / mu
+    raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
+
+
+# ---------------------------------------------------------------------- the device set
+
+
+@dataclass
+class DeviceSet:
+    """Every device profile of a build, with the splits each loudspeaker may appear in."""
+
+    loudspeakers: dict[str, Loudspeaker]
+    speaker_splits: dict[str, tuple[str, ...]]
+    victim_mics: dict[str, Microphone]
+    recorders: dict[str, Microphone]
+
+    def speakers_for(self, split: str) -> list[str]:
+        return [n for n, s in self.speaker_splits.items() if split in s]
+
+
+def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
+    """Deterministic device profiles.
+
+    Per class, instances 0.. go to train, one to dev and one to eval only, so eval holds
+    loudspeakers never seen in training. The measured Nexus One speaker is eval-only too: it
+    tests whether a model trained on parametric devices transfers to a measured one. The
+    "perfect" loudspeaker is in every split (it has no parameters to hold out).
+    """
+    rng = np.random.default_rng([seed, 0xDE1])
+    speakers: dict[str, Loudspeaker] = {}
+    splits: dict[str, tuple[str, ...]] = {}
+    for cls, n in (("phone", 5), ("laptop", 4), ("bluetooth", 4), ("smart-speaker", 4)):
+        for i in range(n):
+            name = f"{cls}-{i + 1}"
+            speakers[name] = make_loudspeaker(name, cls, rng)
+            splits[name] = ("train",) if i < n - 2 else (("dev",) if i == n - 2 else ("eval",))
+    speakers["perfect"] = make_loudspeaker("perfect", "perfect", rng)
+    splits["perfect"] = ("train", "dev", "eval")
+    victim: dict[str, Microphone] = {}
+    for i in range(3):
+        victim[f"mems-{i + 1}"] = make_microphone(f"mems-{i + 1}", "mems", rng)
+    victim["phone-mic-1"] = make_microphone("phone-mic-1", "phone", rng)
+    victim["laptop-mic-1"] = make_microphone("laptop-mic-1", "laptop", rng)
+    recorders: dict[str, Microphone] = {
+        "rec-phone-1": make_microphone("rec-phone-1", "phone", rng),
+        "rec-phone-2": make_microphone("rec-phone-2", "phone", rng),
+        "rec-laptop-1": make_microphone("rec-laptop-1", "laptop", rng),
+        "rec-studio": make_microphone("rec-studio", "studio", rng),
+    }
+    if devices_dir is not None and (devices_dir / NEXUS_SPEAKER_IR).is_file():
+        speakers["nexus-one"] = measured_loudspeaker(devices_dir, rng)
+        splits["nexus-one"] = ("eval",)
+    if devices_dir is not None and (devices_dir / NEXUS_MIC_IR).is_file():
+        mic = measured_microphone(devices_dir)
+        victim[mic.name] = mic
+        recorders["rec-nexus-one"] = Microphone("rec-nexus-one", "phone", mic.fir, measured=True)
+    return DeviceSet(speakers, splits, victim, recorders)
+
+
+# ------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class PhoneCheck:
+    """How far the parametric phone speakers sit from the measured Nexus One."""
+
+    freqs: tuple[float, ...]
+    measured_db: tuple[float, ...]
+    parametric_db: tuple[tuple[float, ...], ...]
+    max_abs_error_db: float
+    """Largest |parametric median - measured| over the check points."""
+
+
+def compare_phone_speaker(
+    devices: DeviceSet, freqs: tuple[float, ...] = (200, 400, 600, 800, 1000, 2000, 4000, 6000)
+) -> PhoneCheck:
+    """Magnitudes (dB re 0.5–2 kHz mean) of the measured and every parametric phone speaker."""
+    if "nexus-one" not in devices.loudspeakers:
+        raise FileNotFoundError("the measured Nexus One speaker IR is not in the device set")
+    f = np.asarray(freqs, dtype=float)
+    ref_band = np.linspace(500, 2000, 64)
+
+    def rel(h: np.ndarray) -> np.ndarray:
+        return fir_magnitude_db(h, f) - fir_magnitude_db(h, ref_band).mean()
+
+    measured = rel(devices.loudspeakers["nexus-one"].fir)
+    params = [
+        rel(s.fir)
+        for s in devices.loudspeakers.values()
+        if s.device_class == "phone" and not s.measured
+    ]
+    median = np.median(np.stack(params), axis=0)
+    return PhoneCheck(
+        tuple(float(v) for v in f),
+        tuple(float(v) for v in measured),
+        tuple(tuple(float(v) for v in p) for p in params),
+        float(np.max(np.abs(median - measured))),
+    )

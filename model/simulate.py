@@ -1,0 +1,770 @@
+"""``wakeguard data simulate``: a replay corpus from real bona fide speech.
+
+Chains (per utterance):
+
+- bona fide: talker → victim room → victim microphone (+ real noise at a random SNR);
+- spoof: talker → attacker's room → attacker's recorder (mic response, optional codec) →
+  loudspeaker (response + Hammerstein nonlinearity, optionally inverse-equalised) → the
+  victim room (the speaker stands where the talker stood) → the same victim microphone
+  models (+ noise).
+
+Everything on the victim side (rooms, distances, microphones, noise, SNR, output level,
+leading/trailing silence) is drawn from the same distributions for both classes, and both
+classes are cut from the same command-length segments, so the replay path is the only
+systematic difference. Splits are speaker-disjoint; eval has its own rooms and
+loudspeakers that train never sees.
+
+A build is deterministic for a seed (every source file has its own generator, so the
+result does not depend on the number of workers), parallel over processes, and
+resumable: each source file's utterances are written atomically, then its metadata file;
+a rerun skips sources whose metadata and audio are complete and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from wakeguard.edge.audio import SAMPLE_RATE, AudioError, load_audio, write_wav
+from wakeguard.edge.protocol import Row, write_protocol
+
+from .devices import CODECS, DeviceSet, build_devices
+from .rooms import (
+    ATTACKER_DISTANCE_M,
+    T60_S,
+    TALKER_DISTANCE_M,
+    RoomConfig,
+    RoomIRs,
+    compute_irs,
+    distance_bin,
+    draw_rooms,
+    range_label,
+)
+
+BUILD_VERSION = 1
+"""Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
+
+SPLIT_SHARES = {"train": 0.6, "dev": 0.15, "eval": 0.25}
+"""Share of speech (by duration) per split; speakers are never shared between splits."""
+
+CONDITION_COLUMNS = (
+    "attack",
+    "speaker_device",
+    "speaker_class",
+    "device_quality",
+    "equalised",
+    "codec",
+    "recorder",
+    "attacker_room",
+    "attacker_distance",
+    "room",
+    "room_size",
+    "t60",
+    "talker_distance",
+    "snr_db",
+    "mic",
+    "source",
+)
+"""Protocol condition columns; bona fide rows hold ``-`` in the attack-side ones."""
+
+EXACT_COLUMNS = (
+    "path",
+    "t60_s",
+    "talker_distance_m",
+    "attacker_distance_m",
+    "snr_db",
+    "attacker_snr_db",
+    "level_dbfs",
+    "drive_db",
+    "lead_s",
+    "trail_s",
+    "speech_s",
+)
+"""Per-utterance exact values, in ``simulation.csv`` beside the protocol."""
+
+QUALITY_LETTER = {"perfect": "A", "high": "B", "low": "C"}
+"""ASVspoof 2019 PA letters for device quality Q."""
+
+# Shared distributions (both classes): SNR, output level, silence around the speech.
+SNR_DB = (8.0, 40.0)
+ATTACKER_SNR_DB = (15.0, 45.0)
+LEVEL_DBFS = (-35.0, -20.0)
+LEAD_S = (0.1, 0.4)
+TRAIL_S = (0.1, 0.4)
+PEAK_LIMIT = 0.95
+DRIVE_DB = (-6.0, 3.0)
+SPEECH_S = (0.8, 3.4)
+"""Speech length of a cut segment (s), before the silence around it."""
+
+SPEAKER_CLASS_WEIGHTS = {
+    "phone": 0.3,
+    "laptop": 0.2,
+    "bluetooth": 0.2,
+    "smart-speaker": 0.15,
+    "perfect": 0.15,
+}
+EQUALISED_PROB = 0.2
+"""Share of (non-perfect) replays an attacker pre-equalises with the inverse response."""
+SAME_ROOM_PROB = 0.5
+"""Share of replays recorded in the victim's room (as ASVspoof 2019 PA) vs another room."""
+CODEC_PROBS = {"none": 0.6, "wideband": 0.25, "narrowband": 0.15}
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    """How much of the speech a build uses."""
+
+    speakers: dict[str, int] | None
+    """Speakers per split (None: all, by :data:`SPLIT_SHARES`)."""
+    files_per_speaker: int | None
+    segments_per_file: int | None
+    rooms: dict[str, int]
+
+
+SIZES: dict[str, SizePreset] = {
+    "tiny": SizePreset({"train": 3, "dev": 2, "eval": 2}, 1, 2, {"train": 2, "dev": 1, "eval": 1}),
+    "small": SizePreset(
+        {"train": 24, "dev": 8, "eval": 10}, 1, 6, {"train": 6, "dev": 3, "eval": 3}
+    ),
+    "default": SizePreset(None, None, None, {"train": 12, "dev": 4, "eval": 6}),
+}
+
+
+class SimulationError(RuntimeError):
+    """A build that could not finish, naming the source files that failed and why."""
+
+
+# ------------------------------------------------------------------------ locating data
+
+
+def shared_dir() -> Path:
+    """``$WAKEGUARD_SHARED`` or the repository's sibling ``shared/``."""
+    env = os.environ.get("WAKEGUARD_SHARED")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def default_speech_dir() -> Path:
+    return shared_dir() / "speech"
+
+
+def find_sources(speech_dir: Path) -> list[Path]:
+    """Every FLAC/WAV under ``speech_dir`` (LibriSpeech layout: speaker id first in the name)."""
+    if not speech_dir.is_dir():
+        raise FileNotFoundError(
+            f"speech folder not found: {speech_dir} (pass --speech DIR or set WAKEGUARD_SHARED "
+            "to the folder holding speech/, devices/ and noise/)"
+        )
+    files = sorted(
+        p for p in speech_dir.rglob("*") if p.suffix.lower() in (".flac", ".wav") and p.is_file()
+    )
+    if not files:
+        raise FileNotFoundError(f"{speech_dir}: no .flac or .wav speech files found")
+    return files
+
+
+def speaker_of(path: Path) -> str:
+    return path.stem.split("-")[0]
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str
+    speaker: str
+    split: str
+    duration_s: float
+
+
+def assign_splits(files: list[Path], preset: SizePreset, seed: int) -> list[Source]:
+    """Speaker-disjoint splits: shuffle speakers, fill splits by speech duration."""
+    import soundfile as sf
+
+    by_speaker: dict[str, list[Path]] = {}
+    for f in files:
+        by_speaker.setdefault(speaker_of(f), []).append(f)
+    durations: dict[Path, float] = {}
+    for f in files:
+        try:
+            info = sf.info(str(f))
+        except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+            raise AudioError(f, f"unreadable audio ({exc})") from exc
+        durations[f] = info.frames / info.samplerate
+    speakers = sorted(by_speaker)
+    rng = np.random.default_rng([seed, 0x5917])
+    rng.shuffle(speakers)
+    split_of: dict[str, str] = {}
+    if preset.speakers is not None:
+        need = sum(preset.speakers.values())
+        if need > len(speakers):
+            raise ValueError(
+                f"size preset needs {need} speakers, the speech folder has {len(speakers)}"
+            )
+        i = 0
+        for split, n in preset.speakers.items():
+            for s in speakers[i : i + n]:
+                split_of[s] = split
+            i += n
+    else:
+        total = sum(durations.values())
+        acc = {k: 0.0 for k in SPLIT_SHARES}
+        for s in speakers:
+            dur = sum(durations[f] for f in by_speaker[s])
+            # The split furthest below its share takes the next speaker.
+            split = min(SPLIT_SHARES, key=lambda k: acc[k] / total - SPLIT_SHARES[k])
+            split_of[s] = split
+            acc[split] += dur
+    out = []
+    for s, split in split_of.items():
+        chosen = sorted(by_speaker[s])[: preset.files_per_speaker]
+        out.extend(Source(str(f), s, split, durations[f]) for f in chosen)
+    return sorted(out, key=lambda x: x.path)
+
+
+# ------------------------------------------------------------------------ utterances
+
+
+def cut_utterances(x: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Cut continuous speech into command-length segments at low-energy points.
+
+    Returns (start, end) samples of each segment, trimmed to its speech (20 ms before the
+    first and 50 ms after the last active frame), each 0.8–3.4 s of speech.
+    """
+    hop, win = SAMPLE_RATE // 100, SAMPLE_RATE // 50
+    n_frames = max((len(x) - win) // hop + 1, 0)
+    if n_frames < 10:
+        return []
+    idx = np.arange(win)[None, :] + hop * np.arange(n_frames)[:, None]
+    e = 10 * np.log10(np.mean(x[idx] ** 2, axis=1) + 1e-12)
+    thr = min(np.percentile(e, 15) + 8.0, e.max() - 30.0)
+    active = e > thr
+    act = np.flatnonzero(active)
+    if act.size == 0:
+        return []
+    # Pauses: runs of >= 60 ms inactive frames; their centres are the preferred cut points.
+    pauses = []
+    run_start = None
+    for i in range(act[0], act[-1] + 1):
+        if not active[i]:
+            run_start = i if run_start is None else run_start
+        elif run_start is not None:
+            if i - run_start >= 6:
+                pauses.append((run_start + i) // 2)
+            run_start = None
+    pauses_arr = np.asarray(pauses, dtype=int)
+    lo_f, hi_f = int(SPEECH_S[0] * 100), int(SPEECH_S[1] * 100)
+    segments = []
+    cursor = int(act[0])
+    last = int(act[-1])
+    while cursor < last:
+        target = cursor + int(rng.uniform(1.0, 3.0) * 100)
+        cands = pauses_arr[(pauses_arr >= cursor + lo_f) & (pauses_arr <= cursor + hi_f)]
+        if last - cursor <= hi_f:
+            cut = last + 1
+        elif cands.size:
+            cut = int(cands[np.argmin(np.abs(cands - target))])
+        else:  # continuous speech: cut at the quietest frame in the allowed window
+            window = slice(cursor + int(1.5 * 100), cursor + hi_f)
+            cut = window.start + int(np.argmin(e[window]))
+        seg_act = np.flatnonzero(active[cursor:cut]) + cursor
+        if seg_act.size:
+            a = int(seg_act[0]) * hop - SAMPLE_RATE // 50
+            b = int(seg_act[-1]) * hop + win + SAMPLE_RATE // 20
+            a, b = max(a, 0), min(b, len(x))
+            if b - a >= SPEECH_S[0] * SAMPLE_RATE:
+                segments.append((a, min(b, a + int(SPEECH_S[1] * SAMPLE_RATE))))
+        nxt = np.flatnonzero(active[cut:])
+        if nxt.size == 0:
+            break
+        cursor = cut + int(nxt[0])
+    return segments
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class Context:
+    """Everything a worker needs, built once per process."""
+
+    devices: DeviceSet
+    rooms: dict[str, RoomIRs]
+    rooms_by_split: dict[str, list[str]]
+    noise: dict[str, np.ndarray]
+    out: Path
+    seed: int
+
+
+_CTX: Context | None = None
+
+
+def _noise_regions(noise_dir: Path) -> dict[str, np.ndarray]:
+    """Real noise, cut into disjoint regions per split (60/20/20 % of each file by time)."""
+    files = sorted(p for p in noise_dir.glob("*") if p.suffix.lower() in (".wav", ".flac"))
+    if not files:
+        raise FileNotFoundError(f"{noise_dir}: no noise recordings (.wav/.flac) found")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in SPLIT_SHARES}
+    for f in files:
+        x = load_audio(f).astype(np.float64)
+        n = len(x)
+        bounds = {
+            "train": (0, int(0.6 * n)),
+            "dev": (int(0.6 * n), int(0.8 * n)),
+            "eval": (int(0.8 * n), n),
+        }
+        for k, (a, b) in bounds.items():
+            seg = x[a:b]
+            parts[k].append(seg / (np.sqrt(np.mean(seg**2)) + 1e-12))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _init_worker(
+    shared: Path,
+    rooms: dict[str, RoomIRs],
+    rooms_by_split: dict[str, list[str]],
+    out: Path,
+    seed: int,
+) -> None:
+    global _CTX
+    devices = build_devices(shared / "devices" if (shared / "devices").is_dir() else None, seed)
+    _CTX = Context(devices, rooms, rooms_by_split, _noise_regions(shared / "noise"), out, seed)
+
+
+# ----------------------------------------------------------------------------- render
+
+
+def _conv(x: np.ndarray, h: np.ndarray, delay: int) -> np.ndarray:
+    from scipy.signal import oaconvolve
+
+    return oaconvolve(x, h)[delay : delay + len(x)]
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)) + 1e-20))
+
+
+def _add_noise(
+    x: np.ndarray, noise: np.ndarray, snr_db: float, window: slice, rng: np.random.Generator
+) -> np.ndarray:
+    n = len(x)
+    if len(noise) < n:
+        noise = np.tile(noise, n // len(noise) + 1)
+    start = int(rng.integers(0, len(noise) - n + 1))
+    seg = noise[start : start + n]
+    gain = _rms(x[window]) / (_rms(seg) * 10 ** (snr_db / 20))
+    return x + gain * seg
+
+
+def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    keys = list(weights)
+    p = np.asarray([weights[k] for k in keys], dtype=float)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+def draw_conditions(
+    label: str, split: str, ctx: Context, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Every random choice for one utterance. The victim side uses the same draws for both
+    labels, in the same order, so its distributions are identical by construction."""
+    c: dict[str, Any] = {}
+    c["room"] = str(rng.choice(ctx.rooms_by_split[split]))
+    c["ds"] = str(rng.choice(list(TALKER_DISTANCE_M)))
+    c["mic"] = str(rng.choice(sorted(ctx.devices.victim_mics)))
+    c["snr_db"] = float(rng.uniform(*SNR_DB))
+    c["level_dbfs"] = float(rng.uniform(*LEVEL_DBFS))
+    c["lead_s"] = float(rng.uniform(*LEAD_S))
+    c["trail_s"] = float(rng.uniform(*TRAIL_S))
+    c["noise_seed"] = int(rng.integers(2**31))
+    if label == "bonafide":
+        return c
+    speakers = ctx.devices.speakers_for(split)
+    classes = {
+        k: w
+        for k, w in SPEAKER_CLASS_WEIGHTS.items()
+        if any(ctx.devices.loudspeakers[s].device_class == k for s in speakers)
+    }
+    cls = _choose(rng, classes)
+    c["speaker_device"] = str(
+        rng.choice([s for s in speakers if ctx.devices.loudspeakers[s].device_class == cls])
+    )
+    c["equalised"] = bool(cls != "perfect" and rng.random() < EQUALISED_PROB)
+    c["attacker_room"] = (
+        c["room"] if rng.random() < SAME_ROOM_PROB else str(rng.choice(ctx.rooms_by_split[split]))
+    )
+    c["da"] = str(rng.choice(list(ATTACKER_DISTANCE_M)))
+    c["recorder"] = str(rng.choice(sorted(ctx.devices.recorders)))
+    c["codec"] = _choose(rng, CODEC_PROBS)
+    c["attacker_snr_db"] = float(rng.uniform(*ATTACKER_SNR_DB))
+    c["drive_db"] = float(rng.uniform(*DRIVE_DB))
+    return c
+
+
+def render(
+    speech: np.ndarray, label: str, split: str, c: dict[str, Any], ctx: Context
+) -> np.ndarray:
+    """Run one utterance through its chain; returns the 16 kHz float output."""
+    rng = np.random.default_rng(c["noise_seed"])
+    lead, trail = int(c["lead_s"] * SAMPLE_RATE), int(c["trail_s"] * SAMPLE_RATE)
+    src = np.concatenate([np.zeros(lead), speech.astype(np.float64), np.zeros(trail)])
+    window = slice(lead, lead + len(speech))
+    noise = ctx.noise[split]
+    if label == "spoof":
+        aroom = ctx.rooms[c["attacker_room"]]
+        rec = _conv(src, aroom.attacker[c["da"]], aroom.attacker_delay[c["da"]])
+        rec = _add_noise(rec, noise, c["attacker_snr_db"], window, rng)
+        rec = ctx.devices.recorders[c["recorder"]].record(rec)
+        from .devices import apply_codec
+
+        rec = apply_codec(rec, c["codec"])
+        spk = ctx.devices.loudspeakers[c["speaker_device"]]
+        pre = spk.inverse_eq() if c["equalised"] else None
+        src = spk.play(rec, c["drive_db"], pre)
+    vroom = ctx.rooms[c["room"]]
+    at_mic = _conv(src, vroom.victim[c["ds"]], vroom.victim_delay[c["ds"]])
+    at_mic = _add_noise(at_mic, noise, c["snr_db"], window, rng)
+    y = ctx.devices.victim_mics[c["mic"]].record(at_mic)
+    y = y * (10 ** (c["level_dbfs"] / 20) / _rms(y[window]))
+    peak = float(np.max(np.abs(y)))
+    if peak > PEAK_LIMIT:  # the device's limiter: same rule for both classes
+        y = y * (PEAK_LIMIT / peak)
+    return y.astype(np.float32)
+
+
+def _utt_name(seed: int, source: str, k: int, label: str) -> str:
+    """Opaque, deterministic file name: the label is not readable from the path."""
+    return hashlib.sha1(f"{seed}|{Path(source).stem}|{k}|{label}".encode()).hexdigest()[:12]
+
+
+def _source_seed(seed: int, source: str) -> list[int]:
+    return [seed, zlib.crc32(Path(source).stem.encode())]
+
+
+def _row(
+    name: str, label: str, src: Source, k: int, c: dict[str, Any], ctx: Context, speech_s: float
+) -> dict[str, Any]:
+    room = ctx.rooms[c["room"]].config
+    vdist = room.victim[c["ds"]].distance
+    snr_bins = ((15, "8-15"), (25, "15-25"), (1e9, "25-40"))
+    row: dict[str, Any] = {
+        "path": f"audio/{src.split}/{name}.wav",
+        "label": label,
+        "speaker": src.speaker,
+        "split": src.split,
+        "room": room.name,
+        "room_size": room.size_class,
+        "t60": f"{T60_S[room.t60_class][0] * 1000:g}-{T60_S[room.t60_class][1] * 1000:g}ms",
+        "talker_distance": range_label(
+            distance_bin(vdist, TALKER_DISTANCE_M), TALKER_DISTANCE_M, "cm", 100
+        ),
+        "snr_db": next(lab for hi, lab in snr_bins if c["snr_db"] < hi),
+        "mic": c["mic"],
+        "source": f"{Path(src.path).stem}_{k:02d}",
+        "exact": {
+            "t60_s": round(room.t60, 3),
+            "talker_distance_m": round(vdist, 3),
+            "attacker_distance_m": "",
+            "snr_db": round(c["snr_db"], 2),
+            "attacker_snr_db": "",
+            "level_dbfs": round(c["level_dbfs"], 2),
+            "drive_db": "",
+            "lead_s": round(c["lead_s"], 3),
+            "trail_s": round(c["trail_s"], 3),
+            "speech_s": round(speech_s, 3),
+        },
+    }
+    if label == "bonafide":
+        for col in (
+            "attack",
+            "speaker_device",
+            "speaker_class",
+            "device_quality",
+            "equalised",
+            "codec",
+            "recorder",
+            "attacker_room",
+            "attacker_distance",
+        ):
+            row[col] = "-"
+        return row
+    spk = ctx.devices.loudspeakers[c["speaker_device"]]
+    aroom = ctx.rooms[c["attacker_room"]].config
+    adist = aroom.attacker[c["da"]].distance
+    da = distance_bin(adist, ATTACKER_DISTANCE_M)
+    row.update(
+        attack=da + QUALITY_LETTER[spk.quality],
+        speaker_device=spk.name,
+        speaker_class=spk.device_class,
+        device_quality=spk.quality,
+        equalised="yes" if c["equalised"] else "no",
+        codec=c["codec"],
+        recorder=c["recorder"],
+        attacker_room=aroom.name,
+        attacker_distance=range_label(da, ATTACKER_DISTANCE_M, "cm", 100),
+    )
+    row["exact"].update(
+        attacker_distance_m=round(adist, 3),
+        attacker_snr_db=round(c["attacker_snr_db"], 2),
+        drive_db=round(c["drive_db"], 2),
+    )
+    return row
+
+
+def _meta_path(out: Path, src: Source) -> Path:
+    return out / "meta" / f"{Path(src.path).stem}.json"
+
+
+def process_source(src: Source, max_segments: int | None) -> tuple[str, int, str | None]:
+    """Render every utterance of one source file; returns (source, n files, error)."""
+    ctx = _CTX
+    assert ctx is not None, "worker not initialised"
+    try:
+        x = load_audio(src.path).astype(np.float64)
+        rng = np.random.default_rng(_source_seed(ctx.seed, src.path))
+        segments = cut_utterances(x, rng)[:max_segments]
+        if not segments:
+            raise AudioError(
+                src.path, "no speech segment of at least 0.8 s found (silent or too short)"
+            )
+        rows = []
+        for k, (a, b) in enumerate(segments):
+            speech = x[a:b]
+            for label in ("bonafide", "spoof"):
+                c = draw_conditions(label, src.split, ctx, rng)
+                y = render(speech, label, src.split, c, ctx)
+                name = _utt_name(ctx.seed, src.path, k, label)
+                row = _row(name, label, src, k, c, ctx, len(speech) / SAMPLE_RATE)
+                write_wav(ctx.out / row["path"], y)
+                rows.append(row)
+        meta = _meta_path(ctx.out, src)
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        tmp = meta.with_name(meta.name + ".part")
+        tmp.write_text(json.dumps({"source": src.path, "rows": rows}))
+        tmp.replace(meta)
+        return src.path, len(rows), None
+    except (AudioError, OSError, ValueError) as exc:
+        return src.path, 0, str(exc)
+
+
+def _source_done(out: Path, src: Source) -> bool:
+    meta = _meta_path(out, src)
+    if not meta.is_file():
+        return False
+    try:
+        rows = json.loads(meta.read_text())["rows"]
+    except (ValueError, KeyError):
+        return False
+    return all((out / r["path"]).is_file() for r in rows)
+
+
+# ------------------------------------------------------------------------------- build
+
+
+def _build_manifest(
+    size: str, seed: int, sources: list[Source], rooms: list[RoomConfig]
+) -> dict[str, Any]:
+    return {
+        "version": BUILD_VERSION,
+        "size": size,
+        "seed": seed,
+        "sources": [asdict(s) for s in sources],
+        "rooms": [r.name for r in rooms],
+    }
+
+
+def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
+    path = out / "build.json"
+    if not path.is_file():
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(
+                f"{out}: folder is not empty and holds no simulator build; choose a new --out"
+            )
+        return
+    old = json.loads(path.read_text())
+    for key in ("version", "size", "seed", "sources", "rooms"):
+        if old.get(key) != manifest.get(key):
+            raise FileExistsError(
+                f"{out}: holds a different build ({key} differs: size={old.get('size')}, seed={old.get('seed')}); "
+                "choose a new --out or pass --overwrite"
+            )
+
+
+def _run_sources(
+    todo: list[Source],
+    init_args: tuple,
+    max_segments: int | None,
+    workers: int,
+    on_done: Callable[[Source, int, str | None], None],
+) -> None:
+    if workers <= 1 or len(todo) <= 1:
+        _init_worker(*init_args)
+        for s in todo:
+            _, n, err = process_source(s, max_segments)
+            on_done(s, n, err)
+        return
+    import multiprocessing as mp
+
+    by_path = {s.path: s for s in todo}
+    # Spawn, not fork: the caller (the pipeline) may already hold TensorFlow threads.
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        args = [(s, max_segments) for s in todo]
+        for path, n, err in pool.imap_unordered(_process_star, args, chunksize=1):
+            on_done(by_path[path], n, err)
+
+
+def _process_star(args: tuple[Source, int | None]) -> tuple[str, int, str | None]:
+    return process_source(*args)
+
+
+def simulate(
+    out: Path,
+    *,
+    size: str = "default",
+    seed: int = 0,
+    speech_dir: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> Path:
+    """Build (or resume) a simulated replay corpus in ``out``; returns the dataset folder.
+
+    The folder gets ``protocol.csv``, ``audio/``, ``simulation.csv`` (exact per-utterance
+    values), ``build.json``, ``datacard.md`` and ``datacard.json``.
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    preset = SIZES[size]
+    out = Path(out)
+    speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
+    shared = speech_dir.parent if speech_dir.name == "speech" else shared_dir()
+    if not (shared / "noise").is_dir():
+        shared = shared_dir()
+    if not (shared / "noise").is_dir():
+        raise FileNotFoundError(
+            f"noise folder not found: {shared / 'noise'} (set WAKEGUARD_SHARED)"
+        )
+    sources = assign_splits(find_sources(speech_dir), preset, seed)
+    rng = np.random.default_rng([seed, 0x600D])
+    room_cfgs = [
+        r for split in ("train", "dev", "eval") for r in draw_rooms(split, preset.rooms[split], rng)
+    ]
+    manifest = _build_manifest(size, seed, sources, room_cfgs)
+    _check_resume(out, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "build.json").write_text(json.dumps(manifest, indent=1))
+    for stale in out.rglob("*.part"):
+        stale.unlink()
+
+    rooms = {r.name: compute_irs(r) for r in room_cfgs}
+    rooms_by_split = {
+        split: [r.name for r in room_cfgs if r.split == split] for split in SPLIT_SHARES
+    }
+    todo = [s for s in sources if not _source_done(out, s)]
+    failures: list[str] = []
+    total_s = sum(s.duration_s for s in sources)
+    done_s = total_s - sum(s.duration_s for s in todo)
+
+    def run(on_progress: Callable[[float], None]) -> None:
+        def on_done(src: Source, n: int, err: str | None) -> None:
+            if err:
+                failures.append(err)
+            on_progress(src.duration_s)
+
+        _run_sources(
+            todo,
+            (shared, rooms, rooms_by_split, out, seed),
+            preset.segments_per_file,
+            workers,
+            on_done,
+        )
+
+    if progress and todo:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s of speech"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ) as bar:
+            task = bar.add_task("simulate", total=total_s, completed=done_s)
+            run(lambda d: bar.advance(task, d))
+    else:
+        run(lambda d: None)
+
+    if failures:
+        raise SimulationError(
+            f"{len(failures)} source file(s) failed; the build is incomplete (rerun to resume after fixing them):\n  "
+            + "\n  ".join(failures)
+        )
+    rows = _collect_rows(out, sources)
+    _write_outputs(out, rows)
+    from .datacard import write_datacard
+
+    write_datacard(out)
+    return out
+
+
+def _collect_rows(out: Path, sources: Iterable[Source]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for s in sources:
+        meta = _meta_path(out, s)
+        if not _source_done(out, s):
+            raise SimulationError(
+                f"{s.path}: its utterances are missing from {out}; rerun to resume"
+            )
+        rows.extend(json.loads(meta.read_text())["rows"])
+    return rows
+
+
+def _write_outputs(out: Path, rows: list[dict[str, Any]]) -> None:
+    prot = [
+        Row(
+            r["path"],
+            r["label"],
+            r["speaker"],
+            r["split"],
+            {c: str(r[c]) for c in CONDITION_COLUMNS},
+        )
+        for r in rows
+    ]
+    write_protocol(out / "protocol.csv", prot, list(CONDITION_COLUMNS))
+    tmp = out / "simulation.csv.part"
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(EXACT_COLUMNS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({"path": r["path"], **r["exact"]})
+    tmp.replace(out / "simulation.csv")
+
+
+def remove_build(out: Path) -> None:
+    """Delete a previous simulator build (only a folder that has our ``build.json``)."""
+    if not out.exists():
+        return
+    if not (out / "build.json").is_file():
+        raise FileExistsError(
+            f"{out}: not a simulator build (no build.json); refusing to delete it"
+        )
+    shutil.rmtree(out)
+
+
+__all__ = ["simulate", "SIZES", "SimulationError", "cut_utterances", "remove_build", "CODECS"]
