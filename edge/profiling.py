@@ -66,14 +66,17 @@ def interleaved_timings(
 
     Each round runs every call once, in an order rotated per round (no call always runs
     first, right after another one warmed or flushed the caches). ``warmup`` rounds are
-    discarded.
+    discarded. A call that measures itself returns its own figure in ms (a number), which
+    is kept instead of its wall time; one that returns ``None`` is timed here.
     """
     names = list(calls)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            dt = time_ms(calls[name])
+            t0 = time.perf_counter()
+            own = calls[name]()
+            dt = (time.perf_counter() - t0) * 1000.0 if own is None else float(own)
             if r >= warmup:
                 out[name].append(dt)
     return out
@@ -387,4 +390,40 @@ def edge_footprint(bundle: str | None, files: list[str], repeats: int = 20, thre
         "rss_mb_at_start": round(rss_start, 2),
         "heavy_modules_imported": heavy,
         "n_scored": repeats * len(audios),
+    }
+
+
+def listen_cost(bundle: str | None, wav: str, speed: float = 1.0, threads: int = 1) -> dict[str, Any]:
+    """CPU time of the listener screening a file fed through the capture path (run it fresh).
+
+    The file plays through :class:`~wakeguard.edge.capture.FileSource` at ``speed`` times real
+    time into the same :class:`~wakeguard.edge.listener.Listener` that ``wakeguard listen``
+    runs; process CPU time (every thread: feeder, converter, endpointer, scorer) is divided
+    by the seconds of audio, so an accelerated feed gives the same figure per audio second.
+    """
+    import threading
+
+    from .bundle import load_bundle
+    from .capture import FileSource
+    from .listener import Listener
+    from .scorer import Scorer
+
+    b = load_bundle(bundle)
+    listener = Listener(Scorer.from_bundle(b, num_threads=threads), model_version=b.version)
+    source = FileSource(wav, speed=speed)
+    with CpuMeter() as m:
+        stats = listener.run(source, threading.Event())
+    audio_s = stats.audio_seconds
+    return {
+        "speed": speed,
+        "audio_s": round(audio_s, 3),
+        "cpu_s": round(m.cpu_s, 4),
+        "wall_s": round(m.wall_s, 3),
+        "cpu_ms_per_audio_s": round(m.cpu_s / audio_s * 1000.0, 3) if audio_s else None,
+        "core_percent_realtime": round(m.cpu_s / audio_s * 100.0, 3) if audio_s else None,
+        "core_percent_measured": round(m.cpu_s / m.wall_s * 100.0, 3) if m.wall_s else None,
+        "verdicts": stats.verdicts,
+        "skipped": stats.skipped,
+        "overruns": stats.overruns,
+        "rss_mb_peak": round(peak_rss_mb(), 2),
     }

@@ -37,10 +37,11 @@ def test_bench_json_has_every_stage_and_figure(tiny_bundle: Path, tmp_path: Path
     assert set(r["stages"]) == {"int8"}
     assert set(r["stages"]["int8"]) == {"1s", "2s", "4s"}
     for per in r["stages"]["int8"].values():
-        assert set(per) == {"conversion", "frontend", "inference", "e2e"}
+        assert set(per) == {"conversion", "frontend", "inference", "score", "e2e"}
         for v in per.values():
             assert 0 < v["p50"] <= v["p95"] <= v["p99"]
             assert v["n"] == 3
+        assert per["e2e"]["scored_s"] > 0.3  # the listener endpointed and scored the command
     assert r["model_bytes"] == (tiny_bundle / "model.tflite").stat().st_size
     assert r["macs"]["per_window"] == 98 * 128 * 4 * 9 + 4
     assert r["macs"]["windows_per_command"] == {"1s": 1, "2s": 1, "4s": 3}
@@ -63,8 +64,23 @@ def test_bench_float_variant_side_by_side(tiny_bundle: Path, tmp_path: Path):
     shutil.copy(tiny_bundle / "model.tflite", run / "quantize" / "float32.tflite")  # any valid model will do
     r = _bench_json("--model", str(run / "bundle"), "--no-baseline")
     assert set(r["stages"]) == {"int8", "float32"}
+    assert "conversion" not in r["stages"]["float32"]["2s"]  # the same for every variant: shown once
     assert r["float_model"].endswith("float32.tflite")
     assert set(r["ratios"]["float32_e2e_p95/int8_e2e_p95"]) == {"1s", "2s", "4s"}
+    assert r["ratios"]["float32_score_p50/int8_score_p50"]["2s"] > 0
+
+
+def test_bench_void_baseline_and_stream(tiny_bundle: Path):
+    """The Void-style baseline runs beside the model; the listener's CPU cost on idle and busy streams."""
+    pytest.importorskip("sklearn")
+    r = _bench_json("--model", str(tiny_bundle), "--stream", "--stream-seconds", "9", "--stream-speed", "0")
+    assert set(r["stages"]) == {"int8", "void"}
+    assert r["void"]["support_vectors"] > 0
+    assert r["ratios"]["void_e2e_p95/int8_e2e_p95"]["2s"] > 0
+    idle, busy = r["stream"]["modes"]["idle"], r["stream"]["modes"]["commands"]
+    assert idle["verdicts"] == 0 and busy["verdicts"] >= 1 and r["stream"]["commands_placed"] == 2
+    assert idle["audio_s"] == pytest.approx(9.0, abs=0.05)
+    assert idle["cpu_ms_per_audio_s"] > 0 and busy["cpu_ms_per_audio_s"] > 0
 
 
 def test_bench_table_for_people(tiny_bundle: Path):

@@ -106,11 +106,30 @@ def _to_capture_format(x: Any) -> Any:
     return np.stack([up, 0.9 * up], axis=1).astype(np.float32)
 
 
-def _convert(frames: Any) -> Any:
-    """The conversion every input path does: channels averaged, then resampled to 16 kHz."""
-    from wakeguard.edge.audio import resample, to_mono
+def _convert(frames: Any, block: int = int(CAPTURE_RATE * 0.032)) -> Any:
+    """What capture does to every block: channels averaged, streaming resample to 16 kHz.
 
-    return resample(to_mono(frames), CAPTURE_RATE, 16_000)
+    Fed in the 32 ms blocks a microphone callback delivers, through a fresh
+    :class:`~wakeguard.edge.capture.Converter`; in the listener this work is spread over
+    the utterance as it arrives, not added after its end.
+    """
+    import numpy as np
+    from wakeguard.edge.capture import Converter
+
+    conv = Converter(CAPTURE_RATE, frames.shape[1])
+    out = [conv(frames[i : i + block]) for i in range(0, len(frames), block)]
+    out.append(conv.flush())
+    return np.concatenate(out)
+
+
+def _conversion_call(captured: list[Any]) -> Any:
+    state = {"i": 0}
+
+    def call() -> None:
+        state["i"] = (state["i"] + 1) % len(captured)
+        _convert(captured[state["i"]])
+
+    return call
 
 
 def _find_float_model(cfg: BenchConfig, bundle_path: Path) -> Path | None:
@@ -122,69 +141,250 @@ def _find_float_model(cfg: BenchConfig, bundle_path: Path) -> Path | None:
     return guess if guess.is_file() else None
 
 
+class _ListenerCase:
+    """One command inside a stream, with the endpointer's state just before its end is decided.
+
+    The stream is quiet room noise, the command, then quiet again, in the 32 ms blocks the
+    capture path delivers. Each timed call starts a fresh :class:`Listener` from the saved
+    endpointer state and feeds the rest of the stream, so the figure is the listener's own
+    ``latency_ms``: arrival of the block in which the endpointer decided the command had
+    ended, to the verdict.
+    """
+
+    BLOCK = 512
+
+    def __init__(self, command: Any, seed: int):
+        import copy
+
+        import numpy as np
+        from wakeguard.edge.endpoint import Endpointer
+
+        rng = np.random.default_rng(seed)
+
+        def quiet(sec: float) -> Any:
+            return rng.normal(0, 10 ** (-70 / 20), int(sec * 16_000)).astype(np.float32)
+
+        stream = np.concatenate([quiet(0.6), command, quiet(1.0)])
+        blocks = [stream[i : i + self.BLOCK] for i in range(0, len(stream), self.BLOCK)]
+        ep = Endpointer()
+        last = None
+        for i, blk in enumerate(blocks):
+            if ep.push(blk):
+                last = i
+        self.ok = last is not None
+        ep = Endpointer()
+        for blk in blocks[: last or 0]:
+            ep.push(blk)
+        self.saved = ep
+        self.rest = blocks[last or 0 :]
+        self._copy = copy.deepcopy
+
+    def run(self, detector: Any) -> tuple[float, float] | None:
+        """(latency_ms, scored seconds) of the last verdict, or None if none came."""
+        from wakeguard.edge.decision import DecisionParams
+        from wakeguard.edge.listener import Listener, VerdictEvent
+
+        listener = Listener(detector, decision=DecisionParams(threshold=detector.threshold))
+        listener.endpointer = self._copy(self.saved)
+        events = []
+        for blk in self.rest:
+            events += listener.process(blk)
+        verdicts = [e for e in events if isinstance(e, VerdictEvent)]
+        return (verdicts[-1].latency_ms, verdicts[-1].duration_s) if verdicts else None
+
+
 class _Round:
-    """One variant's stages for one command length, called round-robin by the timer."""
+    """One variant's stages for one command length, called round-robin by the timer.
 
-    def __init__(self, scorer: Any, commands: list[Any], captured: list[Any]):
-        self.scorer = scorer
-        self.commands = commands
-        self.captured = captured
-        self.feats = [scorer.features(c) for c in commands]
-        self.i = 0
+    ``detector`` has ``features(audio)``, ``classify(features)``, ``score(audio)`` and
+    ``threshold``: a TFLite model through the edge :class:`Scorer` (:class:`ModelDetector`)
+    or the Void-style baseline (:class:`VoidDetector`).
+    """
 
-    def _next(self) -> int:
-        self.i = (self.i + 1) % len(self.commands)
-        return self.i
-
-    def conversion(self) -> None:
-        _convert(self.captured[self._next()])
-
-    def frontend(self) -> None:
-        self.scorer.features(self.commands[self._next()])
-
-    def inference(self) -> None:
-        for w in self.feats[self._next()]:
-            self.scorer.model.logit(w)
-
-    def e2e(self) -> None:
-        self.scorer.score(self.commands[self._next()])
-
-
-class _VoidRound:
-    """The Void-style baseline's stages: features, SVM decision, both (its end to end)."""
-
-    def __init__(self, detector: Any, commands: list[Any]):
+    def __init__(self, detector: Any, commands: list[Any], cases: list[_ListenerCase]):
         self.detector = detector
         self.commands = commands
+        self.cases = [c for c in cases if c.ok]
+        if not self.cases:
+            raise RuntimeError("the endpointer found no command in the bench streams")
         self.feats = [detector.features(c) for c in commands]
+        self.scored_s: list[float] = []
         self.i = 0
 
     def _next(self) -> int:
         self.i = (self.i + 1) % len(self.commands)
         return self.i
 
-    def features(self) -> None:
+    def frontend(self) -> None:
         self.detector.features(self.commands[self._next()])
 
-    def classify(self) -> None:
+    def inference(self) -> None:
         self.detector.classify(self.feats[self._next()])
 
-    def e2e(self) -> None:
+    def score(self) -> None:
         self.detector.score(self.commands[self._next()])
+
+    def e2e(self) -> float:
+        got = self.cases[self._next() % len(self.cases)].run(self.detector)
+        if got is None:
+            raise RuntimeError("the listener gave no verdict on a bench command it endpointed before")
+        self.scored_s.append(got[1])
+        return got[0]
+
+
+class ModelDetector:
+    """A TFLite model through the edge :class:`Scorer`: the stages of what ships."""
+
+    def __init__(self, scorer: Any):
+        self.scorer = scorer
+        self.threshold = scorer.threshold
+
+    def features(self, audio: Any) -> Any:
+        return self.scorer.features(audio)
+
+    def classify(self, feats: Any) -> float:
+        return float(sum(self.scorer.model.logit(w) for w in feats))
+
+    def score(self, audio: Any) -> Any:
+        return self.scorer.score(audio)
+
+
+class VoidDetector:
+    """The Void-style baseline as bench runs it: ``void_features`` then the standardised RBF SVM."""
+
+    def __init__(self, model: Any, origin: str):
+        from wakeguard.model.void import void_features
+
+        self.model = model
+        self.origin = origin
+        self._features = void_features
+
+    def features(self, audio: Any) -> Any:
+        return self._features(audio)
+
+    def classify(self, feats: Any) -> float:
+        return float(self.model.decision(feats[None, :])[0])
+
+    threshold = 0.0
+    """The SVM's own boundary (decision value 0)."""
+
+    def score(self, audio: Any) -> Any:
+        """Same contract as :meth:`Scorer.score`, so the listener can run the baseline too."""
+        import time
+
+        from wakeguard.edge.audio import require_usable
+        from wakeguard.edge.scorer import BONAFIDE, SPOOF, ScoreResult
+
+        require_usable(audio, None, 0.3)
+        t0 = time.perf_counter()
+        v = self.model.score_audio(audio)
+        ms = (time.perf_counter() - t0) * 1000.0
+        return ScoreResult(v, BONAFIDE if v >= self.threshold else SPOOF, self.threshold, ms, 1)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.origin,
+            "support_vectors": int(self.model.svm.support_vectors_.shape[0]),
+            "c": self.model.c,
+        }
+
+
+def _crude_replay(x: Any) -> Any:
+    """A phone-speaker-like replay for fitting a stand-in SVM: bass cut below ~500 Hz, soft clipping."""
+    import numpy as np
+
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(x.size, 1 / 16_000)
+    spec *= 1.0 / (1.0 + (500.0 / np.maximum(f, 1.0)) ** 4)
+    y = np.fft.irfft(spec, x.size)
+    return (np.tanh(3 * y) / 3).astype(np.float32)
 
 
 def _void_detector(cfg: BenchConfig, commands: dict[float, list[Any]], bundle_path: Path) -> tuple[Any, str]:
     """A fitted Void-style detector, or None and a note saying why the baseline is skipped."""
     try:
         import sklearn  # noqa: F401
-        from wakeguard.model import void  # noqa: F401
+        from wakeguard.model.void import VoidModel, void_features
     except ImportError as exc:
-        return None, f"Void-style baseline skipped: {exc.name or exc} not importable (as on a Pi without the train extra)"
-    return None, "Void-style baseline: adapter pending"
+        name = getattr(exc, "name", None) or str(exc)
+        return None, f"Void-style baseline skipped: {name} not importable (as on a Pi without the train extra)"
+    import numpy as np
+
+    path = cfg.void_model
+    if path is None:
+        guess = bundle_path.parent / "baselines" / "void_model.joblib"
+        path = guess if guess.is_file() else None
+    if path is not None:
+        return VoidDetector(VoidModel.load(path), str(path)), ""
+    # No trained model at hand: fit one on the bench's own commands against crude replays of
+    # them. Its accuracy is meaningless; its cost is features (most of it) + a small SVM.
+    audio = [c for cs in commands.values() for c in cs]
+    x = np.stack([void_features(a) for a in audio] + [void_features(_crude_replay(a)) for a in audio])
+    y = np.array([1] * len(audio) + [0] * len(audio))
+    model = VoidModel.fit(x, y)
+    n_sv = int(model.svm.support_vectors_.shape[0])
+    note = (
+        f"Void SVM fitted here on {len(y)} commands ({n_sv} support vectors; a trained one has more, "
+        "which adds little: the features dominate). Pass --void-model RUN/baselines/void_model.joblib"
+    )
+    return VoidDetector(model, f"fitted in bench on {len(y)} examples"), note
+
+
+def _stream_files(cfg: BenchConfig, folder: Path) -> tuple[Path, Path, int]:
+    """An idle stream (quiet room noise) and a stream of 2 s commands 2 s apart, as 16 kHz WAVs."""
+    import numpy as np
+    from wakeguard.edge.audio import write_wav
+
+    rng = np.random.default_rng(7)
+    n = int(cfg.stream_seconds * 16_000)
+    idle = rng.normal(0, 10 ** (-65 / 20), n).astype(np.float32)
+    cmds, _, _ = _commands(BenchConfig(durations=(2.0,), speech_dir=cfg.speech_dir))
+    busy = idle.copy()
+    placed = 0
+    for i, start in enumerate(range(16_000, n - 3 * 16_000, 4 * 16_000)):
+        c = cmds[2.0][i % len(cmds[2.0])]
+        busy[start : start + c.size] += c
+        placed += 1
+    write_wav(folder / "idle.wav", idle)
+    write_wav(folder / "commands.wav", busy)
+    return folder / "idle.wav", folder / "commands.wav", placed
 
 
 def _stream_cost(cfg: BenchConfig, bundle_path: Path) -> dict[str, Any]:
-    raise ValueError("--stream: the listener is not available in this build")
+    """CPU per second of audio while the listener idles and while it screens commands.
+
+    Each runs in a fresh interpreter (:func:`wakeguard.edge.profiling.listen_cost`), so the
+    figures are the listener's alone.
+    """
+    import tempfile
+
+    if cfg.stream_seconds < 8:
+        raise ValueError("--stream-seconds must be at least 8 (two commands)")
+    if cfg.stream_speed < 0:
+        raise ValueError("--stream-speed must be >= 0 (0 = as fast as possible)")
+    code = (
+        "import json, sys\n"
+        "from wakeguard.edge.profiling import listen_cost\n"
+        "sys.stdout.write(json.dumps(listen_cost(**json.loads(sys.argv[1]))))\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="wakeguard-bench-") as tmp:
+        idle, busy, placed = _stream_files(cfg, Path(tmp))
+        modes = {}
+        for mode, wav in (("idle", idle), ("commands", busy)):
+            args = {"bundle": str(bundle_path), "wav": str(wav), "speed": cfg.stream_speed, "threads": cfg.threads}
+            proc = subprocess.run(
+                [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, timeout=3600
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"listener cost process failed: {proc.stderr.strip()[-500:]}")
+            modes[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "seconds": cfg.stream_seconds,
+        "speed": cfg.stream_speed,
+        "commands_placed": placed,
+        "input": "16 kHz mono WAV through FileSource (no rate conversion; see the conversion stage)",
+        "modes": modes,
+    }
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -227,46 +427,41 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     void_detector = None
     if cfg.baseline:
         void_detector, note = _void_detector(cfg, commands, bundle.path)
-        if void_detector is None:
+        if note:
             notes.append(note)
     else:
         notes.append("Void-style baseline not run (--no-baseline)")
 
-    stages: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in scorers}
+    detectors: dict[str, Any] = {name: ModelDetector(sc) for name, sc in scorers.items()}
     if void_detector is not None:
-        stages["void"] = {}
+        detectors["void"] = void_detector
+    stages: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in detectors}
     for d in cfg.durations:
         key = f"{d:g}s"
-        calls: dict[str, Any] = {}
-        rounds = {name: _Round(s, commands[d], captured[d]) for name, s in scorers.items()}
-        calls["int8/conversion"] = rounds["int8"].conversion
+        cases = [_ListenerCase(c, seed=i) for i, c in enumerate(commands[d])]
+        rounds = {name: _Round(det, commands[d], cases) for name, det in detectors.items()}
+        calls: dict[str, Any] = {"int8/conversion": _conversion_call(captured[d])}
         for name, r in rounds.items():
-            calls[f"{name}/frontend"] = r.frontend
-            calls[f"{name}/inference"] = r.inference
-            calls[f"{name}/e2e"] = r.e2e
-        if void_detector is not None:
-            vr = _VoidRound(void_detector, commands[d])
-            calls["void/frontend"] = vr.features
-            calls["void/inference"] = vr.classify
-            calls["void/e2e"] = vr.e2e
+            for stage in ("frontend", "inference", "score", "e2e"):
+                calls[f"{name}/{stage}"] = getattr(r, stage)
         timings = interleaved_timings(calls, cfg.repeats, cfg.warmup)
         for label, samples in timings.items():
             name, stage = label.split("/")
             stages[name].setdefault(key, {})[stage] = percentiles(samples).to_dict()
-        for name in stages:
-            if name != "int8" and "conversion" not in stages[name].get(key, {"x": 1}):
-                stages[name][key]["conversion"] = stages["int8"][key]["conversion"]
+        for name, r in rounds.items():
+            stages[name][key]["e2e"]["scored_s"] = round(sum(r.scored_s) / len(r.scored_s), 3)
 
     rtf = {
-        name: {k: round(v["e2e"]["p50"] / 1000.0 / float(k[:-1]), 5) for k, v in per.items()}
+        name: {k: round(v["score"]["p50"] / 1000.0 / float(k[:-1]), 5) for k, v in per.items()}
         for name, per in stages.items()
     }
     ratios: dict[str, dict[str, float]] = {}
     for other in [n for n in stages if n != "int8"]:
-        for q in ("p50", "p95"):
-            ratios[f"{other}_e2e_{q}/int8_e2e_{q}"] = {
-                k: round(stages[other][k]["e2e"][q] / stages["int8"][k]["e2e"][q], 3) for k in stages["int8"]
-            }
+        for stage in ("e2e", "score"):
+            for q in ("p50", "p95"):
+                ratios[f"{other}_{stage}_{q}/int8_{stage}_{q}"] = {
+                    k: round(stages[other][k][stage][q] / stages["int8"][k][stage][q], 3) for k in stages["int8"]
+                }
 
     macs = count_macs(bundle.model_bytes)
     n_windows = {f"{d:g}s": len(scorers["int8"].features(commands[d][0])) for d in cfg.durations}
@@ -332,7 +527,16 @@ def _edge_footprint(bundle_path: Path, files: list[str], threads: int) -> dict[s
 # ---------------------------------------------------------------- output
 
 
-STAGE_ORDER = ("conversion", "frontend", "inference", "e2e")
+STAGE_ORDER = ("conversion", "frontend", "inference", "score", "e2e")
+STAGE_LABELS = {
+    "conversion": "conversion",
+    "frontend": "front-end",
+    "inference": "inference",
+    "score": "score",
+    "e2e": "end to end",
+}
+"""conversion: 48 kHz stereo to 16 kHz mono, in capture blocks; score: front-end + inference +
+calibration of the command; end to end: the listener, end of utterance to verdict."""
 
 
 def render(result: dict[str, Any]) -> None:
@@ -355,8 +559,8 @@ def render(result: dict[str, Any]) -> None:
                 v = st.get(s)
                 if v is None:
                     continue
-                rtf = f"{result['rtf'][name][k]:.4f}" if s == "e2e" else ""
-                label = "end to end" if s == "e2e" else s
+                rtf = f"{result['rtf'][name][k]:.4f}" if s == "score" else ""
+                label = STAGE_LABELS[s]
                 t.add_row(name, k, label, f"{v['p50']:.2f}", f"{v['p95']:.2f}", f"{v['p99']:.2f}", rtf)
             t.add_section()
     console.print(t)
@@ -428,7 +632,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
                 p50.append(v["p50"])
                 err.append(v["p95"] - v["p50"])
             ax.bar(xs, p50, width, yerr=[[0] * len(err), err], capsize=2, label=name)
-        ax.set_xticks(range(len(STAGE_ORDER)), ["convert", "front-end", "inference", "end to end"], rotation=20)
+        ax.set_xticks(range(len(STAGE_ORDER)), [STAGE_LABELS[s] for s in STAGE_ORDER], rotation=20)
         ax.set_title(f"{k} command")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("ms (bar p50, whisker p95)")
