@@ -87,6 +87,22 @@ def long_term_spectrum(x: np.ndarray, rate: int = SAMPLE_RATE) -> tuple[np.ndarr
     return f, (p / total if total > 0 else p)
 
 
+def log_bands(
+    freqs: np.ndarray, power: np.ndarray, per_octave: int = 16, fmin: float = 20.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Average power in 1/``per_octave``-octave bands from ``fmin`` to Nyquist (smoothing for
+    plots); a band narrower than one FFT bin takes the interpolated value."""
+    n = max(1, int(round(per_octave * np.log2(freqs[-1] / fmin))))
+    edges = np.geomspace(fmin, freqs[-1], n + 1)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    out = np.interp(centres, freqs, power)
+    idx = np.searchsorted(freqs, edges)
+    for i in range(n):
+        if idx[i + 1] > idx[i]:
+            out[i] = power[idx[i] : idx[i + 1]].mean()
+    return centres, out
+
+
 def auc(neg: np.ndarray, pos: np.ndarray) -> float:
     """P(pos > neg) with ties counted half (Mann-Whitney U / n1 n2)."""
     neg, pos = np.asarray(neg, float), np.asarray(pos, float)
@@ -164,17 +180,26 @@ FEATURES = {
 }
 
 
-def _warnings(p: Protocol, stats: list[FileStats], unreadable: list[dict[str, str]], shortcuts: dict[str, float]) -> list[str]:
+def _warnings(
+    p: Protocol,
+    stats: list[FileStats],
+    unreadable: list[dict[str, str]],
+    shortcuts: dict[str, float],
+) -> list[str]:
     w: list[str] = []
 
     def some(items: list[FileStats]) -> str:
         return ", ".join(str(s.path) for s in items[:3]) + (" ..." if len(items) > 3 else "")
 
     if unreadable:
-        w.append(f"{len(unreadable)} file(s) unreadable (listed under 'unreadable'): {unreadable[0]['path']}: {unreadable[0]['problem']}")
+        w.append(
+            f"{len(unreadable)} file(s) unreadable (listed under 'unreadable'): {unreadable[0]['path']}: {unreadable[0]['problem']}"
+        )
     clipped = [s for s in stats if s.clipped]
     if clipped:
-        w.append(f"{len(clipped)} file(s) clipped (> 0.1% of samples at full scale): {some(clipped)}")
+        w.append(
+            f"{len(clipped)} file(s) clipped (> 0.1% of samples at full scale): {some(clipped)}"
+        )
     silent = [s for s in stats if s.silent]
     if silent:
         w.append(f"{len(silent)} file(s) silent (RMS < {SILENCE_DBFS:.0f} dBFS): {some(silent)}")
@@ -203,7 +228,9 @@ def _warnings(p: Protocol, stats: list[FileStats], unreadable: list[dict[str, st
         for b in splits[i + 1 :]:
             shared = by_split[a] & by_split[b]
             if shared:
-                w.append(f"{len(shared)} speaker(s) appear in both {a} and {b} (e.g. {sorted(shared)[0]}); splits are not speaker-disjoint")
+                w.append(
+                    f"{len(shared)} speaker(s) appear in both {a} and {b} (e.g. {sorted(shared)[0]}); splits are not speaker-disjoint"
+                )
     for key, value in shortcuts.items():
         if np.isfinite(value) and value >= SHORTCUT_AUC:
             w.append(
@@ -231,8 +258,16 @@ def _plot_balance(summary: dict[str, Any], path: Path) -> None:
         names = [k for k, _ in items]
         x = np.arange(len(names))
         for j, lab in enumerate(LABELS):
-            ax.bar(x + (j - 0.5) * 0.4, [v[lab] for _, v in items], 0.4, label=lab, color=COLOURS[lab])
-        ax.set_xticks(x, names, rotation=45 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center", fontsize=8)
+            ax.bar(
+                x + (j - 0.5) * 0.4, [v[lab] for _, v in items], 0.4, label=lab, color=COLOURS[lab]
+            )
+        ax.set_xticks(
+            x,
+            names,
+            rotation=45 if len(names) > 4 else 0,
+            ha="right" if len(names) > 4 else "center",
+            fontsize=8,
+        )
         more = f" (top 15 of {len(table)})" if len(table) > 15 else ""
         ax.set_title(f"rows per {title}{more}", fontsize=10)
         ax.set_ylabel("rows")
@@ -255,7 +290,9 @@ def _plot_distributions(stats: list[FileStats], path: Path) -> None:
         ("trail_silence_s", "trailing silence (s)"),
     ]
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
-        values = {lab: np.array([getattr(s, key) for s in stats if s.row.label == lab]) for lab in LABELS}
+        values = {
+            lab: np.array([getattr(s, key) for s in stats if s.row.label == lab]) for lab in LABELS
+        }
         allv = np.concatenate([v for v in values.values() if v.size]) if stats else np.zeros(1)
         allv = allv[np.isfinite(allv)]
         lo, hi = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
@@ -273,13 +310,18 @@ def _plot_distributions(stats: list[FileStats], path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_ltas(freqs: np.ndarray, ltas: dict[str, np.ndarray], counts: dict[str, int], path: Path) -> None:
+def _plot_ltas(
+    freqs: np.ndarray, ltas: dict[str, np.ndarray], counts: dict[str, int], path: Path
+) -> None:
     import matplotlib.pyplot as plt
 
-    fig, (ax, axd) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    keep = freqs >= 20
-    f = freqs[keep]
-    db = {lab: 10 * np.log10(ltas[lab][keep] + 1e-15) for lab in ltas}
+    fig, (ax, axd) = plt.subplots(
+        2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    db = {}
+    for lab in ltas:
+        f, bands = log_bands(freqs, ltas[lab])
+        db[lab] = 10 * np.log10(bands + 1e-15)
     for lab, d in db.items():
         ax.semilogx(f, d, color=COLOURS[lab], label=f"{lab} (n={counts[lab]})", lw=1.5)
     for a in (ax, axd):
@@ -287,14 +329,14 @@ def _plot_ltas(freqs: np.ndarray, ltas: dict[str, np.ndarray], counts: dict[str,
         a.grid(True, which="both", alpha=0.3)
     ax.text(22, ax.get_ylim()[0] + 2, f"< {LOW_BAND_HZ:.0f} Hz", fontsize=9, va="bottom")
     ax.set_ylabel("relative power (dB, per-file normalised)")
-    ax.set_title("average long-term spectrum")
+    ax.set_title("average long-term spectrum (1/16-octave bands)")
     ax.legend()
     if len(db) == 2:
         axd.semilogx(f, db["spoof"] - db["bonafide"], color="#264653")
         axd.axhline(0, color="grey", lw=0.8)
     axd.set_ylabel("spoof - bona fide (dB)")
     axd.set_xlabel("frequency (Hz)")
-    axd.set_xlim(20, freqs[-1])
+    axd.set_xlim(20, float(freqs[-1]))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -409,7 +451,10 @@ def explore(
         ss = [s for s in stats if s.row.label == lab]
         per_class[lab] = {
             "n_files": len(ss),
-            **{k: _describe([getattr(s, k) for s in ss if np.isfinite(getattr(s, k))]) for k in FEATURES},
+            **{
+                k: _describe([getattr(s, k) for s in ss if np.isfinite(getattr(s, k))])
+                for k in FEATURES
+            },
             "low_band_db": _describe([s.low_band_db for s in ss]),
             "n_clipped": sum(s.clipped for s in ss),
             "n_silent": sum(s.silent for s in ss),
@@ -425,19 +470,25 @@ def explore(
         shortcuts[key] = round(max(a, 1 - a), 3) if np.isfinite(a) else float("nan")
     low_auc = auc(values("low_band_db", "spoof"), values("low_band_db", "bonafide"))
 
-    counts_ltas = {lab: sum(1 for s in stats if s.row.label == lab and not s.silent) for lab in LABELS}
+    counts_ltas = {
+        lab: sum(1 for s in stats if s.row.label == lab and not s.silent) for lab in LABELS
+    }
     ltas = {lab: ltas_sum[lab] / counts_ltas[lab] for lab in ltas_sum}
     spectrum: dict[str, Any] = {"low_band_hz": LOW_BAND_HZ}
     if ltas:
         # A compact copy of the curves at log-spaced frequencies for other tools (report).
-        grid = np.geomspace(20, SAMPLE_RATE / 2, 48)
-        spectrum["freqs_hz"] = [round(float(g), 1) for g in grid]
         for lab, curve in ltas.items():
-            spectrum[f"{lab}_db"] = [round(float(v), 2) for v in 10 * np.log10(np.interp(grid, freqs, curve) + 1e-15)]
+            grid, bands = log_bands(freqs, curve, per_octave=6)
+            spectrum["freqs_hz"] = [round(float(g), 1) for g in grid]
+            spectrum[f"{lab}_db"] = [round(float(v), 2) for v in 10 * np.log10(bands + 1e-15)]
         for lab in ltas:
-            spectrum[f"{lab}_low_band_db"] = round(float(10 * np.log10(ltas[lab][freqs < LOW_BAND_HZ].sum() + 1e-15)), 2)
+            spectrum[f"{lab}_low_band_db"] = round(
+                float(10 * np.log10(ltas[lab][freqs < LOW_BAND_HZ].sum() + 1e-15)), 2
+            )
         if len(ltas) == 2:
-            spectrum["low_band_difference_db"] = round(spectrum["spoof_low_band_db"] - spectrum["bonafide_low_band_db"], 2)
+            spectrum["low_band_difference_db"] = round(
+                spectrum["spoof_low_band_db"] - spectrum["bonafide_low_band_db"], 2
+            )
             spectrum["low_band_auc"] = round(low_auc, 3)
 
     summary: dict[str, Any] = {
@@ -457,7 +508,9 @@ def explore(
         "plots": [],
     }
     if len(rows) < len(proto.rows):
-        summary["note"] = f"audio statistics from a stratified sample of {len(rows)} of {len(proto.rows)} files"
+        summary["note"] = (
+            f"audio statistics from a stratified sample of {len(rows)} of {len(proto.rows)} files"
+        )
     summary["warnings"] = _warnings(proto, stats, unreadable, shortcuts)
 
     plots = {"balance.png": lambda p: _plot_balance(summary, p)}
@@ -468,12 +521,16 @@ def explore(
     examples = _pick_examples(stats)
     if examples:
         plots["spectrograms.png"] = lambda p: _plot_spectrograms(examples, p)
-        summary["examples"] = [{"label": s.row.label, "speaker": s.row.speaker, "path": str(s.path)} for s in examples]
+        summary["examples"] = [
+            {"label": s.row.label, "speaker": s.row.speaker, "path": str(s.path)} for s in examples
+        ]
     for name, fn in plots.items():
         fn(out / name)
         summary["plots"].append(name)
 
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(
+        json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8"
+    )
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     return summary
 
@@ -499,15 +556,29 @@ def summary_markdown(s: dict[str, Any]) -> str:
             lines.append(f"| {v} | {c['bonafide']} | {c['spoof']} |")
         if len(table) > 30:
             lines.append(f"| ... {len(table) - 30} more | | |")
-    lines += ["", "## Audio per class", "", "| | " + " | ".join(LABELS) + " |", "|---|" + "---:|" * len(LABELS)]
+    lines += [
+        "",
+        "## Audio per class",
+        "",
+        "| | " + " | ".join(LABELS) + " |",
+        "|---|" + "---:|" * len(LABELS),
+    ]
     for key, name in {**FEATURES, "low_band_db": f"power below {LOW_BAND_HZ:.0f} Hz (dB)"}.items():
         cells = []
         for lab in LABELS:
             d = s["audio"][lab].get(key)
-            cells.append("-" if d is None else f"{d['median']:.2f} (median), {d['min']:.2f}..{d['max']:.2f}")
+            cells.append(
+                "-" if d is None else f"{d['median']:.2f} (median), {d['min']:.2f}..{d['max']:.2f}"
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| clipped files | " + " | ".join(str(s["audio"][lab]["n_clipped"]) for lab in LABELS) + " |")
-    lines.append("| silent files | " + " | ".join(str(s["audio"][lab]["n_silent"]) for lab in LABELS) + " |")
+    lines.append(
+        "| clipped files | "
+        + " | ".join(str(s["audio"][lab]["n_clipped"]) for lab in LABELS)
+        + " |"
+    )
+    lines.append(
+        "| silent files | " + " | ".join(str(s["audio"][lab]["n_silent"]) for lab in LABELS) + " |"
+    )
     lines += ["", "## Single-feature separability (AUC, 0.5 = none)", ""]
     for key, v in s["shortcut_auc"].items():
         lines.append(f"- {FEATURES[key]}: {v}")
