@@ -491,7 +491,7 @@ class MicSource(AudioSource):
                 raise
             except Exception as exc:  # PortAudioError, LookupError, device busy ...
                 self.open_failures += 1
-                log.warning("%s unavailable (%s); retrying in %.0f s", self.description, exc, delay)
+                log.warning("%s unavailable (%s); retrying in %.1f s", self.description, exc, delay)
                 if self._sleep(stop, delay):
                     return
                 delay = min(delay * 2, self.max_backoff_s)

@@ -66,7 +66,8 @@ class EndpointConfig:
     frame_ms: float = 10.0
     threshold_db: float = 9.0
     min_level_dbfs: float = -55.0
-    floor_rise_db_per_s: float = 3.0
+    floor_rise_db_per_s: float = 6.0
+    speech_floor_rise_db_per_s: float = 1.0
     floor_fall: float = 0.5
     max_flatness: float = 0.45
     min_band_ratio: float = 0.35

@@ -40,8 +40,10 @@ class EndpointParams:
     """A frame must be this many dB above the noise floor to count as loud."""
     min_level_dbfs: float = -55.0
     """A frame quieter than this is never voice, whatever the floor."""
-    floor_rise_db_per_s: float = 3.0
-    """How fast the noise floor may rise towards louder frames (it falls at once)."""
+    floor_rise_db_per_s: float = 6.0
+    """How fast the noise floor may rise towards louder frames outside speech (it falls at once)."""
+    speech_floor_rise_db_per_s: float = 1.0
+    """The same inside an utterance: slow, so a long command does not raise the floor over itself."""
     floor_fall: float = 0.5
     """Fraction of the way the floor moves down towards a quieter frame, per frame."""
     max_flatness: float = 0.45
@@ -204,6 +206,7 @@ class Endpointer:
         self._max_frames = p.frames(p.max_seconds)
         self._min_samples = int(round(p.min_seconds * p.sample_rate))
         self._rise = p.floor_rise_db_per_s * p.frame_ms / 1000.0
+        self._speech_rise = p.speech_floor_rise_db_per_s * p.frame_ms / 1000.0
 
     @property
     def in_speech(self) -> bool:
@@ -249,7 +252,8 @@ class Endpointer:
         if level < s.floor_db:
             s.floor_db += p.floor_fall * (level - s.floor_db)
         else:
-            s.floor_db = min(level, s.floor_db + self._rise)
+            rise = self._speech_rise if s.phase == Phase.SPEECH else self._rise
+            s.floor_db = min(level, s.floor_db + rise)
         return voiced
 
     def _frame(self, frame: np.ndarray) -> Segment | None:

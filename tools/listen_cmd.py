@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from .console import console, err_console, print_json, run_cli
 
@@ -316,7 +317,7 @@ def listen_cli(
             on_ready=on_ready,
         )
     except TelemetryError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
     s = stats.to_dict()
     p95 = s["latency_p95_ms"]

@@ -1,0 +1,534 @@
+"""`wakeguard listen` end to end: capture sources, listener, outputs, config, CLI, shutdown."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+from wakeguard.edge.audio import load_audio, resample, write_wav
+from wakeguard.edge.capture import (
+    DISCONTINUITY,
+    BlockQueue,
+    FakeSource,
+    FileSource,
+    MicSource,
+    find_device,
+    list_input_devices,
+)
+from wakeguard.edge.config import (
+    ConfigError,
+    RuntimeConfig,
+    default_config_path,
+    load_config,
+    with_overrides,
+)
+from wakeguard.edge.listener import Listener, SkippedEvent, VerdictEvent, Webhook
+from wakeguard.edge.scorer import Scorer
+from wakeguard.edge.stream_resample import StreamResampler
+from wakeguard.tools.cli import app
+
+SR = 16_000
+REQUIRED_KEYS = {
+    "t_start",
+    "t_end",
+    "score",
+    "verdict",
+    "latency_ms",
+    "level_dbfs",
+    "duration_s",
+    "model_version",
+}
+WAKEGUARD = [sys.executable, "-m", "wakeguard.tools.cli"]
+
+
+@pytest.fixture(scope="module")
+def commands(
+    shared_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[tuple[float, float]]]:
+    """Five short real LibriSpeech utterances separated by 1.5 s of faint noise, and their spans."""
+    files = sorted(
+        (shared_dir / "speech" / "librispeech").glob("*/*.flac"),
+        key=lambda f: (sf.info(str(f)).frames, f.name),
+    )[:5]
+    rng = np.random.default_rng(0)
+    parts, spans, pos = [rng.normal(0, 1e-3, SR).astype(np.float32)], [], SR
+    for f in files:
+        x = load_audio(f)
+        spans.append((pos / SR, (pos + len(x)) / SR))
+        parts += [x, rng.normal(0, 1e-3, int(1.5 * SR)).astype(np.float32)]
+        pos += len(x) + int(1.5 * SR)
+    path = tmp_path_factory.mktemp("listen") / "commands.wav"
+    write_wav(path, np.concatenate(parts))
+    return path, spans
+
+
+def listen_events(scorer: Scorer, source, **kw) -> list:
+    events: list = []
+    Listener(scorer, model_version="t", sinks=[events.append], **kw).run(source, threading.Event())
+    return events
+
+
+def verdicts(events: list) -> list[tuple]:
+    return [(e.t_start, e.t_end, e.score, e.verdict) for e in events if isinstance(e, VerdictEvent)]
+
+
+# -- the listener on real speech -----------------------------------------------------------------
+
+
+def test_listener_finds_each_command_in_real_speech(commands, tiny_bundle):
+    path, spans = commands
+    scorer = Scorer.from_bundle(tiny_bundle)
+    events = listen_events(scorer, FileSource(path, speed=0))
+    found = [e for e in events if isinstance(e, VerdictEvent)]
+    assert len(found) == len(spans)
+    for ev, (a, b) in zip(found, spans, strict=True):
+        # Each verdict covers the speech of one file (LibriSpeech files carry their own short
+        # leading and trailing silences, so the segment may start a little inside the file).
+        assert a - 0.35 <= ev.t_start < b and a < ev.t_end <= b + 0.25
+        assert ev.verdict in ("bonafide", "spoof") and np.isfinite(ev.score)
+        assert ev.latency_ms > 0 and ev.model_version == "t"
+        assert -45 < ev.level_dbfs < -10
+
+
+@pytest.mark.parametrize("native", ["16k_mono", "44k_stereo"])
+def test_chunk_size_invariance_through_the_capture_path(commands, tiny_bundle, native):
+    path, _ = commands
+    x = load_audio(path)
+    rate = SR
+    if native == "44k_stereo":
+        rate = 44_100
+        y = resample(x, SR, rate)
+        x = np.stack([y, 0.5 * y], axis=1)
+    scorer = Scorer.from_bundle(tiny_bundle)
+    results = [
+        verdicts(listen_events(scorer, FakeSource(x, rate, block_ms=ms))) for ms in (10, 64, 512)
+    ]
+    assert len(results[0]) == 5
+    assert results[0] == results[1] == results[2]
+
+
+def test_stream_resampler_matches_one_shot_for_any_blocks():
+    x = np.random.default_rng(1).normal(0, 0.2, 44_100).astype(np.float32)
+    ref = resample(x, 44_100, SR)
+    for block in (1, 441, 1411, 30_000):
+        r = StreamResampler(44_100, SR)
+        y = np.concatenate(
+            [r.push(x[i : i + block]) for i in range(0, len(x), block)] + [r.flush()]
+        )
+        np.testing.assert_allclose(y, ref, atol=1e-5)
+
+
+def test_skipped_and_refractory_events(tiny_bundle):
+    from wakeguard.edge.decision import DecisionParams
+
+    scorer = Scorer.from_bundle(tiny_bundle)
+    t = np.arange(int(0.8 * SR)) / SR
+    v = (0.1 * sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))).astype(np.float32)
+    gap = np.zeros(int(0.7 * SR), dtype=np.float32)
+    x = np.concatenate([gap, v, gap, v, np.zeros(SR, dtype=np.float32)])
+    events = listen_events(
+        scorer, FakeSource(x), decision=DecisionParams(threshold=0.0, refractory_s=2.0)
+    )
+    assert [type(e).__name__ for e in events] == ["VerdictEvent", "SkippedEvent"]
+    assert events[1].reason == "refractory"
+
+
+# -- capture ---------------------------------------------------------------------------------------
+
+
+def test_block_queue_is_bounded_and_counts_drops():
+    q = BlockQueue(3)
+    assert all(q.offer(np.zeros(4)) for _ in range(3))
+    assert not q.offer(np.zeros(4)) and not q.offer(np.zeros(4))
+    assert q.dropped == 2 and q.qsize() == 3
+
+
+def test_real_time_source_drops_instead_of_growing(tiny_bundle):
+    # A producer that does not wait (like a microphone) and a queue of two blocks: a slow
+    # consumer loses blocks, counted as overruns, and the listener carries on.
+    src = FakeSource(
+        np.zeros(10 * SR, dtype=np.float32),
+        block_ms=10,
+        queue_seconds=0.02,
+        real_time_drops=True,
+        speed=50,
+    )
+    stop = threading.Event()
+    n = 0
+    for _ in src.blocks(stop):
+        n += 1
+        threading.Event().wait(0.01)
+    assert src.overruns > 0 and n > 0
+    assert src.queue.max_blocks == 2
+
+
+def test_file_source_errors_name_the_file(tmp_path):
+    from wakeguard.edge.audio import AudioError
+
+    with pytest.raises(AudioError, match="missing.wav: file not found"):
+        FileSource(tmp_path / "missing.wav")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF nonsense")
+    with pytest.raises(AudioError, match="bad.wav: unreadable"):
+        FileSource(bad)
+
+
+class FakeFlags:
+    def __init__(self, overflow: bool):
+        self.input_overflow = overflow
+
+    def __bool__(self) -> bool:
+        return self.input_overflow
+
+
+class FakeSoundDevice:
+    """Just enough of sounddevice: two input devices, a 48 kHz-only USB mic that fails to open
+    twice, delivers audio from a thread, reports one overflow, and is then unplugged once."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, fail_opens: int = 2, unplug_after: int = 20):
+        self.fail_opens = fail_opens
+        self.unplug_after = unplug_after
+        self.opened: list[tuple[int, int, int]] = []
+        self.default = type("D", (), {"device": [0, 0]})()
+
+    def query_hostapis(self):
+        return [{"name": "ALSA"}]
+
+    def query_devices(self):
+        return [
+            {
+                "name": "Built-in Audio",
+                "max_input_channels": 0,
+                "default_samplerate": 48000.0,
+                "hostapi": 0,
+            },
+            {
+                "name": "USB PnP Sound Device",
+                "max_input_channels": 2,
+                "default_samplerate": 48000.0,
+                "hostapi": 0,
+            },
+        ]
+
+    def check_input_settings(self, device, samplerate, channels, dtype):
+        if samplerate != 48000 or channels != 2:
+            raise self.PortAudioError("Invalid sample rate")
+
+    def InputStream(self, device, samplerate, channels, dtype, blocksize, callback):  # noqa: N802
+        if self.fail_opens > 0:
+            self.fail_opens -= 1
+            raise self.PortAudioError("Device unavailable [PaErrorCode -9985]")
+        self.opened.append((device, samplerate, channels))
+        sd = self
+
+        class Stream:
+            active = True
+
+            def start(self):
+                def feed():
+                    t = np.arange(blocksize) / samplerate
+                    for i in range(sd.unplug_after if len(sd.opened) == 1 else 10_000):
+                        if not self.active:
+                            return
+                        block = np.stack(
+                            [0.1 * np.sin(2 * np.pi * 440 * (t + i * blocksize / samplerate))]
+                            * channels,
+                            1,
+                        )
+                        callback(block.astype(np.float32), blocksize, None, FakeFlags(i == 3))
+                        threading.Event().wait(0.001)
+                    self.active = False  # unplugged: PortAudio stops calling back
+
+                threading.Thread(target=feed, daemon=True).start()
+
+            def close(self):
+                self.active = False
+
+        return Stream()
+
+
+def test_microphone_retries_converts_counts_overruns_and_reconnects(caplog):
+    sd = FakeSoundDevice()
+    waits: list[float] = []
+
+    def sleep(stop, seconds):
+        waits.append(seconds)
+        return stop.is_set()
+
+    mic = MicSource("usb", block_ms=10, backoff_s=0.5, sd_module=sd, sleep=sleep, stall_s=5)
+    stop = threading.Event()
+    got, gaps = 0, 0
+    with caplog.at_level(logging.INFO, logger="wakeguard.edge.capture"):
+        for block in mic.blocks(stop):
+            if block is DISCONTINUITY:
+                gaps += 1
+                continue
+            assert block.ndim == 1 and block.dtype == np.float32
+            got += len(block)
+            if gaps and got > 2 * SR * 0.01 * 20:
+                stop.set()
+    assert waits == [0.5, 1.0]  # exponential back-off
+    assert sd.opened[0] == (1, 48000, 2)  # the device refuses 16 kHz mono: opened as it allows
+    assert gaps == 1 and mic.reconnects == 1
+    assert mic.status_overruns >= 1
+    text = caplog.text
+    assert (
+        "microphone 'usb' unavailable (Device unavailable [PaErrorCode -9985]); retrying in 0.5 s"
+        in text
+    )
+    assert "retrying in 1.0 s" in text
+    assert "lost (stream stopped" in text and "48000 Hz, 2 channel(s)" in text
+
+
+def test_microphone_missing_portaudio_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from wakeguard.edge.capture import CaptureError, import_sounddevice
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **k):
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(CaptureError, match="libportaudio2"):
+        import_sounddevice()
+
+
+def test_device_by_name_or_index():
+    devices = list_input_devices(FakeSoundDevice())
+    assert [d.index for d in devices] == [1]
+    assert find_device("usb pnp", devices).index == 1
+    assert find_device("1", devices).name == "USB PnP Sound Device"
+    assert find_device(None, devices).index == 1
+    with pytest.raises(LookupError, match="no input device named like 'blue yeti'"):
+        find_device("blue yeti", devices)
+    with pytest.raises(LookupError, match="index 7"):
+        find_device(7, devices)
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    bodies: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        n = int(self.headers["Content-Length"])
+        Receiver.bodies.append(json.loads(self.rfile.read(n)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_cli_prints_json_lines_runs_hook_webhook_and_log(commands, tiny_bundle, tmp_path):
+    path, spans = commands
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Receiver.bodies = []
+    hook_out = tmp_path / "hook.txt"
+    hook = f"{sys.executable} -c \"import os; open('{hook_out}', 'a').write(os.environ['WAKEGUARD_VERDICT'] + ' ' + os.environ['WAKEGUARD_SCORE'] + chr(10))\""
+    log = tmp_path / "decisions.jsonl"
+    try:
+        r = subprocess.run(
+            [
+                *WAKEGUARD,
+                "listen",
+                "--input",
+                str(path),
+                "--speed",
+                "0",
+                "--model",
+                str(tiny_bundle),
+                "--hook",
+                hook,
+                "--webhook",
+                f"http://127.0.0.1:{server.server_port}/verdict",
+                "--log",
+                str(log),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == len(spans)
+    for d in lines:
+        assert REQUIRED_KEYS <= d.keys()
+        assert d["model_version"] == "test-tiny" and d["verdict"] in ("bonafide", "spoof")
+    hooked = hook_out.read_text().splitlines()
+    assert sorted(hooked) == sorted(f"{d['verdict']} {d['score']}" for d in lines)
+    assert sorted(b["t_start"] for b in Receiver.bodies) == [d["t_start"] for d in lines]
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [rec["t_start"] for rec in logged] == [d["t_start"] for d in lines]
+    assert "listening to" in r.stderr and "5 verdicts" in r.stderr
+
+
+def test_failing_hook_and_dead_webhook_are_logged_not_fatal(commands, tiny_bundle):
+    path, spans = commands
+    result = CliRunner().invoke(
+        app,
+        [
+            "listen",
+            "--input",
+            str(path),
+            "--speed",
+            "0",
+            "--model",
+            str(tiny_bundle),
+            "--hook",
+            "/nonexistent/hook",
+            "--webhook",
+            "http://127.0.0.1:9/none",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert sum(1 for line in result.stdout.splitlines() if line.startswith("{")) == len(spans)
+
+
+def test_remote_webhook_refused_unless_allowed():
+    with pytest.raises(ValueError, match="not this machine"):
+        Webhook("http://192.0.2.1/hook")
+    Webhook("http://192.0.2.1/hook", allow_remote=True).close()
+    with pytest.raises(ValueError, match="http"):
+        Webhook("ftp://127.0.0.1/x")
+
+
+def test_metrics_count_verdicts_and_overruns(commands, tiny_bundle):
+    from wakeguard.edge.telemetry import Telemetry
+
+    path, spans = commands
+    tel = Telemetry(None, model_version="test-tiny")
+    Listener(Scorer.from_bundle(tiny_bundle), telemetry=tel).run(
+        FileSource(path, speed=0), threading.Event()
+    )
+    text = tel.render().decode()
+    total = sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("wakeguard_decisions_total{")
+    )
+    assert total == len(spans)
+
+
+def test_sigterm_finishes_and_exits_zero(commands, tiny_bundle, tmp_path):
+    path, _ = commands
+    log = tmp_path / "d.jsonl"
+    p = subprocess.Popen(
+        [
+            *WAKEGUARD,
+            "listen",
+            "--input",
+            str(path),
+            "--speed",
+            "1",
+            "--model",
+            str(tiny_bundle),
+            "--log",
+            str(log),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = p.stdout.readline()  # the first command's verdict arrives in real time (~3 s)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    lines = [json.loads(line) for line in [first, *out.splitlines()] if line.strip()]
+    assert 1 <= len(lines) < 5
+    assert "SIGTERM: finishing" in err and "stopped:" in err
+    assert len(log.read_text().splitlines()) == len(lines)  # flushed
+
+
+# -- bad input and config -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "missing.wav"], "missing.wav: file not found"),
+        (["--input", "{wav}", "--model", "{tmp}/nobundle"], "model bundle"),
+        (["--input", "{wav}", "--config", "{tmp}/bad.toml"], "unknown key [endpoint] hangover"),
+        (["--input", "{wav}", "--webhook", "http://example.com/x"], "not this machine"),
+    ],
+)
+def test_bad_input_is_a_clear_error(commands, tiny_bundle, tmp_path, args, message):
+    path, _ = commands
+    (tmp_path / "bad.toml").write_text("[endpoint]\nhangover = 0.5\n")
+    args = [a.format(wav=path, tmp=tmp_path) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(tiny_bundle)]
+    result = CliRunner().invoke(app, ["listen", *args])
+    assert result.exit_code == 2
+    assert message in result.stderr.replace("\n", "")
+
+
+def test_shipped_config_equals_the_defaults():
+    assert load_config(default_config_path()).to_dict() == RuntimeConfig().to_dict()
+
+
+def test_config_file_then_flags(tmp_path):
+    f = tmp_path / "w.toml"
+    f.write_text(
+        "[capture]\ndevice = 2\nblock_ms = 20\n[decision]\nthreshold = 1.5\n[endpoint]\nhangover_s = 0.8\n"
+    )
+    cfg = load_config(f)
+    assert cfg.capture.device == "2" and cfg.capture.block_ms == 20.0
+    assert cfg.decision.params(0.0).threshold == 1.5
+    assert cfg.endpoint.params().hangover_s == 0.8
+    assert RuntimeConfig().decision.params(-0.25).threshold == -0.25  # unset: the bundle's
+    cfg2 = with_overrides(cfg, {"capture.device": "USB", "metrics.port": 9100, "log.path": None})
+    assert (
+        cfg2.capture.device == "USB" and cfg2.metrics.port == 9100 and cfg2.capture.block_ms == 20.0
+    )
+    for bad, msg in [
+        ("[capture]\nblock_ms = 'x'\n", "must be a number"),
+        ("[nope]\na = 1\n", "unknown section [nope]"),
+        ("[endpoint]\nmax_seconds = 0.1\n", "max_seconds"),
+        ("not toml [", "not valid TOML"),
+    ]:
+        f.write_text(bad)
+        with pytest.raises(ConfigError, match=msg.replace("[", r"\[")):
+            load_config(f)
+
+
+def test_systemd_unit_ships_with_restart_and_dedicated_user():
+    unit = (Path(__file__).resolve().parents[1] / "edge" / "wakeguard.service").read_text()
+    for line in ("Restart=on-failure", "User=wakeguard", "KillSignal=SIGTERM"):
+        assert line in unit.splitlines()
+    assert "wakeguard listen --config /etc/wakeguard/wakeguard.toml" in unit
+
+
+def test_skipped_event_shape():
+    e = SkippedEvent(1.0, 2.0, "too short")
+    assert e.to_dict() == {"t_start": 1.0, "t_end": 2.0, "skipped": "too short"}
+
+
+def test_env_of_a_verdict():
+    ev = VerdictEvent(1.0, 2.5, 0.5, "bonafide", 3.2, -30.0, 1.5, "v1", 0.0, 0.5, False)
+    env = ev.env()
+    assert env["WAKEGUARD_VERDICT"] == "bonafide" and env["WAKEGUARD_SCORE"] == "0.5"
+    assert env["WAKEGUARD_TRUNCATED"] == "0" and json.loads(env["WAKEGUARD_JSON"])["t_end"] == 2.5
+    assert os.environ.get("WAKEGUARD_VERDICT") is None
