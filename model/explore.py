@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, check_audio, load_audio
-from wakeguard.edge.protocol import LABELS, Protocol, Row, read_protocol
+from wakeguard.edge.protocol import LABELS, SPLITS, Protocol, Row, read_protocol
 
 LOW_BAND_HZ = 500.0
 """Upper edge of the low-frequency band highlighted in the spectrum plot (Void's LFP region)."""
@@ -147,6 +147,8 @@ def _balance(p: Protocol) -> dict[str, Any]:
     for r in p.rows:
         c = per_split.setdefault(r.split or "(none)", {lab: 0 for lab in LABELS})
         c[r.label] += 1
+    order = {s: i for i, s in enumerate(SPLITS)}
+    per_split = dict(sorted(per_split.items(), key=lambda kv: order.get(kv[0], len(order))))
     per_condition: dict[str, dict[str, dict[str, int]]] = {}
     for col in p.condition_columns:
         d: dict[str, dict[str, int]] = {}
@@ -327,7 +329,7 @@ def _plot_ltas(
     for a in (ax, axd):
         a.axvspan(20, LOW_BAND_HZ, color="#ffd166", alpha=0.25, lw=0)
         a.grid(True, which="both", alpha=0.3)
-    ax.text(22, ax.get_ylim()[0] + 2, f"< {LOW_BAND_HZ:.0f} Hz", fontsize=9, va="bottom")
+    ax.text(0.01, 0.98, f"< {LOW_BAND_HZ:.0f} Hz", transform=ax.transAxes, fontsize=9, va="top")
     ax.set_ylabel("relative power (dB, per-file normalised)")
     ax.set_title("average long-term spectrum (1/16-octave bands)")
     ax.legend()
