@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,6 +248,34 @@ class FakeSource(_FeederSource):
         n = max(1, int(round(self.native_rate * self.block_ms / 1000.0)))
         for i in range(0, len(self.audio), n):
             yield self.audio[i : i + n]
+
+
+class IterSource(_FeederSource):
+    """Native blocks from any iterable (a generator can synthesise hours of audio in bounded memory).
+
+    Each block is ``(frames,)`` or ``(frames, channels)`` at ``rate``.
+    """
+
+    def __init__(
+        self,
+        blocks: Iterable[np.ndarray],
+        rate: int = SAMPLE_RATE,
+        channels: int = 1,
+        *,
+        speed: float = 0.0,
+        queue_blocks: int = 8,
+        name: str = "generator",
+    ):
+        super().__init__(speed=speed, block_ms=1.0, queue_seconds=queue_blocks / 1000.0)
+        self._blocks = blocks
+        self.native_rate = int(rate)
+        self.channels = int(channels)
+        self.description = name
+
+    def _native_blocks(self) -> Iterator[np.ndarray]:
+        for b in self._blocks:
+            b = np.asarray(b, dtype=np.float32)
+            yield b if b.ndim == 2 else b.reshape(-1, 1)
 
 
 class FileSource(_FeederSource):
@@ -542,6 +570,7 @@ __all__ = [
     "FakeSource",
     "FileSource",
     "InputDevice",
+    "IterSource",
     "MicSource",
     "find_device",
     "import_sounddevice",
