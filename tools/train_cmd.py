@@ -1,8 +1,87 @@
-"""SCAFFOLD: replaced by the owner of this command (train_cmd)."""
+"""``wakeguard train``: train the detector on a dataset and write a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from .console import console, err_console, print_json, run_cli
 
-def train_cli() -> None:
-    """Not built yet."""
-    raise typer.Exit(1)
+
+def train_cli(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (or its protocol.csv) with train and dev splits.")
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Config overrides, section.key=value, e.g. train.epochs=20 frontend.kind=lfcc."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config file (TOML or JSON); default: the packaged default_config.toml.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run folder to write (default: runs/train-<time>)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-from",
+            help="Start from the weights of a bundle or run folder (fine-tune on new data).",
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Processes for feature extraction.")] = 2,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object.")
+    ] = False,
+) -> None:
+    """Train the replay detector; the checkpoint with the best dev EER is kept (early stopping on dev)."""
+    import time
+
+    from wakeguard.model.config import ConfigError, load_config
+    from wakeguard.model.train import train
+
+    if resume and out is None:
+        err_console.print("[bold red]error:[/] --resume needs --out RUN (the run to continue)")
+        raise typer.Exit(2)
+    run = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+
+    def work():
+        try:
+            # --resume keeps the run's own config; overrides (e.g. train.epochs=40) still apply
+            cfg = load_config(run if resume else config, overrides or [])
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        say = (lambda s: None) if as_json else (lambda s: console.print(s, highlight=False))
+        return train(
+            dataset,
+            run,
+            cfg,
+            resume=resume,
+            init_from=init_from,
+            workers=workers,
+            progress=not as_json,
+            log=say,
+        )
+
+    result = run_cli(work)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(
+        f"best dev EER [bold]{result.dev_eer:.2%}[/] at epoch {result.best_epoch} "
+        f"(train EER {result.train_eer:.2%}, {result.n_params:,} parameters, {result.seconds:.0f} s)"
+    )
+    console.print(f"run folder: {result.run}  (next: wakeguard quantize {result.run})")

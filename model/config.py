@@ -1,0 +1,253 @@
+"""Training configuration: one dataclass per section, loaded from TOML or JSON, with dotted overrides.
+
+A config file holds the sections ``frontend`` (the fields of
+:class:`wakeguard.edge.frontend.FrontendParams`), ``model``, ``augment``, ``train`` and
+``quantize``. Anything not given takes the default from ``model/default_config.toml``
+(which matches the dataclass defaults). Overrides on the command line address one field
+each, ``train.epochs=20 frontend.kind=lfcc``, and are parsed to the field's type.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from wakeguard.edge.frontend import FrontendParams, frontend_from_dict
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the compact detector (see :mod:`wakeguard.model.detector`)."""
+
+    stem_channels: int = 16
+    """Channels of the first (strided) convolution."""
+    block_channels: list[int] = field(default_factory=lambda: [24, 32, 48, 64])
+    """Channels of each depthwise-separable block; each block halves time and frequency."""
+    head_units: int = 32
+    """Units of the hidden dense layer before the logit (0 = straight to the logit)."""
+    dropout: float = 0.3
+    """Dropout before each dense layer."""
+    freq_pool: str = "keep"
+    """How the head treats frequency: ``keep`` (flatten per-band features, position matters) or ``mean``."""
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation, applied to feature windows (the dB domain) inside the graph."""
+
+    time_masks: int = 2
+    """SpecAugment: number of time masks per window."""
+    time_mask_max: int = 20
+    """SpecAugment: widest time mask, in frames."""
+    freq_masks: int = 2
+    """SpecAugment: number of frequency masks per window."""
+    freq_mask_max: int = 12
+    """SpecAugment: widest frequency mask, in feature bins."""
+    noise_prob: float = 0.5
+    """Probability of adding a coloured noise floor (power-domain addition in dB features)."""
+    noise_snr_db: list[float] = field(default_factory=lambda: [10.0, 40.0])
+    """Range of the signal-to-noise ratio of that floor, in dB."""
+    eq_prob: float = 0.5
+    """Probability of a smooth random equaliser curve (microphone/room colouring)."""
+    eq_db: float = 3.0
+    """Largest gain of the random equaliser at any frequency, in dB."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and model selection."""
+
+    epochs: int = 30
+    """Most epochs to train."""
+    batch_size: int = 64
+    """Windows per batch."""
+    learning_rate: float = 2e-3
+    """Peak learning rate (cosine decay to 5 % of it)."""
+    weight_decay: float = 1e-3
+    """Decoupled weight decay (AdamW)."""
+    patience: int = 6
+    """Early stopping: epochs without a better dev EER before stopping."""
+    seed: int = 0
+    """Seed for weights, shuffling and augmentation."""
+    train_eer_max_utterances: int = 600
+    """Utterances of the train split scored each epoch to report train EER (overfitting)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the binary cross-entropy."""
+    balance_classes: bool = True
+    """Weight the loss so both labels count equally."""
+    threads: int = 0
+    """TensorFlow CPU threads (0 = TensorFlow's choice)."""
+
+
+@dataclass
+class QuantizeConfig:
+    """Conversion and calibration."""
+
+    representative_windows: int = 300
+    """Train windows fed to the int8 converter for activation ranges."""
+    calibration_scores_per_label: int = 300
+    """Dev scores per label stored in the bundle for drift monitoring."""
+    latency_utterances: int = 20
+    """Dev utterances timed per variant (front-end plus inference, one thread)."""
+
+
+@dataclass
+class Config:
+    """Everything one training run needs, besides the dataset."""
+
+    frontend: FrontendParams = field(default_factory=FrontendParams)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frontend": self.frontend.to_dict(),
+            "model": asdict(self.model),
+            "augment": asdict(self.augment),
+            "train": asdict(self.train),
+            "quantize": asdict(self.quantize),
+        }
+
+
+SECTIONS: dict[str, type] = {
+    "frontend": FrontendParams,
+    "model": ModelConfig,
+    "augment": AugmentConfig,
+    "train": TrainConfig,
+    "quantize": QuantizeConfig,
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied, with the reason."""
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("wakeguard.model") / "default_config.toml"))
+
+
+def _section_from_dict(name: str, d: dict[str, Any]) -> Any:
+    cls = SECTIONS[name]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{name}]: {unknown}; known: {sorted(known)}")
+    hints = get_type_hints(cls)
+    values = {k: _coerce(v, hints[k], f"{name}.{k}") for k, v in d.items()}
+    if name == "frontend":
+        try:
+            return frontend_from_dict({**FrontendParams().to_dict(), **values})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[frontend]: {exc}") from exc
+    return cls(**values)
+
+
+def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
+    """Build a config from nested sections; keys not given come from ``base`` (or defaults)."""
+    base = base or Config()
+    unknown = sorted(set(d) - set(SECTIONS) - {"dataset"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    cfg = base
+    for name in SECTIONS:
+        if name in d:
+            if not isinstance(d[name], dict):
+                raise ConfigError(f"section {name!r} must be a table/object")
+            merged = {**_section_dict(getattr(base, name)), **d[name]}
+            cfg = replace(cfg, **{name: _section_from_dict(name, merged)})
+    return cfg
+
+
+def _section_dict(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if isinstance(obj, FrontendParams) else asdict(obj)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the file (TOML or JSON; a run folder's ``config.json`` works), then overrides."""
+    cfg = config_from_dict(_read(default_config_path()), Config())
+    if path is not None:
+        cfg = config_from_dict(_read(Path(path)), cfg)
+    return apply_overrides(cfg, overrides or [])
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        return tomllib.loads(path.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot parse config ({exc})") from exc
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings in order."""
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"override {item!r}: unknown section {section!r}; known: {sorted(SECTIONS)}"
+            )
+        cls = SECTIONS[section]
+        hints = get_type_hints(cls)
+        if name not in hints or name not in {f.name for f in fields(cls)}:
+            raise ConfigError(f"override {item!r}: [{section}] has no key {name!r}")
+        value = _parse_value(raw.strip(), hints[name], key)
+        cfg = config_from_dict({section: {name: value}}, cfg)
+    return cfg
+
+
+def _parse_value(raw: str, typ: Any, key: str) -> Any:
+    """Parse a command-line value: JSON/TOML literals for lists and numbers, bare words as strings."""
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return _coerce(value, typ, key)
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = get_origin(typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        return str(value)
+    if origin is list:
+        (inner,) = get_args(typ)
+        if isinstance(value, str):
+            value = [_parse_value(v.strip(), inner, key) for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, key) for v in value]
+    return value
+
+
+def config_to_json(cfg: Config, dataset: str | Path | None = None) -> dict[str, Any]:
+    d = cfg.to_dict()
+    if dataset is not None:
+        d["dataset"] = str(dataset)
+    return d

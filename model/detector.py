@@ -1,0 +1,66 @@
+"""The compact replay detector: a small depthwise-separable CNN over one feature window.
+
+Only ops that TFLite runs fully in int8 are used: Conv2D, DepthwiseConv2D, BatchNormalization
+(folded into the convolutions by the converter), ReLU, average pooling, Flatten, Dense.
+The head keeps the frequency axis by default (``freq_pool="keep"``): a loudspeaker is told
+apart by *where* in the spectrum its response departs from speech (the bass cut-off, the
+treble peak), so the position of a band matters, while time is averaged away.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .config import ModelConfig
+
+
+def _stride(n: int) -> int:
+    return 2 if n >= 8 else 1
+
+
+def build_detector(
+    input_shape: tuple[int, int], cfg: ModelConfig, name: str = "wakeguard_detector"
+) -> Any:
+    """A Keras model mapping ``(batch, time, bins)`` features to one raw logit (bona fide > 0)."""
+    import keras
+    from keras import layers
+
+    n_time, n_bins = input_shape
+    if cfg.freq_pool not in ("keep", "mean"):
+        raise ValueError(f"model.freq_pool must be 'keep' or 'mean', got {cfg.freq_pool!r}")
+    inp = keras.Input((n_time, n_bins), name="features")
+    x = layers.Reshape((n_time, n_bins, 1))(inp)
+    st, sf = _stride(n_time), _stride(n_bins)
+    x = layers.Conv2D(
+        cfg.stem_channels, 3, strides=(st, sf), padding="same", use_bias=False, name="stem"
+    )(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    t, f = -(-n_time // st), -(-n_bins // sf)
+    for i, ch in enumerate(cfg.block_channels):
+        st, sf = _stride(t), _stride(f)
+        x = layers.DepthwiseConv2D(
+            3, strides=(st, sf), padding="same", use_bias=False, name=f"b{i}_dw"
+        )(x)
+        x = layers.BatchNormalization(name=f"b{i}_dw_bn")(x)
+        x = layers.ReLU(name=f"b{i}_dw_relu")(x)
+        x = layers.Conv2D(ch, 1, use_bias=False, name=f"b{i}_pw")(x)
+        x = layers.BatchNormalization(name=f"b{i}_pw_bn")(x)
+        x = layers.ReLU(name=f"b{i}_pw_relu")(x)
+        t, f = -(-t // st), -(-f // sf)
+    if cfg.freq_pool == "keep":
+        x = layers.AveragePooling2D(pool_size=(t, 1), name="time_pool")(x)
+        x = layers.Flatten(name="flatten")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if cfg.head_units > 0:
+        x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
+        x = layers.Dense(cfg.head_units, activation="relu", name="head")(x)
+    x = layers.Dropout(cfg.dropout, name="logit_dropout")(x)
+    out = layers.Dense(1, name="logit")(x)
+    return keras.Model(inp, out, name=name)
+
+
+def count_params(model: Any) -> int:
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))

@@ -1,0 +1,251 @@
+"""Convert a trained run to TFLite, evaluate every variant through the edge runtime, write the bundle.
+
+Variants: ``float32``, ``float16`` (weights), ``dynamic`` (dynamic-range int8 weights) and
+``int8`` (full integer: int8 input and output, ``TFLITE_BUILTINS_INT8`` only, so conversion
+fails rather than silently leaving an op in float). Each is scored with
+:class:`wakeguard.edge.scorer.TFLiteModel` and the mean-of-window-logits rule of
+:class:`wakeguard.edge.scorer.Scorer` on the dev and eval splits.
+
+The int8 model becomes the bundle. Its raw logit is calibrated on dev by logistic
+regression (balanced classes, so the score is a log-likelihood ratio and 0 is the
+equal-prior Bayes threshold), and the named thresholds (EER, BPCER 1 %, BPCER 5 %) are read
+off the calibrated dev scores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from wakeguard.edge.audio import load_audio
+from wakeguard.edge.bundle import Calibration, sha256_bytes, write_bundle
+from wakeguard.edge.protocol import read_protocol
+from wakeguard.edge.scorer import Scorer
+
+from .config import config_from_dict
+from .metrics import OPERATING_POINTS, compute_eer, compute_metrics, operating_threshold
+from .train import KERAS_MODEL, Features, dataset_features, predict_windows, write_scores
+
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+Log = Any
+
+
+@dataclass
+class QuantizeResult:
+    run: Path
+    bundle: Path
+    variants: list[dict[str, Any]]
+    calibration: Calibration
+    thresholds: dict[str, float]
+    metrics: dict[str, Any]
+
+    def variant(self, name: str) -> dict[str, Any]:
+        return next(v for v in self.variants if v["variant"] == name)
+
+
+def convert(model: Any, variant: str, representative: np.ndarray | None = None) -> bytes:
+    """One TFLite flatbuffer of a Keras model."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant == "float32":
+        pass
+    elif variant == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        if representative is None or len(representative) == 0:
+            raise ValueError("int8 conversion needs representative windows")
+
+        def rep() -> Any:
+            for w in representative:
+                yield [w[None].astype(np.float32)]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    else:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    return bytes(conv.convert())
+
+
+def tflite_logits(scorer: Scorer, feats: Features) -> np.ndarray:
+    """Utterance logits through the runtime's model wrapper (mean of window logits)."""
+    win = np.array([scorer.model.logit(w.astype(np.float32)) for w in feats.windows])
+    return feats.utterance_logits(win)
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> Calibration:
+    """Logistic regression of the label on the raw logit, classes weighted equally.
+
+    The L2 penalty (C=1) keeps the slope finite when dev is perfectly separated, where an
+    unpenalised fit would make every score +-infinity.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+    lr.fit(np.asarray(logits, dtype=np.float64)[:, None], labels)
+    scale, offset = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"calibration failed: slope {scale} (does the model separate dev at all?)")
+    return Calibration(scale=scale, offset=offset)
+
+
+def operating_thresholds(bonafide: np.ndarray, spoof: np.ndarray) -> dict[str, float]:
+    """Score thresholds of every named operating point (EER, BPCER 1 %, BPCER 5 %) on dev."""
+    return {op: round(operating_threshold(bonafide, spoof, op), 6) for op in OPERATING_POINTS}
+
+
+def split_metrics(feats: Features, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """The shared metrics JSON (EER, APCER/BPCER at the bundle threshold, per condition, CIs)."""
+    rows = [{**r.as_dict(), "score": float(s)} for r, s in zip(feats.rows, scores, strict=True)]
+    conds = list(dict.fromkeys(c for r in feats.rows for c in r.conditions))
+    m = compute_metrics(rows, conds, threshold=threshold, operating_point="eer", n_boot=200)
+    return m
+
+
+def _latency_ms(scorer: Scorer, paths: list[Path]) -> float:
+    audios = [load_audio(p) for p in paths]
+    if not audios:
+        return float("nan")
+    scorer.raw_logit(audios[0])  # warm-up
+    times = []
+    for a in audios:
+        t0 = time.perf_counter()
+        scorer.raw_logit(a)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def quantize(
+    run: str | Path, *, dataset: str | Path | None = None, workers: int = 2, log: Log | None = None
+) -> QuantizeResult:
+    """Write ``RUN/quantize/*.tflite``, ``RUN/quantize/variants.json`` and the int8 bundle ``RUN/bundle``."""
+    import keras
+
+    log = log or (lambda s: None)
+    run = Path(run)
+    cfg_file, model_file = run / "config.json", run / KERAS_MODEL
+    for f in (cfg_file, model_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"{run}: not a training run folder (no {f.name})")
+    cfg_json = json.loads(cfg_file.read_text())
+    cfg = config_from_dict(cfg_json)
+    dataset = Path(dataset or cfg_json["dataset"])
+    proto = read_protocol(dataset)
+    fingerprint = (
+        json.loads((run / "data_fingerprint.json").read_text())
+        if (run / "data_fingerprint.json").is_file()
+        else {}
+    )
+
+    feats = dataset_features(proto, cfg.frontend, workers=workers)
+    tr, dev, ev = feats.split("train"), feats.split("dev"), feats.split("eval")
+    if not dev.rows:
+        raise ValueError(f"{dataset}: no dev split to calibrate on")
+    model = keras.models.load_model(model_file, compile=False)
+    rng = np.random.default_rng(cfg.train.seed)
+    n_rep = min(cfg.quantize.representative_windows, len(tr.windows))
+    representative = tr.windows[np.sort(rng.choice(len(tr.windows), n_rep, replace=False))]
+
+    qdir = run / "quantize"
+    qdir.mkdir(parents=True, exist_ok=True)
+    keras_dev = dev.utterance_logits(predict_windows(model, dev.windows))
+    lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
+    variants: list[dict[str, Any]] = []
+    logits: dict[str, dict[str, np.ndarray]] = {}
+    for name in VARIANTS:
+        log(f"converting {name}")
+        data = convert(model, name, representative if name == "int8" else None)
+        (qdir / f"{name}.tflite").write_bytes(data)
+        scorer = Scorer(data, cfg.frontend, num_threads=1)
+        logits[name] = {"dev": tflite_logits(scorer, dev)}
+        if ev.rows:
+            logits[name]["eval"] = tflite_logits(scorer, ev)
+        entry: dict[str, Any] = {
+            "variant": name,
+            "bytes": len(data),
+            "eer_dev": _eer(dev, logits[name]["dev"]),
+            "eer_eval": _eer(ev, logits[name]["eval"]) if ev.rows else None,
+            "latency_ms": round(_latency_ms(scorer, lat_paths), 3),
+            "max_abs_logit_diff_vs_keras_dev": round(
+                float(np.max(np.abs(logits[name]["dev"] - keras_dev))), 5
+            ),
+        }
+        variants.append(entry)
+        log(
+            f"  {name:8s} {len(data) / 1024:7.1f} KB  dev EER {entry['eer_dev']:.2%}"
+            + (f"  eval EER {entry['eer_eval']:.2%}" if ev.rows else "")
+            + f"  {entry['latency_ms']:.1f} ms"
+        )
+    (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
+
+    int8 = (qdir / "int8.tflite").read_bytes()
+    calibration = fit_calibration(logits["int8"]["dev"], dev.labels)
+    dev_scores = np.array([calibration.apply(v) for v in logits["int8"]["dev"]])
+    yd = dev.labels
+    thresholds = operating_thresholds(dev_scores[yd == 1], dev_scores[yd == 0])
+    metrics = {"dev": split_metrics(dev, dev_scores, thresholds["eer"])}
+    write_scores(qdir / "int8_dev_scores.csv", dev.rows, dev_scores)
+    if ev.rows:
+        ev_scores = np.array([calibration.apply(v) for v in logits["int8"]["eval"]])
+        ye = ev.labels
+        if len(set(ye.tolist())) == 2:
+            metrics["eval"] = split_metrics(ev, ev_scores, thresholds["eer"])
+        write_scores(qdir / "int8_eval_scores.csv", ev.rows, ev_scores)
+
+    n_cal = cfg.quantize.calibration_scores_per_label
+    cal_scores = {}
+    for label, y in (("bonafide", 1), ("spoof", 0)):
+        s = dev_scores[yd == y]
+        pick = np.sort(rng.choice(s.size, min(n_cal, s.size), replace=False))
+        cal_scores[label] = [round(float(v), 4) for v in s[pick]]
+    summary = (
+        json.loads((run / "train_summary.json").read_text())
+        if (run / "train_summary.json").is_file()
+        else {}
+    )
+    created = datetime.now(UTC).replace(microsecond=0)
+    version = f"{created:%Y%m%d}-{fingerprint.get('sha256', 'nodata')[:8]}-{sha256_bytes(int8)[:8]}"
+    bundle_dir = run / "bundle"
+    write_bundle(
+        bundle_dir,
+        int8,
+        cfg.frontend,
+        thresholds=thresholds,
+        calibration=calibration,
+        extra={
+            "version": version,
+            "created": created.isoformat().replace("+00:00", "Z"),
+            "metrics": metrics,
+            "variants": variants,
+            "data_fingerprint": fingerprint,
+            "calibration_scores": cal_scores,
+            "training": {
+                "summary": summary,
+                "config": {k: v for k, v in cfg_json.items() if k != "dataset"},
+                "dataset": cfg_json.get("dataset"),
+                "keras_model": KERAS_MODEL,
+            },
+        },
+    )
+    shutil.copyfile(
+        model_file, bundle_dir / KERAS_MODEL
+    )  # lets `train --init-from BUNDLE` fine-tune
+    return QuantizeResult(run, bundle_dir, variants, calibration, thresholds, metrics)
+
+
+def _eer(feats: Features, logits: np.ndarray) -> float:
+    y = feats.labels
+    return round(compute_eer(logits[y == 1], logits[y == 0])[0], 6)

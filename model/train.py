@@ -1,0 +1,647 @@
+"""Train the detector on a dataset and write a run folder.
+
+A run folder holds ``config.json`` (the resolved config and the dataset path),
+``data_fingerprint.json``, ``history.csv``, ``curves.png``, ``dev_scores.csv`` (one score
+per dev utterance, the protocol's columns then ``score``) and ``model.keras`` (the
+checkpoint with the best dev EER). ``checkpoint/`` keeps the last epoch's model and the
+loop state so ``--resume`` continues where a run stopped.
+
+Features come from :mod:`wakeguard.edge.frontend` only, computed once per dataset and
+front-end parameters and cached as ``.npz`` beside the dataset. Augmentation works on
+those cached feature windows in the dB domain: SpecAugment time/frequency masks, a
+coloured noise floor added in the power domain, and a smooth random equaliser. Random gain
+would be pointless: the front-end removes the level.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from wakeguard.edge.audio import load_audio
+from wakeguard.edge.bundle import MANIFEST
+from wakeguard.edge.frontend import (
+    FrontendParams,
+    compute_features,
+    frontend_from_dict,
+    frontend_shape,
+)
+from wakeguard.edge.protocol import Protocol, Row, read_protocol
+
+from .config import Config, ConfigError, config_from_dict, config_to_json, load_config
+from .metrics import compute_eer
+
+Log = Callable[[str], None]
+
+CHECKPOINT_DIR = "checkpoint"
+KERAS_MODEL = "model.keras"
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def data_fingerprint(protocol: Protocol | str | Path) -> dict[str, Any]:
+    """Hash of the protocol file and of every audio file's size: changes when the data does."""
+    proto = protocol if isinstance(protocol, Protocol) else read_protocol(protocol)
+    csv_path = proto.root / "protocol.csv"
+    h = hashlib.sha256()
+    if csv_path.is_file():
+        h.update(csv_path.read_bytes())
+    else:
+        for r in proto.rows:
+            h.update(json.dumps(r.as_dict(), sort_keys=True).encode())
+    total = 0
+    for r in proto.rows:
+        p = r.audio_path(proto.root)
+        try:
+            size = p.stat().st_size
+        except OSError as exc:
+            raise FileNotFoundError(f"{p}: audio file of the protocol is missing ({exc})") from exc
+        total += size
+        h.update(f"{r.path}\t{size}\n".encode())
+    counts: dict[str, dict[str, int]] = {}
+    for r in proto.rows:
+        counts.setdefault(r.split or "-", {}).setdefault(r.label, 0)
+        counts[r.split or "-"][r.label] += 1
+    return {
+        "sha256": h.hexdigest(),
+        "protocol": str(csv_path),
+        "n_rows": len(proto.rows),
+        "audio_bytes": total,
+        "counts": counts,
+    }
+
+
+# --------------------------------------------------------------------------- features
+
+
+@dataclass
+class Features:
+    """Feature windows of some protocol rows: window ``i`` belongs to row ``utt[i]``."""
+
+    rows: list[Row]
+    windows: np.ndarray
+    """``(n_windows, time, bins)`` float16 (dB values; float16 keeps 0.03 dB at 60 dB)."""
+    utt: np.ndarray
+    """Row index of each window."""
+
+    @property
+    def labels(self) -> np.ndarray:
+        """1 for bona fide, 0 for spoof, per row."""
+        return np.array([r.label == "bonafide" for r in self.rows], dtype=np.int32)
+
+    def select(self, keep: Sequence[int]) -> Features:
+        keep = np.asarray(keep, dtype=np.int64)
+        remap = -np.ones(len(self.rows), dtype=np.int64)
+        remap[keep] = np.arange(keep.size)
+        mask = remap[self.utt] >= 0
+        return Features([self.rows[i] for i in keep], self.windows[mask], remap[self.utt[mask]])
+
+    def split(self, name: str) -> Features:
+        return self.select([i for i, r in enumerate(self.rows) if r.split == name])
+
+    def utterance_logits(self, window_logits: np.ndarray) -> np.ndarray:
+        """Mean window logit per row, as :meth:`Scorer.raw_logit` aggregates them."""
+        n = len(self.rows)
+        sums = np.bincount(
+            self.utt, weights=np.asarray(window_logits, dtype=np.float64), minlength=n
+        )
+        counts = np.bincount(self.utt, minlength=n)
+        return sums / np.maximum(counts, 1)
+
+
+def params_key(p: FrontendParams) -> str:
+    return hashlib.sha256(json.dumps(p.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_dir_for(protocol: Protocol) -> Path:
+    """``$WAKEGUARD_CACHE`` if set, else ``.wakeguard-cache/`` in the dataset folder."""
+    env = os.environ.get("WAKEGUARD_CACHE")
+    return Path(env) if env else protocol.root / ".wakeguard-cache"
+
+
+def _features_of(args: tuple[list[str], dict[str, Any]]) -> list[np.ndarray]:
+    paths, pdict = args
+    p = frontend_from_dict(pdict)
+    return [compute_features(load_audio(path), p).astype(np.float16) for path in paths]
+
+
+def dataset_features(
+    protocol: Protocol | str | Path,
+    params: FrontendParams,
+    *,
+    workers: int = 2,
+    progress: bool = False,
+    cache: bool = True,
+) -> Features:
+    """Feature windows of every row of a protocol, cached per (data, front-end params)."""
+    proto = protocol if isinstance(protocol, Protocol) else read_protocol(protocol)
+    fp = data_fingerprint(proto)["sha256"][:16]
+    cache_path = cache_dir_for(proto) / f"features-{params_key(params)}-{fp}.npz"
+    if cache and cache_path.is_file():
+        with np.load(cache_path) as z:
+            windows, utt = z["windows"], z["utt"]
+        if windows.shape[1:] == frontend_shape(params).input_shape and utt.max() < len(proto.rows):
+            return Features(list(proto.rows), windows, utt)
+    paths = [str(p) for p in proto.audio_paths()]
+    chunk = 32
+    jobs = [(paths[i : i + chunk], params.to_dict()) for i in range(0, len(paths), chunk)]
+    feats: list[np.ndarray] = []
+    bar = _progress_bar(progress, "features", len(paths))
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
+            for part in ex.map(_features_of, jobs):
+                feats.extend(part)
+                bar(len(part))
+    else:
+        for job in jobs:
+            part = _features_of(job)
+            feats.extend(part)
+            bar(len(part))
+    bar(None)
+    utt = np.concatenate([np.full(len(f), i, dtype=np.int32) for i, f in enumerate(feats)])
+    windows = np.concatenate(feats)
+    if cache:
+        try:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_path.with_name(cache_path.stem + ".part.npz")
+            np.savez(tmp, windows=windows, utt=utt)
+            tmp.replace(cache_path)
+        except OSError:
+            pass  # a read-only dataset still trains, it only recomputes next time
+    return Features(list(proto.rows), windows, utt)
+
+
+def _progress_bar(enabled: bool, label: str, total: int) -> Callable[[int | None], None]:
+    if not enabled:
+        return lambda n: None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    prog = Progress(console=Console(stderr=True), transient=True)
+    prog.start()
+    task = prog.add_task(label, total=total)
+
+    def step(n: int | None) -> None:
+        if n is None:
+            prog.stop()
+        else:
+            prog.advance(task, n)
+
+    return step
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def bce(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy of utterance logits, classes weighted equally."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    loss = np.logaddexp(0.0, -z) * (y == 1) + np.logaddexp(0.0, z) * (y == 0)
+    return float(0.5 * loss[y == 1].mean() + 0.5 * loss[y == 0].mean())
+
+
+def eer_of(feats: Features, utt_scores: np.ndarray) -> float:
+    y = feats.labels
+    return compute_eer(utt_scores[y == 1], utt_scores[y == 0])[0]
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, Any], Any]:
+    """A batched tf function: SpecAugment masks, noise floor and equaliser in the dB domain."""
+    import tensorflow as tf
+
+    a = cfg.augment
+    p = cfg.frontend
+    n_time, n_bins = input_shape
+    spectral = p.kind in ("logspec", "spectral_power")
+    periodogram = p.kind == "logspec"
+    renorm = p.normalize == "utterance_mean" and spectral
+    t_max = max(0, min(a.time_mask_max, n_time // 4))
+    f_max = max(0, min(a.freq_mask_max, n_bins // 4))
+    u = tf.linspace(0.0, 1.0, n_bins)
+
+    def masks(x: Any, count: int, width_max: int, axis: int) -> Any:
+        b = tf.shape(x)[0]
+        n = n_time if axis == 1 else n_bins
+        pos = tf.range(n)[None, :]
+        keep = tf.ones((b, n), dtype=tf.bool)
+        for _ in range(count):
+            w = tf.random.uniform((b, 1), 0, width_max + 1, dtype=tf.int32)
+            s = tf.random.uniform((b, 1), 0, 1.0) * tf.cast(n - w, tf.float32)
+            s = tf.cast(s, tf.int32)
+            keep &= ~((pos >= s) & (pos < s + w))
+        keep = tf.cast(keep, x.dtype)
+        return x * (keep[:, :, None] if axis == 1 else keep[:, None, :])
+
+    def augment(x: Any, y: Any, w: Any) -> Any:
+        x = tf.cast(x, tf.float32)
+        b = tf.shape(x)[0]
+        if spectral and a.noise_prob > 0:
+            power = tf.pow(10.0, x / 10.0)
+            level = tf.reduce_mean(power, axis=[1, 2], keepdims=True)
+            snr = tf.random.uniform((b, 1, 1), a.noise_snr_db[0], a.noise_snr_db[-1])
+            slope = tf.random.uniform((b, 1, 1), -12.0, 6.0)  # dB across the band
+            shape = tf.pow(10.0, slope * u[None, None, :] / 10.0)
+            shape = shape / tf.reduce_mean(shape, axis=2, keepdims=True)
+            noise = level * tf.pow(10.0, -snr / 10.0) * shape
+            if periodogram:  # a noise periodogram fluctuates like chi-squared with 2 dof
+                noise = noise * -tf.math.log(tf.random.uniform(tf.shape(x), 1e-6, 1.0))
+            noisy = 10.0 * tf.math.log(power + noise + p.log_floor) / tf.math.log(10.0)
+            use = tf.random.uniform((b, 1, 1)) < a.noise_prob
+            x = tf.where(use, noisy, x)
+        if spectral and a.eq_prob > 0 and a.eq_db > 0:
+            k = tf.range(1, 5, dtype=tf.float32)[None, :, None]
+            amp = tf.random.normal((b, 4, 1))
+            phase = tf.random.uniform((b, 4, 1), 0, 2 * np.pi)
+            curve = tf.reduce_sum(amp * tf.cos(np.pi * k * u[None, None, :] + phase), axis=1)
+            curve = curve / (tf.reduce_max(tf.abs(curve), axis=1, keepdims=True) + 1e-6)
+            curve = curve * tf.random.uniform((b, 1), 0, a.eq_db)
+            use = tf.random.uniform((b, 1, 1)) < a.eq_prob
+            x = tf.where(use, x + curve[:, None, :], x)
+        if renorm:
+            x = x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        if a.time_masks and t_max:
+            x = masks(x, a.time_masks, t_max, 1)
+        if a.freq_masks and f_max:
+            x = masks(x, a.freq_masks, f_max, 2)
+        return x, y, w
+
+    return augment
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run: Path
+    best_epoch: int
+    dev_eer: float
+    train_eer: float
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+    n_params: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["run"] = str(self.run)
+        return d
+
+
+def _configure_tf(threads: int) -> None:
+    import tensorflow as tf
+
+    if threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        except RuntimeError:
+            pass  # already initialised in this process
+
+
+def predict_windows(model: Any, windows: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Raw logits of feature windows through the Keras model (inference mode)."""
+    out = []
+    for i in range(0, len(windows), batch):
+        x = windows[i : i + batch].astype(np.float32)
+        out.append(np.asarray(model(x, training=False)).reshape(-1))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
+    """Keras model and config of a run folder or a bundle folder (which keeps ``model.keras``)."""
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: --init-from source not found")
+    model_file = path / KERAS_MODEL
+    if not model_file.is_file():
+        raise FileNotFoundError(
+            f"{path}: no {KERAS_MODEL} to start from (need a run folder or a bundle written by `wakeguard quantize`)"
+        )
+    if (path / MANIFEST).is_file():
+        manifest = json.loads((path / MANIFEST).read_text())
+        cfg = manifest.get("training", {}).get("config") or {"frontend": manifest["frontend"]}
+        kind = "bundle"
+    else:
+        cfg = json.loads((path / "config.json").read_text())
+        kind = "run"
+    return keras.models.load_model(model_file, compile=False), cfg, kind
+
+
+def train(
+    dataset: str | Path,
+    out: str | Path,
+    config: Config | None = None,
+    *,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    workers: int = 2,
+    progress: bool = False,
+    log: Log | None = None,
+) -> TrainResult:
+    """Train on the ``train`` split, select the checkpoint on ``dev`` EER, write the run folder."""
+    t_start = time.time()
+    log = log or (lambda s: None)
+    out = Path(out)
+    state_file = out / CHECKPOINT_DIR / "state.json"
+    saved: dict[str, Any] = {}
+    if resume:
+        if not state_file.is_file():
+            raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/state.json)")
+        saved = json.loads((out / "config.json").read_text())
+        dataset = dataset or saved["dataset"]
+        config = config or config_from_dict(saved)
+        if config.frontend != config_from_dict(saved).frontend:
+            raise ConfigError(f"{out}: --resume cannot change the front-end of a run")
+    config = config or load_config()
+    proto = read_protocol(dataset)
+    for split in ("train", "dev"):
+        labels = {r.label for r in proto.where(split=split)}
+        if labels != {"bonafide", "spoof"}:
+            raise ValueError(
+                f"{dataset}: the {split} split needs both bonafide and spoof rows, has {sorted(labels) or 'none'}"
+            )
+
+    init_model = None
+    init_info: dict[str, Any] | None = None
+    if init_from is not None and not resume:
+        init_model, src_cfg, kind = load_init_source(init_from)
+        src_front = frontend_from_dict(src_cfg["frontend"])
+        if src_front != config.frontend:
+            log(
+                f"init-from: using the front-end of {init_from} (a fine-tuned model keeps its input)"
+            )
+        config = replace(config, frontend=src_front)
+        if "model" in src_cfg:
+            config = config_from_dict({"model": src_cfg["model"]}, config)
+        init_info = {"path": str(Path(init_from).resolve()), "kind": kind}
+
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = data_fingerprint(proto)
+    cfg_json = config_to_json(config, Path(dataset).resolve())
+    if init_info:
+        cfg_json["init_from"] = init_info
+    if resume and "init_from" in saved:
+        cfg_json["init_from"] = saved["init_from"]
+    (out / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
+    if not resume:
+        (out / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
+    elif json.loads((out / "data_fingerprint.json").read_text())["sha256"] != fingerprint["sha256"]:
+        raise ValueError(
+            f"{out}: the dataset changed since this run started; start a new run instead of --resume"
+        )
+
+    log("computing features")
+    feats = dataset_features(proto, config.frontend, workers=workers, progress=progress)
+    tr, dev = feats.split("train"), feats.split("dev")
+    rng = np.random.default_rng(config.train.seed)
+    n_sub = min(len(tr.rows), config.train.train_eer_max_utterances)
+    tr_sub = tr.select(np.sort(rng.choice(len(tr.rows), n_sub, replace=False)))
+
+    _configure_tf(config.train.threads)
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.train.seed)
+    input_shape = frontend_shape(config.frontend).input_shape
+    y_win = tr.labels[tr.utt].astype(np.float32)
+    if config.train.balance_classes:
+        pos = max(1.0, float(y_win.sum()))
+        neg = max(1.0, float(len(y_win) - y_win.sum()))
+        w_win = np.where(y_win == 1, len(y_win) / (2 * pos), len(y_win) / (2 * neg)).astype(
+            np.float32
+        )
+    else:
+        w_win = np.ones_like(y_win)
+    bs = config.train.batch_size
+    steps = int(np.ceil(len(y_win) / bs))
+    augment = make_augment(config, input_shape)
+    windows = tr.windows
+
+    def gather(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return windows[idx].astype(np.float32), y_win[idx][:, None], w_win[idx]
+
+    ds = (
+        tf.data.Dataset.from_tensor_slices(np.arange(len(y_win)))
+        .shuffle(len(y_win), seed=config.train.seed, reshuffle_each_iteration=True)
+        .batch(bs)
+        .map(
+            lambda i: tf.numpy_function(gather, [i], (tf.float32, tf.float32, tf.float32)),
+            num_parallel_calls=1,
+        )
+        .map(
+            lambda x, y, w: (
+                tf.ensure_shape(x, (None, *input_shape)),
+                tf.ensure_shape(y, (None, 1)),
+                tf.ensure_shape(w, (None,)),
+            )
+        )
+        .map(augment, num_parallel_calls=1)
+        .prefetch(2)
+    )
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_eer, best_loss, best_epoch, bad = 0, float("inf"), float("inf"), -1, 0
+    if resume:
+        state = json.loads(state_file.read_text())
+        model = keras.models.load_model(out / CHECKPOINT_DIR / KERAS_MODEL)
+        start_epoch, best_eer, best_epoch, bad = (
+            state["epoch"] + 1,
+            state["best_eer"],
+            state["best_epoch"],
+            state["bad_epochs"],
+        )
+        best_loss = state.get("best_loss", float("inf"))
+        history = state["history"]
+        log(f"resuming after epoch {state['epoch'] + 1}")
+    else:
+        from .detector import build_detector
+
+        model = build_detector(input_shape, config.model)
+        if init_model is not None:
+            model.set_weights(init_model.get_weights())
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.train.learning_rate, decay_steps=max(1, config.train.epochs * steps), alpha=0.05
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=schedule, weight_decay=config.train.weight_decay
+            ),
+            loss=keras.losses.BinaryCrossentropy(
+                from_logits=True, label_smoothing=config.train.label_smoothing
+            ),
+        )
+    from .detector import count_params
+
+    n_params = count_params(model)
+    stopped_early = False
+    if init_model is not None and start_epoch == 0:
+        base_logits = dev.utterance_logits(predict_windows(model, dev.windows))
+        base, base_loss = eer_of(dev, base_logits), bce(base_logits, dev.labels)
+        base_train = eer_of(tr_sub, tr_sub.utterance_logits(predict_windows(model, tr_sub.windows)))
+        log(f"init-from model before fine-tuning: dev EER {base:.2%}, train EER {base_train:.2%}")
+        history.append(
+            {
+                "epoch": 0,
+                "loss": float("nan"),
+                "train_eer": base_train,
+                "dev_eer": base,
+                "dev_loss": base_loss,
+                "seconds": 0.0,
+            }
+        )
+        best_eer, best_loss, best_epoch = base, base_loss, 0
+        model.save(out / KERAS_MODEL)
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, config.train.epochs):
+        if bad >= config.train.patience:
+            stopped_early = True
+            break
+        t0 = time.time()
+        h = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, steps_per_epoch=steps)
+        loss = float(h.history["loss"][-1])
+        dev_logits = dev.utterance_logits(predict_windows(model, dev.windows))
+        dev_eer = eer_of(dev, dev_logits)
+        dev_loss = bce(dev_logits, dev.labels)
+        train_eer = eer_of(tr_sub, tr_sub.utterance_logits(predict_windows(model, tr_sub.windows)))
+        row = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "train_eer": train_eer,
+            "dev_eer": dev_eer,
+            "dev_loss": dev_loss,
+            "seconds": round(time.time() - t0, 2),
+        }
+        history.append(row)
+        # dev EER first; on a tie (often at 0 % on easy data) the lower dev loss wins
+        improved = dev_eer < best_eer - 1e-9 or (
+            abs(dev_eer - best_eer) <= 1e-9 and dev_loss < best_loss
+        )
+        if improved:
+            best_eer, best_loss, best_epoch, bad = dev_eer, dev_loss, epoch + 1, 0
+            model.save(out / KERAS_MODEL)
+        else:
+            bad += 1
+        log(
+            f"epoch {epoch + 1:3d}  loss {loss:.4f}  train EER {train_eer:6.2%}  dev EER {dev_eer:6.2%}"
+            f"{'  *' if improved else ''}  ({row['seconds']:.0f} s)"
+        )
+        (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        model.save(out / CHECKPOINT_DIR / KERAS_MODEL)
+        tmp = state_file.with_suffix(".part")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "best_eer": best_eer,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad,
+                    "history": history,
+                }
+            )
+        )
+        tmp.replace(state_file)
+        _write_history(out, history)
+    if bad >= config.train.patience and epoch + 1 < config.train.epochs:
+        stopped_early = True
+
+    best = keras.models.load_model(out / KERAS_MODEL, compile=False)
+    dev_scores = dev.utterance_logits(predict_windows(best, dev.windows))
+    write_scores(out / "dev_scores.csv", dev.rows, dev_scores)
+    train_best = eer_of(tr_sub, tr_sub.utterance_logits(predict_windows(best, tr_sub.windows)))
+    _write_history(out, history)
+    plot_curves(out / "curves.png", history, best_epoch)
+    result = TrainResult(
+        run=out,
+        best_epoch=best_epoch,
+        dev_eer=float(best_eer),
+        train_eer=float(train_best),
+        epochs_run=len([h for h in history if h["epoch"] > 0]),
+        stopped_early=stopped_early,
+        seconds=round(time.time() - t_start, 1),
+        n_params=n_params,
+    )
+    (out / "train_summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    with (out / "history.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(
+            fh, fieldnames=["epoch", "loss", "train_eer", "dev_eer", "dev_loss", "seconds"]
+        )
+        w.writeheader()
+        for h in history:
+            w.writerow(h)
+
+
+def write_scores(path: Path, rows: Sequence[Row], scores: np.ndarray) -> Path:
+    """Score CSV: the protocol's columns then ``score`` (one line per utterance)."""
+    from .metrics import write_scores as write_score_csv
+
+    conds: dict[str, None] = {}
+    for r in rows:
+        conds.update(dict.fromkeys(r.conditions))
+    recs = [{**r.as_dict(), "score": float(s)} for r, s in zip(rows, scores, strict=True)]
+    return write_score_csv(path, recs, list(conds))
+
+
+def plot_curves(path: Path, history: list[dict[str, Any]], best_epoch: int) -> Path:
+    """Loss and train/dev EER per epoch, the selected checkpoint marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(ep, [h["loss"] for h in history], marker="o", ms=3)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss (augmented)")
+    ax1.grid(alpha=0.3)
+    ax2.plot(ep, [100 * h["train_eer"] for h in history], marker="o", ms=3, label="train EER")
+    ax2.plot(ep, [100 * h["dev_eer"] for h in history], marker="o", ms=3, label="dev EER")
+    if best_epoch >= 0:
+        ax2.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"selected (epoch {best_epoch})")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("EER (%)")
+    ax2.set_yscale("symlog", linthresh=1)
+    ax2.grid(alpha=0.3)
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = [
+    "ConfigError",
+    "Features",
+    "TrainResult",
+    "compute_eer",
+    "data_fingerprint",
+    "dataset_features",
+    "load_config",
+    "train",
+    "write_scores",
+]
