@@ -326,6 +326,43 @@ def test_proxy_without_upstream_answers_with_an_error(clips_and_bundle) -> None:
     assert closed is None  # the connection is closed so the satellite reconnects
 
 
+def test_proxy_passes_a_detection_it_cannot_score(clips_and_bundle, tmp_path: Path) -> None:
+    """Fail open: a detection with no audio before it (nothing to score) still reaches the satellite."""
+
+    class Eager(FakeWake):
+        trigger = 0
+
+        async def handle_event(self, event: Event) -> bool:
+            if Detect.is_type(event.type):
+                await self.write_event(Detection(name="hey_test").event())
+                return True
+            return await super().handle_event(event)
+
+    log = DecisionLog(tmp_path / "d.jsonl")
+
+    async def scenario():
+        upstream = AsyncTcpServer("127.0.0.1", 0)
+        await upstream.start(lambda r, w: Eager(r, w, []))
+        up_uri = f"tcp://127.0.0.1:{upstream._server.sockets[0].getsockname()[1]}"
+        service = WakeguardService(
+            ServiceConfig(uri="tcp://127.0.0.1:0", upstream=up_uri),
+            _decider(clips_and_bundle["bundle"], log),
+        )
+        client = await _connect(await service.start())
+        try:
+            await client.write_event(Detect().event())
+            return await client.read_event()
+        finally:
+            await client.disconnect()
+            await service.stop()
+            await upstream.stop()
+
+    ev = run(scenario())
+    log.close()
+    assert ev.type == "detection"
+    assert read_records(tmp_path / "d.jsonl")[0] == []  # nothing scored, nothing logged
+
+
 # -- direct screening ----------------------------------------------------------------------------
 
 
