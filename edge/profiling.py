@@ -405,12 +405,20 @@ def listen_cost(bundle: str | None, wav: str, speed: float = 1.0, threads: int =
 
     from .bundle import load_bundle
     from .capture import FileSource
+    from .config import load_config
     from .listener import Listener
     from .scorer import Scorer
 
+    cfg = load_config(None)  # the defaults `wakeguard listen` runs with
     b = load_bundle(bundle)
-    listener = Listener(Scorer.from_bundle(b, num_threads=threads), model_version=b.version)
-    source = FileSource(wav, speed=speed)
+    scorer = Scorer.from_bundle(b, num_threads=threads)
+    listener = Listener(
+        scorer,
+        model_version=b.version,
+        endpoint=cfg.endpoint.params(),
+        decision=cfg.decision.params(scorer.threshold),
+    )
+    source = FileSource(wav, speed=speed, block_ms=cfg.capture.block_ms, queue_seconds=cfg.capture.queue_seconds)
     with CpuMeter() as m:
         stats = listener.run(source, threading.Event())
     audio_s = stats.audio_seconds

@@ -106,3 +106,33 @@ def test_percentiles():
     assert (p.p50, p.p95, p.p99, p.n) == (50.5, pytest.approx(95.05), pytest.approx(99.01), 100)
     with pytest.raises(ValueError):
         percentiles([])
+
+
+PI_BLOCKER = """
+import importlib.abc, sys
+BLOCKED = ("tensorflow", "keras", "librosa", "sklearn", "scipy", "matplotlib")
+class _Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"No module named {name!r} (blocked: as on a Pi)", name=name)
+        return None
+sys.meta_path.insert(0, _Refuse())
+from wakeguard.tools.cli import main
+sys.argv = ["wakeguard", *sys.argv[1:]]
+main()
+"""
+
+
+def test_bench_on_a_pi_without_training_libraries(tiny_bundle: Path, tmp_path: Path):
+    """No scikit-learn/scipy/matplotlib/TensorFlow: the model is benched, the baseline skipped with a note."""
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-c", PI_BLOCKER, "bench", "--model", str(tiny_bundle), "--repeats", "2", "--warmup", "0"]
+    r = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(out["stages"]) == {"int8"}
+    assert any("Void-style baseline skipped" in n for n in out["notes"])
+    r = subprocess.run([*base, "--plot", str(tmp_path / "p.png")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "needs matplotlib" in r.stderr

@@ -157,8 +157,11 @@ class _ListenerCase:
         import copy
 
         import numpy as np
+        from wakeguard.edge.config import load_config
         from wakeguard.edge.endpoint import Endpointer
 
+        self.cfg = load_config(None)  # the defaults `wakeguard listen` runs with
+        params = self.cfg.endpoint.params()
         rng = np.random.default_rng(seed)
 
         def quiet(sec: float) -> Any:
@@ -166,13 +169,16 @@ class _ListenerCase:
 
         stream = np.concatenate([quiet(0.6), command, quiet(1.0)])
         blocks = [stream[i : i + self.BLOCK] for i in range(0, len(stream), self.BLOCK)]
-        ep = Endpointer()
+        ep = Endpointer(params)
         last = None
+        self.n_segments = 0
         for i, blk in enumerate(blocks):
-            if ep.push(blk):
+            found = ep.push(blk)
+            if found:
                 last = i
+                self.n_segments += len(found)
         self.ok = last is not None
-        ep = Endpointer()
+        ep = Endpointer(params)
         for blk in blocks[: last or 0]:
             ep.push(blk)
         self.saved = ep
@@ -181,10 +187,11 @@ class _ListenerCase:
 
     def run(self, detector: Any) -> tuple[float, float] | None:
         """(latency_ms, scored seconds) of the last verdict, or None if none came."""
-        from wakeguard.edge.decision import DecisionParams
         from wakeguard.edge.listener import Listener, VerdictEvent
 
-        listener = Listener(detector, decision=DecisionParams(threshold=detector.threshold))
+        listener = Listener(
+            detector, endpoint=self.cfg.endpoint.params(), decision=self.cfg.decision.params(detector.threshold)
+        )
         listener.endpointer = self._copy(self.saved)
         events = []
         for blk in self.rest:
@@ -204,7 +211,8 @@ class _Round:
     def __init__(self, detector: Any, commands: list[Any], cases: list[_ListenerCase]):
         self.detector = detector
         self.commands = commands
-        self.cases = [c for c in cases if c.ok]
+        # Prefer commands the endpointer keeps whole (a pause can split a cut of read speech).
+        self.cases = [c for c in cases if c.n_segments == 1] or [c for c in cases if c.ok]
         if not self.cases:
             raise RuntimeError("the endpointer found no command in the bench streams")
         self.feats = [detector.features(c) for c in commands]
@@ -686,3 +694,109 @@ def bench_cli(
         render(result)
         if plot_path is not None:
             console.print(f"plot: {plot_path}", highlight=False)
+
+
+# ---------------------------------------------------------------- several runs (bench/run_bench.sh)
+
+
+def summarize_runs(paths: list[Path]) -> dict[str, Any]:
+    """Medians over several ``bench --json`` runs; each ratio is taken within one run, then the median.
+
+    Within a run the variants are interleaved, so a ratio from one run compares them under the
+    same machine load; medians over runs then damp the load that differs between runs.
+    """
+    import statistics
+
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    if not runs:
+        raise ValueError("no bench results to summarise")
+    first = runs[0]
+    stages: dict[str, Any] = {}
+    for name, per in first["stages"].items():
+        for k, st in per.items():
+            for stage in st:
+                for q in ("p50", "p95", "p99"):
+                    vals = [r["stages"][name][k][stage][q] for r in runs if stage in r["stages"].get(name, {}).get(k, {})]
+                    cell = stages.setdefault(name, {}).setdefault(k, {}).setdefault(stage, {})
+                    cell[q] = round(statistics.median(vals), 3)
+                    cell[f"{q}_range"] = [round(min(vals), 3), round(max(vals), 3)]
+    ratios: dict[str, Any] = {}
+    for key, per in first["ratios"].items():
+        for k in per:
+            vals = [r["ratios"][key][k] for r in runs if key in r["ratios"]]
+            ratios.setdefault(key, {})[k] = {
+                "median": round(statistics.median(vals), 3),
+                "per_run": vals,
+            }
+    streams = [r["stream"] for r in runs if r.get("stream")]
+    return {
+        "runs": len(runs),
+        "repeats_per_run": first["repeats"],
+        "threads": first["threads"],
+        "model": first["model"],
+        "model_bytes": first["model_bytes"],
+        "float_model_bytes": first.get("float_model_bytes"),
+        "machine": first["machine"],
+        "audio": first["audio"],
+        "stages": stages,
+        "ratios": ratios,
+        "rss_mb": statistics.median(r["rss_mb"] for r in runs),
+        "macs": first["macs"],
+        "physical": first["physical"],
+        "void": first.get("void"),
+        "stream": streams[0] if streams else None,
+        "notes": first["notes"],
+    }
+
+
+def summary_markdown(s: dict[str, Any]) -> str:
+    """The summary as the Markdown tables docs/benchmarks.md shows."""
+    lines = [
+        f"{s['runs']} runs x {s['repeats_per_run']} timed repeats, threads={s['threads']}; "
+        f"medians over runs (min-max over runs in brackets). Audio: {s['audio']}.",
+        "",
+        "| variant | command | stage | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for name, per in s["stages"].items():
+        for k, st in per.items():
+            for stage in STAGE_ORDER:
+                v = st.get(stage)
+                if v is None:
+                    continue
+                lines.append(
+                    f"| {name} | {k} | {STAGE_LABELS[stage]} | {v['p50']:.2f} | "
+                    f"{v['p95']:.2f} ({v['p95_range'][0]:.2f}-{v['p95_range'][1]:.2f}) | {v['p99']:.2f} |"
+                )
+    if s["ratios"]:
+        keys = list(next(iter(s["ratios"].values())))
+        lines += ["", "| ratio (within one run; median of runs) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for name, per in s["ratios"].items():
+            cells = [f"{per[k]['median']:.2f}x ({', '.join(f'{x:.2f}' for x in per[k]['per_run'])})" for k in keys]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    st = s.get("stream")
+    if st:
+        lines += [
+            "",
+            f"Streaming ({st['seconds']:g} s of audio per mode, fed at {st['speed']:g}x real time):",
+            "",
+            "| mode | CPU ms per audio s | % of one core (real time) | verdicts | peak RSS MB |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for mode, v in st["modes"].items():
+            lines.append(
+                f"| {mode} | {v['cpu_ms_per_audio_s']:.1f} | {v['core_percent_realtime']:.2f} | {v['verdicts']} | {v['rss_mb_peak']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def summarize_main(argv: list[str] | None = None) -> None:
+    """``python -c 'from wakeguard.tools.bench_cmd import summarize_main; summarize_main()' OUT run*.json``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        raise SystemExit("usage: summarize_main OUT_DIR RUN.json...")
+    out = Path(args[0])
+    s = summarize_runs([Path(p) for p in args[1:]])
+    (out / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
+    (out / "summary.md").write_text(summary_markdown(s))
+    sys.stdout.write(summary_markdown(s))
