@@ -333,7 +333,8 @@ def simulated_replay(audio: Any, seed: int = 0) -> tuple[Any, str]:
     else:
         speaker = devices.make_loudspeaker("demo-phone", "phone", rng)
         how = "simulated phone loudspeaker"
-    y = speaker.play(np.asarray(audio, dtype=np.float64))
+    played = speaker.play(np.asarray(audio, dtype=np.float64))
+    y = played[0] if isinstance(played, tuple) else played  # (output, amplifier gain)
     y = y / (np.sqrt(np.mean(y**2)) + 1e-12) * np.sqrt(np.mean(np.square(audio, dtype=np.float64)))
     return np.clip(y, -1, 1).astype(np.float32), how
 
