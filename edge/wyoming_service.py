@@ -49,7 +49,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, check_audio, resample
+from .audio import SAMPLE_RATE, AudioError, resample
 from .scorer import BONAFIDE, Scorer, ScoreResult
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,10 @@ class AudioRing:
         start = max(0, end - (self.capacity if n is None else int(n)), self.total - self.capacity)
         if end <= start:
             return np.zeros(0, dtype=np.float32)
-        idx = np.arange(start, end) % self.capacity
-        return self._buf[idx].copy()
+        a, b = start % self.capacity, end % self.capacity
+        if a < b:
+            return self._buf[a:b].copy()
+        return np.concatenate([self._buf[a:], self._buf[:b]])  # wraps around the end
 
     @property
     def held(self) -> int:
@@ -149,7 +151,6 @@ class Decision:
     result: ScoreResult | None
     error: str | None
     duration_s: float
-    level_dbfs: float
 
 
 class Decider:
@@ -176,16 +177,18 @@ class Decider:
 
     def score(self, audio16k: np.ndarray) -> Decision:
         """Score 16 kHz mono audio (thread-safe); unusable audio comes back with its error."""
-        info = check_audio(audio16k)
+        duration = (
+            audio16k.size / SAMPLE_RATE
+        )  # the level is computed by the log, off the critical path
         try:
             with self._lock:
                 result = self.scorer.score(audio16k)
                 self.n_decisions += 1
         except AudioError as exc:
-            return Decision(None, exc.problem, info.duration_s, info.rms_dbfs)
+            return Decision(None, exc.problem, duration)
         if self.telemetry is not None:
             self.telemetry.observe(result.verdict, result.score, result.latency_ms)
-        return Decision(result, None, info.duration_s, info.rms_dbfs)
+        return Decision(result, None, duration)
 
     def record(
         self,
@@ -208,7 +211,6 @@ class Decider:
             verdict=r.verdict,
             threshold=r.threshold,
             latency_ms=r.latency_ms,
-            level_dbfs=d.level_dbfs,
             duration_s=d.duration_s,
             model_version=self.model_version,
             source=source,
