@@ -176,6 +176,10 @@ def machine_info() -> dict[str, Any]:
         mhz = info.get("cpu MHz")
         max_mhz = float(mhz) if mhz else None
     try:
+        load = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        load = None
+    try:
         runtime, _ = interpreter_class()
     except ImportError:
         runtime = None
@@ -191,6 +195,7 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "runtime": runtime,
         "runtime_version": _package_version(runtime.split(".")[0]) if runtime else None,
+        "loadavg": load,  # 1, 5, 15 min: other work competing for the cores during the run
     }
 
 

@@ -414,6 +414,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.threads < 1:
         raise ValueError("--threads must be at least 1")
     bundle = load_bundle(cfg.model)
+    machine_before = machine_info()
     commands, source, files = _commands(cfg)
     captured = {d: [_to_capture_format(c) for c in cs] for d, cs in commands.items()}
     notes = list(cfg.notes)
@@ -499,7 +500,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "parameters": parameter_count(bundle.model_bytes),
         "physical": physical,
         "rss_mb_bench": round(peak_rss_mb(), 2),
-        "machine": machine_info(),
+        "machine": {**machine_before, "loadavg_before": machine_before["loadavg"], "loadavg": machine_info()["loadavg"]},
         "notes": notes,
     }
     if void_detector is not None:
@@ -556,6 +557,12 @@ def render(result: dict[str, Any]) -> None:
         highlight=False,
     )
     console.print(f"audio: {result['audio']}; {result['repeats']} runs after {result['warmup']} warm-up", highlight=False)
+    if m.get("loadavg"):
+        console.print(
+            f"load average before / after: {m['loadavg_before'][0]:.2f} / {m['loadavg'][0]:.2f} "
+            f"on {m['cores']} cores (other work competing for them)",
+            highlight=False,
+        )
     t = Table(title="Latency per stage, ms")
     for col in ("variant", "command", "stage"):
         t.add_column(col)
@@ -737,6 +744,7 @@ def summarize_runs(paths: list[Path]) -> dict[str, Any]:
         "model_bytes": first["model_bytes"],
         "float_model_bytes": first.get("float_model_bytes"),
         "machine": first["machine"],
+        "loadavg_per_run": [(r["machine"].get("loadavg_before"), r["machine"].get("loadavg")) for r in runs],
         "audio": first["audio"],
         "stages": stages,
         "ratios": ratios,
@@ -754,6 +762,10 @@ def summary_markdown(s: dict[str, Any]) -> str:
     lines = [
         f"{s['runs']} runs x {s['repeats_per_run']} timed repeats, threads={s['threads']}; "
         f"medians over runs (min-max over runs in brackets). Audio: {s['audio']}.",
+        "",
+        "Load average (1 min) before/after each run: "
+        + ", ".join(f"{b[0]:.1f}/{a[0]:.1f}" for b, a in s["loadavg_per_run"] if a and b)
+        + f" on {s['machine']['cores']} cores.",
         "",
         "| variant | command | stage | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---:|---:|---:|",
