@@ -212,3 +212,39 @@ def test_monitor_bad_input(tmp_path: Path) -> None:
     empty.write_text("garbage\n")
     result = CliRunner().invoke(app, ["monitor", str(empty)])
     assert result.exit_code == 2 and "no records" in result.output
+
+
+def test_monitor_runs_on_the_pi_without_training_libraries(
+    tmp_path: Path, reference_bundle: Path
+) -> None:
+    """Summary and drift need numpy only; with matplotlib absent the plots are skipped with a note."""
+    import subprocess
+
+    log = tmp_path / "d.jsonl"
+    make_log(log, shift=0.0, n=80)
+    args = [
+        "monitor",
+        str(log),
+        "--model",
+        str(reference_bundle),
+        "--out",
+        str(tmp_path / "o"),
+        "--json",
+    ]
+    code = f"""
+import importlib.abc, sys
+class _Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "librosa", "sklearn", "scipy", "matplotlib"):
+            raise ImportError(f"{{name}} is not installed on the Pi")
+sys.meta_path.insert(0, _Refuse())
+sys.argv = ["wakeguard", *{args!r}]
+from wakeguard.tools.cli import main
+main()
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["summary"]["n_records"] == 80 and out["summary"]["drift"]["psi"] is not None
+    assert any("matplotlib" in n for n in out["notes"])
+    assert not list((tmp_path / "o").glob("*.png"))
