@@ -1,0 +1,754 @@
+#!/usr/bin/env bash
+# wakeguard installer: runs on the target (a Raspberry Pi or any 64-bit Linux).
+#
+# Shipped inside every bundle made by `wakeguard bundle`; `wakeguard flash` pipes the same
+# script over SSH. Needs bash, coreutils, tar and python3 (3.11-3.13, with venv) on the target.
+#
+#   install.sh facts    [--root ROOT]                  what the target is (key=value lines)
+#   install.sh install  [--root ROOT] [--keep N] [--tarball FILE | --dir DIR]
+#   install.sh model    [--root ROOT] [--keep N] --tarball MODEL.tar.gz
+#   install.sh rollback [--root ROOT]
+#   install.sh status   [--root ROOT]
+# Common options: --service auto|systemd|direct, --health-timeout SECONDS.
+#
+# Layout under ROOT (default /opt/wakeguard):
+#   releases/<version>-<time>/  venv/ (or a link to the venv of the release it shares),
+#                               model/, wakeguard.toml, wakeguard.service, manifest.json,
+#                               release.json
+#   current -> releases/<...>   switched atomically (new link under a temporary name, renamed)
+#   run/wakeguard.pid, log/service.log   when no systemd is running (direct mode)
+#
+# Every release is health-checked (a verdict on the built-in clip by the installed runtime,
+# then the service running and its metrics port answering); on any failure the previous
+# release is made current again and the reason is printed. Output: ":: " progress lines,
+# "!! " warnings and errors, "@key=value" facts for the caller.
+set -euo pipefail
+umask 022
+
+ROOT=/opt/wakeguard
+KEEP=3
+SERVICE=auto
+HEALTH_TIMEOUT=60
+TARBALL=""
+SRC_DIR=""
+UNIT_NAME=wakeguard.service
+CANONICAL_ROOT=/opt/wakeguard
+PY=""
+
+say() { printf ':: %s\n' "$*"; }
+warn() { printf '!! warning: %s\n' "$*"; }
+die() {
+  printf '!! error: %s\n' "$*"
+  exit 1
+}
+fact() { printf '@%s=%s\n' "$1" "$2"; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo -n "$@"
+  else
+    return 126
+  fi
+}
+
+find_python() {
+  # python3 of the wanted minor version ($1, optional), else python3
+  local want=${1:-}
+  if [ -n "$want" ] && command -v "python$want" >/dev/null 2>&1; then
+    command -v "python$want"
+  elif command -v python3 >/dev/null 2>&1; then
+    command -v python3
+  fi
+}
+
+# ---------------------------------------------------------------- facts
+
+cmd_facts() {
+  fact arch "$(uname -m)"
+  fact kernel "$(uname -s)"
+  local os=unknown
+  if [ -r /etc/os-release ]; then os=$(. /etc/os-release && printf '%s' "${PRETTY_NAME:-$NAME}"); fi
+  fact os "$os"
+  PY=$(find_python)
+  if [ -n "$PY" ]; then
+    fact python "$("$PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' </dev/null)"
+    fact python_path "$PY"
+    fact glibc "$("$PY" -c 'import platform; print(platform.libc_ver()[1] or "unknown")' </dev/null)"
+    if "$PY" -c 'import venv, ensurepip' </dev/null >/dev/null 2>&1; then fact venv yes; else fact venv no; fi
+    for v in 3.11 3.12 3.13; do
+      if command -v "python$v" >/dev/null 2>&1; then fact python_minor "$v"; fi
+    done
+  else
+    fact python none
+  fi
+  # free space where ROOT is (or would be created)
+  local probe=$ROOT
+  while [ ! -e "$probe" ] && [ "$probe" != / ]; do probe=$(dirname "$probe"); done
+  fact free_bytes "$(df -Pk "$probe" | awk 'NR==2 {print $4 * 1024}')"
+  if [ -w "$probe" ]; then fact root_writable yes; else fact root_writable no; fi
+  fact user "$(id -un)"
+  fact home "$HOME"
+  if [ "$(id -u)" = 0 ]; then
+    fact privileged root
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    fact privileged sudo
+  else
+    fact privileged no
+  fi
+  if [ -d /run/systemd/system ]; then fact systemd running; else fact systemd absent; fi
+  if command -v systemd-analyze >/dev/null 2>&1; then fact systemd_analyze yes; else fact systemd_analyze no; fi
+  if command -v tar >/dev/null 2>&1; then fact tar yes; else fact tar no; fi
+  # capture devices: arecord -l where alsa-utils is installed, else the kernel's card list
+  local cards=0
+  if command -v arecord >/dev/null 2>&1; then
+    fact audio_source "arecord -l"
+    while IFS= read -r line; do
+      case $line in card\ *) fact audio "$line"; cards=$((cards + 1)) ;; esac
+    done < <(arecord -l 2>/dev/null </dev/null || true)
+  elif [ -r /proc/asound/cards ]; then
+    fact audio_source /proc/asound/cards
+    while IFS= read -r line; do
+      case $line in *\[*\]*) fact audio "$(printf '%s' "$line" | sed 's/^ *//')"; cards=$((cards + 1)) ;; esac
+    done </proc/asound/cards
+  else
+    fact audio_source none
+  fi
+  fact audio_cards "$cards"
+  if ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so'; then
+    fact portaudio yes
+  elif ls /usr/lib/*/libportaudio.so* /usr/lib/libportaudio.so* >/dev/null 2>&1; then
+    fact portaudio yes
+  else
+    fact portaudio no
+  fi
+  if [ -L "$ROOT/current" ]; then fact current "$(basename "$(readlink "$ROOT/current")")"; fi
+}
+
+# ---------------------------------------------------------------- helpers
+
+check_root_path() {
+  case $ROOT in
+    /*) ;;
+    *) die "--root must be an absolute path, got $ROOT" ;;
+  esac
+  case $ROOT in
+    *[[:space:]]* | *'#'* | *'"'* | *"'"*) die "--root must not contain spaces, quotes or '#': $ROOT" ;;
+  esac
+  ROOT=${ROOT%/}
+}
+
+prepare_root() {
+  check_root_path
+  if [ ! -d "$ROOT" ]; then
+    if ! mkdir -p "$ROOT" 2>/dev/null; then
+      as_root mkdir -p "$ROOT" && as_root chown "$(id -u):$(id -g)" "$ROOT" ||
+        die "cannot create $ROOT: not writable by $(id -un), and no root or passwordless sudo"
+    fi
+  fi
+  [ -w "$ROOT" ] || die "$ROOT is not writable by $(id -un)"
+  mkdir -p "$ROOT/releases" "$ROOT/run" "$ROOT/log"
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$ROOT/.lock"
+    flock -w 60 9 || die "another wakeguard install is running on this target (lock $ROOT/.lock)"
+  fi
+}
+
+current_name() {
+  if [ -L "$ROOT/current" ]; then basename "$(readlink "$ROOT/current")"; fi
+}
+
+releases_oldest_first() {
+  "$PY" - "$ROOT/releases" <<'PY'
+import json, pathlib, sys
+d = pathlib.Path(sys.argv[1])
+rows = []
+for p in (d.iterdir() if d.is_dir() else []):
+    f = p / "release.json"
+    if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and f.is_file():
+        try:
+            rows.append((int(json.loads(f.read_text())["created_ns"]), p.name))
+        except (ValueError, KeyError, OSError):
+            pass
+for _, name in sorted(rows):
+    print(name)
+PY
+}
+
+verify_tree() {
+  # $1 folder, $2 wanted kind: checksums of every file against its manifest.json
+  "$PY" - "$1" "$2" <<'PY'
+import hashlib, json, pathlib, sys
+d, kind = pathlib.Path(sys.argv[1]), sys.argv[2]
+try:
+    m = json.loads((d / "manifest.json").read_text())
+except (OSError, ValueError) as exc:
+    sys.exit(f"the bundle has no readable manifest.json ({exc})")
+if m.get("format") != "wakeguard-ship":
+    sys.exit("manifest.json is not a wakeguard bundle manifest")
+if m.get("kind") != kind:
+    sys.exit(f"this is a {m.get('kind')!r} bundle, expected {kind!r}")
+problems = []
+for rel, info in sorted(m["files"].items()):
+    p = d / rel
+    if not p.is_file():
+        problems.append(f"{rel}: missing")
+        continue
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != info["sha256"]:
+        problems.append(f"{rel}: sha256 does not match the manifest")
+listed = set(m["files"]) | {"manifest.json"}
+for p in sorted(d.rglob("*")):
+    rel = p.relative_to(d).as_posix()
+    if p.is_file() and rel not in listed:
+        problems.append(f"{rel}: not in the manifest")
+if problems:
+    sys.exit("checksum verification failed: " + "; ".join(problems[:5]))
+print(len(m["files"]))
+PY
+}
+
+manifest_get() {
+  # $1 manifest.json, $2 key
+  "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$1" "$2" </dev/null
+}
+
+new_release_name() {
+  local version=$1 stamp name n=2
+  version=$(printf '%s' "$version" | tr -c 'A-Za-z0-9._+\n-' '_')
+  stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  name="$version-$stamp"
+  while [ -e "$ROOT/releases/$name" ]; do
+    name="$version-$stamp-$n"
+    n=$((n + 1))
+  done
+  printf '%s' "$name"
+}
+
+write_release_json() {
+  # $1 release dir, $2 kind, $3 venv owner, $4 model version
+  "$PY" - "$1" "$2" "$3" "$4" <<'PY'
+import json, pathlib, sys, time
+rel, kind, owner, model_version = pathlib.Path(sys.argv[1]), *sys.argv[2:]
+m = json.loads((rel / "manifest.json").read_text())
+info = {
+    "name": rel.name,
+    "kind": kind,
+    "version": m.get("version", ""),
+    "model_version": model_version,
+    "venv_owner": owner,
+    "created_ns": time.time_ns(),
+    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+}
+(rel / "release.json").write_text(json.dumps(info, indent=2) + "\n")
+PY
+}
+
+model_version_of() {
+  "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("version", "unknown"))' "$1/model/manifest.json" </dev/null 2>/dev/null || echo unknown
+}
+
+render_unit() {
+  # The unit and config ship written for /opt/wakeguard: point them at ROOT, and point
+  # ExecStart at the release's own runtime and config.
+  local rel=$1
+  [ -f "$rel/wakeguard.service" ] || die "the bundle has no wakeguard.service"
+  sed -i -e "s#$CANONICAL_ROOT#$ROOT#g" "$rel/wakeguard.service"
+  if [ -f "$rel/wakeguard.toml" ]; then sed -i -e "s#$CANONICAL_ROOT#$ROOT#g" "$rel/wakeguard.toml"; fi
+  grep -q '^ExecStart=' "$rel/wakeguard.service" || die "wakeguard.service has no ExecStart line"
+}
+
+exec_start_of() {
+  # the command line of the unit's first ExecStart=, prefixes (-@+!:) removed
+  grep '^ExecStart=' "$1" | head -n 1 | sed -e 's/^ExecStart=//' -e 's/^[-@+!:]*//'
+}
+
+validate_unit() {
+  # systemd-analyze verify where available, on a copy whose paths point into the new release
+  local rel=$1
+  if ! command -v systemd-analyze >/dev/null 2>&1; then
+    say "systemd-analyze not found: unit file not validated"
+    return 0
+  fi
+  local tmp out
+  tmp=$(mktemp -d)
+  sed -e "s#$ROOT/current/#$rel/#g" "$rel/wakeguard.service" >"$tmp/$UNIT_NAME"
+  if ! out=$(systemd-analyze verify "$tmp/$UNIT_NAME" 2>&1 </dev/null); then
+    rm -rf "$tmp"
+    printf '%s\n' "$out" | sed 's/^/   /'
+    return 1
+  fi
+  rm -rf "$tmp"
+  say "unit file verified with systemd-analyze"
+}
+
+metrics_port() {
+  # the metrics port named in the release's config, empty when metrics are off
+  [ -f "$ROOT/current/wakeguard.toml" ] || return 0
+  "$PY" - "$ROOT/current/wakeguard.toml" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    cfg = tomllib.load(f)
+def find(d):
+    if not isinstance(d, dict):
+        return None
+    m = d.get("metrics")
+    if isinstance(m, dict) and m.get("port") not in (None, "", 0, False):
+        return m["port"]
+    if d.get("metrics_port") not in (None, "", 0, False):
+        return d["metrics_port"]
+    for v in d.values():
+        r = find(v)
+        if r is not None:
+            return r
+    return None
+p = find(cfg)
+print("" if p is None else int(p))
+PY
+}
+
+# ---------------------------------------------------------------- service
+
+SERVICE_MODE=""
+
+resolve_service_mode() {
+  case $SERVICE in
+    systemd) SERVICE_MODE=systemd ;;
+    direct) SERVICE_MODE=direct ;;
+    auto)
+      if [ -d /run/systemd/system ]; then SERVICE_MODE=systemd; else SERVICE_MODE=direct; fi
+      ;;
+    *) die "--service must be auto, systemd or direct, got $SERVICE" ;;
+  esac
+  fact service "$SERVICE_MODE"
+}
+
+unit_user() { sed -n 's/^User=//p' "$1" | head -n 1; }
+
+stop_direct() {
+  local pidfile=$ROOT/run/wakeguard.pid pid
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for i in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      warn "service (pid $pid) did not stop within 10 s of SIGTERM: killed"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$pidfile"
+}
+
+start_direct() {
+  local cmdline argv
+  cmdline=$(exec_start_of "$ROOT/current/wakeguard.service")
+  read -r -a argv <<<"$cmdline"
+  [ -x "${argv[0]}" ] || die "service command ${argv[0]} is not executable"
+  : >>"$ROOT/log/service.log"
+  printf '\n=== %s start %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(current_name)" >>"$ROOT/log/service.log"
+  # setsid: its own session and process group, so it outlives this SSH session and can be
+  # stopped as a group; with no job control the background child is not a group leader, so
+  # setsid and nohup exec in place and $! is the service's pid.
+  (cd "$ROOT" && exec setsid nohup "${argv[@]}" >>"$ROOT/log/service.log" 2>&1 </dev/null 9>&-) &
+  echo $! >"$ROOT/run/wakeguard.pid"
+}
+
+restart_service() {
+  if [ "$SERVICE_MODE" = systemd ]; then
+    local user
+    user=$(unit_user "$ROOT/current/wakeguard.service")
+    if [ -n "$user" ] && ! id "$user" >/dev/null 2>&1; then
+      say "creating system user $user (in group audio)"
+      as_root useradd --system --no-create-home --shell /usr/sbin/nologin --groups audio "$user" </dev/null ||
+        die "cannot create service user $user (needs root or passwordless sudo)"
+    fi
+    as_root install -m 0644 "$ROOT/current/wakeguard.service" "/etc/systemd/system/$UNIT_NAME" ||
+      die "cannot install /etc/systemd/system/$UNIT_NAME (needs root or passwordless sudo)"
+    as_root systemctl daemon-reload </dev/null
+    as_root systemctl enable --quiet "$UNIT_NAME" </dev/null
+    as_root systemctl restart "$UNIT_NAME" </dev/null || true
+    say "systemd service $UNIT_NAME restarted"
+  else
+    stop_direct
+    start_direct
+    say "no systemd running here: started the service directly (pid $(cat "$ROOT/run/wakeguard.pid"), log $ROOT/log/service.log, as user $(id -un))"
+  fi
+}
+
+service_alive() {
+  if [ "$SERVICE_MODE" = systemd ]; then
+    as_root systemctl is-active --quiet "$UNIT_NAME" </dev/null
+  else
+    local pid
+    pid=$(cat "$ROOT/run/wakeguard.pid" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  fi
+}
+
+service_log_tail() {
+  if [ "$SERVICE_MODE" = systemd ]; then
+    as_root journalctl -u "$UNIT_NAME" -n 15 --no-pager </dev/null 2>/dev/null || true
+  else
+    tail -n 15 "$ROOT/log/service.log" 2>/dev/null || true
+  fi
+}
+
+# ---------------------------------------------------------------- health
+
+HEALTH_REASON=""
+
+screen_clip() {
+  # $1 release dir: the installed runtime scores the built-in clip with the release's model
+  local rel=$1 clip out
+  clip=$("$rel/venv/bin/python" -c 'from importlib.resources import files; print(files("wakeguard.edge.assets") / "healthcheck.wav")' </dev/null 2>&1) ||
+    {
+      HEALTH_REASON="the installed runtime cannot be imported: $(printf '%s' "$clip" | tail -n 1)"
+      return 1
+    }
+  if ! out=$("$rel/venv/bin/wakeguard" screen "$clip" --model "$rel/model" --json </dev/null 2>&1); then
+    HEALTH_REASON="the installed runtime could not score the health-check clip: $(printf '%s' "$out" | tail -n 3 | tr '\n' ' ')"
+    return 1
+  fi
+  local verdict
+  verdict=$(printf '%s\n' "$out" | "$PY" -c '
+import json, sys
+for line in sys.stdin:
+    line = line.strip()
+    if line.startswith("{"):
+        print(json.loads(line).get("verdict") or "")
+        break
+' 2>/dev/null || true)
+  case $verdict in
+    bonafide | spoof)
+      say "health clip scored by the installed runtime: $verdict"
+      fact health_verdict "$verdict"
+      ;;
+    *)
+      HEALTH_REASON="the installed runtime gave no verdict on the health-check clip: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')"
+      return 1
+      ;;
+  esac
+}
+
+metrics_answer() {
+  "$PY" - "$1" <<'PY' >/dev/null 2>&1
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=2) as r:
+    body = r.read().decode("utf-8", "replace")
+sys.exit(0 if r.status == 200 and "wakeguard_" in body else 1)
+PY
+}
+
+health_wait() {
+  HEALTH_REASON=""
+  screen_clip "$ROOT/current" || return 1
+  local port deadline
+  port=$(metrics_port) || {
+    HEALTH_REASON="cannot read the metrics port from $ROOT/current/wakeguard.toml"
+    return 1
+  }
+  deadline=$((SECONDS + HEALTH_TIMEOUT))
+  while :; do
+    if ! service_alive; then
+      sleep 1
+      if ! service_alive; then
+        HEALTH_REASON="the service exited; its last log lines: $(service_log_tail | tail -n 6 | tr '\n' ' ')"
+        return 1
+      fi
+    fi
+    if [ -z "$port" ]; then
+      sleep 2
+      if service_alive; then
+        say "service running (no metrics port configured: metrics not checked)"
+        return 0
+      fi
+      continue
+    fi
+    if metrics_answer "$port"; then
+      sleep 1
+      if service_alive; then
+        say "service running; metrics answer on 127.0.0.1:$port"
+        fact metrics_port "$port"
+        return 0
+      fi
+      continue
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      HEALTH_REASON="the metrics port $port did not answer within $HEALTH_TIMEOUT s; service log: $(service_log_tail | tail -n 6 | tr '\n' ' ')"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# ---------------------------------------------------------------- switching
+
+switch_to() {
+  # atomic: a new link under a temporary name, renamed over `current`
+  local name=$1
+  ln -sfn "releases/$name" "$ROOT/.current.tmp"
+  mv -T -f "$ROOT/.current.tmp" "$ROOT/current"
+}
+
+prune() {
+  local cur names keep=() n total i
+  cur=$(current_name)
+  mapfile -t names < <(releases_oldest_first)
+  total=${#names[@]}
+  [ "$total" -gt "$KEEP" ] || return 0
+  # newest KEEP stay, and the current one, and any release whose venv a kept one shares
+  for ((i = total - KEEP; i < total; i++)); do keep+=("${names[$i]}"); done
+  keep+=("$cur")
+  local k owner
+  for k in "${keep[@]}"; do
+    owner=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("venv_owner", ""))' "$ROOT/releases/$k/release.json" </dev/null 2>/dev/null || true)
+    [ -n "$owner" ] && keep+=("$owner")
+  done
+  for n in "${names[@]}"; do
+    local kept=no
+    for k in "${keep[@]}"; do [ "$n" = "$k" ] && kept=yes; done
+    if [ $kept = no ]; then
+      rm -rf "${ROOT:?}/releases/$n"
+      say "removed old release $n"
+    fi
+  done
+}
+
+activate() {
+  # $1 release name (already unpacked, installed, rendered): preflight, switch, restart, check
+  local name=$1 rel=$ROOT/releases/$1 prev
+  if ! screen_clip "$rel"; then
+    rm -rf "$rel"
+    die "the new release failed its health check before going live, nothing changed: $HEALTH_REASON"
+  fi
+  if ! validate_unit "$rel"; then
+    rm -rf "$rel"
+    die "systemd-analyze verify rejects wakeguard.service (above), nothing changed"
+  fi
+  prev=$(current_name)
+  resolve_service_mode
+  switch_to "$name"
+  say "current -> releases/$name"
+  restart_service
+  if health_wait; then
+    fact release "$name"
+    [ -n "$prev" ] && fact previous "$prev"
+    prune
+    say "release $name is live and healthy"
+    return 0
+  fi
+  local reason=$HEALTH_REASON
+  printf '!! health check failed: %s\n' "$reason"
+  if [ -n "$prev" ] && [ -d "$ROOT/releases/$prev" ]; then
+    switch_to "$prev"
+    say "rolled back: current -> releases/$prev"
+    restart_service
+    if health_wait; then
+      say "previous release $prev is running again"
+    else
+      warn "the previous release $prev is not healthy either: $HEALTH_REASON"
+    fi
+    fact release "$prev"
+  else
+    if [ "$SERVICE_MODE" = systemd ]; then as_root systemctl stop "$UNIT_NAME" </dev/null || true; else stop_direct; fi
+    rm -f "$ROOT/current"
+    say "no previous release to roll back to: service stopped"
+  fi
+  rm -rf "$rel"
+  fact rolled_back "$name"
+  if [ -n "$prev" ]; then
+    die "release $name failed its health check and was rolled back to $prev: $reason"
+  fi
+  die "release $name failed its health check and was removed (there was no previous release): $reason"
+}
+
+# ---------------------------------------------------------------- commands
+
+unpack() {
+  # $1 tarball, $2 destination (created)
+  mkdir -p "$2"
+  tar -xzf "$1" -C "$2" --strip-components=1 --no-same-owner </dev/null 2>&1 || {
+    rm -rf "$2"
+    die "cannot unpack $1 (truncated or not a .tar.gz?)"
+  }
+}
+
+cmd_install() {
+  prepare_root
+  local tmp=$ROOT/releases/.incoming-$$
+  rm -rf "$tmp"
+  if [ -n "$TARBALL" ]; then
+    [ -f "$TARBALL" ] || die "no bundle at $TARBALL"
+    PY=$(find_python)
+    [ -n "$PY" ] || die "python3 not found on the target"
+    say "unpacking $(basename "$TARBALL")"
+    unpack "$TARBALL" "$tmp"
+  else
+    [ -n "$SRC_DIR" ] || SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    [ -f "$SRC_DIR/manifest.json" ] || die "no bundle: pass --tarball FILE or run install.sh from an unpacked bundle"
+    mkdir -p "$tmp"
+    cp -a "$SRC_DIR/." "$tmp/"
+  fi
+  PY=$(find_python "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("python",""))' "$tmp/manifest.json" </dev/null 2>/dev/null || true)")
+  [ -n "$PY" ] || die "python3 not found on the target"
+  local n
+  n=$(verify_tree "$tmp" full 2>&1) || {
+    rm -rf "$tmp"
+    die "$n"
+  }
+  say "checksums of $n files verified"
+  local version platform pyver arch have_py
+  version=$(manifest_get "$tmp/manifest.json" version)
+  platform=$(manifest_get "$tmp/manifest.json" platform)
+  pyver=$(manifest_get "$tmp/manifest.json" python)
+  arch=$(uname -m)
+  if [ "$platform" != "linux_$arch" ]; then
+    rm -rf "$tmp"
+    die "bundle is for $platform, this target is linux_$arch"
+  fi
+  have_py=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])' </dev/null)
+  if [ "$have_py" != "$pyver" ]; then
+    rm -rf "$tmp"
+    die "bundle is for Python $pyver, the target's $PY is $have_py"
+  fi
+  local name rel
+  name=$(new_release_name "$version")
+  rel=$ROOT/releases/$name
+  mv "$tmp" "$rel"
+  say "creating the release's venv ($PY, Python $have_py)"
+  if ! "$PY" -m venv "$rel/venv" </dev/null >"$rel/install.log" 2>&1; then
+    local why
+    why=$(tail -n 3 "$rel/install.log" | tr '\n' ' ')
+    rm -rf "$rel"
+    die "cannot create a venv with $PY (is python3-venv installed?): $why"
+  fi
+  say "installing wakeguard $version and its dependencies from the bundle's wheels (no network)"
+  if ! PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 "$rel/venv/bin/python" -m pip install \
+    --no-index --find-links "$rel/wheels" "wakeguard[edge]==$version" </dev/null >>"$rel/install.log" 2>&1; then
+    local why
+    why=$(grep -E '^(ERROR|error)' "$rel/install.log" | head -n 3 | tr '\n' ' ')
+    rm -rf "$rel"
+    die "pip could not install from the bundle's wheels: ${why:-see pip output}"
+  fi
+  rm -rf "$rel/wheels"
+  write_release_json "$rel" full "$name" "$(model_version_of "$rel")"
+  render_unit "$rel"
+  activate "$name"
+}
+
+cmd_model() {
+  prepare_root
+  PY=$(find_python)
+  [ -n "$PY" ] || die "python3 not found on the target"
+  local cur
+  cur=$(current_name)
+  [ -n "$cur" ] || die "no current release under $ROOT: install a full bundle first"
+  [ -f "$TARBALL" ] || die "no model bundle at $TARBALL"
+  local tmp=$ROOT/releases/.incoming-$$
+  rm -rf "$tmp"
+  unpack "$TARBALL" "$tmp"
+  local n
+  n=$(verify_tree "$tmp" model 2>&1) || {
+    rm -rf "$tmp"
+    die "$n"
+  }
+  say "checksums of $n files verified"
+  local currel=$ROOT/releases/$cur owner version name rel
+  owner=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("venv_owner") or sys.argv[2])' "$currel/release.json" "$cur" </dev/null)
+  version=$(manifest_get "$currel/manifest.json" version)
+  name=$(new_release_name "$version")
+  rel=$ROOT/releases/$name
+  mkdir -p "$rel"
+  cp -a "$currel/wakeguard.toml" "$currel/wakeguard.service" "$currel/manifest.json" "$rel/" 2>/dev/null || true
+  ln -s "../$owner/venv" "$rel/venv"
+  mv "$tmp/model" "$rel/model"
+  cp "$tmp/manifest.json" "$rel/model-update.json"
+  rm -rf "$tmp"
+  write_release_json "$rel" model "$owner" "$(model_version_of "$rel")"
+  say "release $name: runtime of $owner, model $(model_version_of "$rel")"
+  activate "$name"
+}
+
+cmd_rollback() {
+  prepare_root
+  PY=$(find_python)
+  [ -n "$PY" ] || die "python3 not found on the target"
+  local cur prev="" names n
+  cur=$(current_name)
+  [ -n "$cur" ] || die "no current release under $ROOT: nothing to roll back"
+  mapfile -t names < <(releases_oldest_first)
+  for n in "${names[@]}"; do
+    [ "$n" = "$cur" ] && break
+    prev=$n
+  done
+  [ -n "$prev" ] || die "no release older than $cur under $ROOT/releases: nothing to roll back to"
+  resolve_service_mode
+  switch_to "$prev"
+  say "rolled back: current -> releases/$prev (was $cur)"
+  restart_service
+  if health_wait; then
+    fact release "$prev"
+    fact previous "$cur"
+    say "release $prev is live and healthy"
+  else
+    local reason=$HEALTH_REASON
+    switch_to "$cur"
+    restart_service
+    health_wait || true
+    fact release "$cur"
+    die "release $prev is not healthy ($reason): switched back to $cur"
+  fi
+}
+
+cmd_status() {
+  check_root_path
+  PY=$(find_python)
+  [ -n "$PY" ] || die "python3 not found on the target"
+  local cur n
+  cur=$(current_name)
+  fact current "${cur:-}"
+  if [ -d "$ROOT/releases" ]; then
+    while IFS= read -r n; do fact releases "$n"; done < <(releases_oldest_first)
+  fi
+}
+
+main() {
+  local cmd=${1:-help}
+  shift || true
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --root) ROOT=$2; shift 2 ;;
+      --keep) KEEP=$2; shift 2 ;;
+      --tarball) TARBALL=$2; shift 2 ;;
+      --dir) SRC_DIR=$2; shift 2 ;;
+      --service) SERVICE=$2; shift 2 ;;
+      --health-timeout) HEALTH_TIMEOUT=$2; shift 2 ;;
+      *) die "unknown option $1 (see the top of install.sh)" ;;
+    esac
+  done
+  case $KEEP in '' | *[!0-9]* | 0) die "--keep must be a positive whole number, got $KEEP" ;; esac
+  case $cmd in
+    facts) cmd_facts ;;
+    install) cmd_install ;;
+    model) cmd_model ;;
+    rollback) cmd_rollback ;;
+    status) cmd_status ;;
+    *)
+      sed -n '2,13p' "${BASH_SOURCE[0]}" 2>/dev/null || true
+      exit 2
+      ;;
+  esac
+}
+
+# Everything above is definitions: bash has read the whole script before main runs, so
+# commands run by main never read the rest of the script when it comes on stdin (ssh ... bash -s).
+main "$@"
