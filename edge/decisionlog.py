@@ -247,7 +247,8 @@ class DecisionLog:
         """Append one decision; save its audio if clips are on and it is rejected or borderline.
 
         ``audio`` is 16 kHz mono float32; ``level_dbfs``/``duration_s`` are computed from
-        it when not given. Extra keyword fields (JSON-serialisable) are stored as they are.
+        it when not given. Extra keyword fields (JSON-serialisable) are stored as they are
+        and override the defaults (``time``/``unix_time`` when replaying old decisions).
         Returns the record as written (with ``clip`` when audio was saved).
         """
         if audio is not None and (level_dbfs is None or duration_s is None):

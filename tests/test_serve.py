@@ -429,6 +429,27 @@ def test_screening_any_format_both_verdicts(clips_and_bundle, tmp_path: Path) ->
     assert {r["source"] for r in records} == {"wyoming-screen"}
 
 
+def test_screening_keeps_only_the_end_of_long_audio(clips_and_bundle) -> None:
+    c = clips_and_bundle
+
+    async def scenario():
+        config = ServiceConfig(uri="tcp://127.0.0.1:0", max_screen_seconds=1.0)
+        service = WakeguardService(config, _decider(c["bundle"], None))
+        client = await _connect(await service.start())
+        try:
+            await _send_audio(client, c["live"], stop=True)  # 2 s into a 1 s buffer
+            return await client.read_event()
+        finally:
+            await client.disconnect()
+            await service.stop()
+
+    verdict = run(scenario())
+    assert verdict.type == VERDICT_EVENT and verdict.data["truncated"] is True
+    assert verdict.data["duration_s"] == 1.0
+    tail = Scorer.from_bundle(c["bundle"]).score(c["live"][-16_000:])
+    assert verdict.data["score"] == pytest.approx(tail.score, abs=1e-4)
+
+
 def test_proxy_server_screens_on_request(clips_and_bundle) -> None:
     """A connection that opens with wakeguard-screen is screened, not proxied (same server)."""
     c = clips_and_bundle
