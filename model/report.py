@@ -130,12 +130,13 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _png(fig) -> bytes:
+def _png(fig, tight: bool = True) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
@@ -275,9 +276,10 @@ def condition_figure(
         ax.set_title(f"EER by {col}", fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
         ax.margins(x=0.18)
-        if k == 0:
-            ax.legend(fontsize=7, loc="lower right")
-    return _png(fig)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(systems), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    return _png(fig, tight=False)
 
 
 # --------------------------------------------------------------------------- HTML pieces
