@@ -225,11 +225,14 @@ class Loudspeaker:
 
         n = len(x)
         lin = oaconvolve(x, self.fir)[:n]
-        e = self._excursion(x)
         # Memory on both sides: the excursion filter before, the radiation FIR after.
-        distortion = (e**2 - np.mean(e**2)) + self.a3_over_a2 * e**3
+        distortion = self._distortion(self._excursion(x))
         nl = oaconvolve(distortion * REFERENCE_RMS, self.fir)[:n]
         return lin, nl
+
+    def _distortion(self, e: np.ndarray) -> np.ndarray:
+        """The static polynomial of the Hammerstein model (DC of the square removed)."""
+        return (e**2 - np.mean(e**2)) + self.a3_over_a2 * e**3
 
     def _calibrate(self) -> None:
         rng = np.random.default_rng(1234)
@@ -239,30 +242,49 @@ class Loudspeaker:
         self.nl_gain = float(np.sqrt(p_lin / (p_nl * 10 ** (self.lnr_db / 10))))
 
     def play(
-        self, x: np.ndarray, drive_db: float = 0.0, pre_eq: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Play ``x`` (any level) at ``drive_db`` re the reference drive.
+        self,
+        x: np.ndarray,
+        drive_db: float = 0.0,
+        pre_eq: np.ndarray | None = None,
+        *,
+        level_window: slice | None = None,
+        gain: float | None = None,
+    ) -> tuple[np.ndarray, float]:
+        """Play ``x`` (any level) at ``drive_db`` re the reference drive; returns the output
+        and the amplifier gain used.
 
         ``pre_eq`` is an optional FIR the attacker applies before the amplifier; its boost
-        reaches the cone, so it changes the distortion as well as the response.
+        reaches the cone, so it changes the distortion as well as the response. The drive
+        level is measured over ``level_window`` (the speech), and the attacker backs the
+        volume off while the replay is audibly distorted. Pass ``gain`` to replay another
+        signal through exactly the same amplifier setting (no level measurement).
         """
         from scipy.signal import oaconvolve
 
         x = np.asarray(x, dtype=np.float64)
         if pre_eq is not None:
             x = oaconvolve(x, pre_eq)[: len(x)]
-        rms = np.sqrt(np.mean(x**2)) + 1e-12
-        x = x * (REFERENCE_RMS * 10 ** (drive_db / 20) / rms)
-        if not np.isfinite(self.lnr_db) or self.nl_gain == 0.0:
-            return oaconvolve(x, self.fir)[: len(x)]
+        linear = not np.isfinite(self.lnr_db) or self.nl_gain == 0.0
+        if linear:
+            if gain is None:
+                part = x if level_window is None else x[level_window]
+                gain = REFERENCE_RMS * 10 ** (drive_db / 20) / (np.sqrt(np.mean(part**2)) + 1e-12)
+            return oaconvolve(x * gain, self.fir)[: len(x)], float(gain)
+        if gain is not None:  # one convolution: both branches share the radiation FIR
+            x = x * gain
+            drive = x + self.nl_gain * REFERENCE_RMS * self._distortion(self._excursion(x))
+            return oaconvolve(drive, self.fir)[: len(x)], float(gain)
+        part = x if level_window is None else x[level_window]
+        gain = REFERENCE_RMS * 10 ** (drive_db / 20) / (np.sqrt(np.mean(part**2)) + 1e-12)
         for _ in range(8):
-            lin, nl = self._branches(x)
-            nl = self.nl_gain * nl
-            lnr = 10 * np.log10(np.mean(lin**2) / (np.mean(nl**2) + 1e-30))
+            lin, nl = self._branches(x * gain)
+            lnr = 10 * np.log10(np.mean(lin**2) / (np.mean((self.nl_gain * nl) ** 2) + 1e-30))
             if lnr >= MIN_AUDIBLE_LNR_DB:
                 break
-            x = x * 10 ** (-3 / 20)  # the attacker backs the volume off 3 dB
-        return lin + nl
+            gain *= 10 ** (-3 / 20)  # the attacker backs the volume off 3 dB
+        else:
+            lin, nl = self._branches(x * gain)
+        return lin + self.nl_gain * nl, float(gain)
 
     def inverse_eq(self) -> np.ndarray:
         """The attacker's pre-equaliser: inverse magnitude, boost-limited, min-phase.

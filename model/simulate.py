@@ -29,7 +29,7 @@ import os
 import shutil
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 from wakeguard.edge.audio import SAMPLE_RATE, AudioError, load_audio, write_wav
 from wakeguard.edge.protocol import Row, write_protocol
 
-from .devices import CODECS, DeviceSet, build_devices
+from .devices import CODECS, DeviceSet, apply_codec, build_devices
 from .rooms import (
     ATTACKER_DISTANCE_M,
     T60_S,
@@ -50,7 +50,7 @@ from .rooms import (
     range_label,
 )
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
 
 SPLIT_SHARES = {"train": 0.6, "dev": 0.15, "eval": 0.25}
@@ -101,6 +101,14 @@ LEVEL_DBFS = (-35.0, -20.0)
 LEAD_S = (0.1, 0.4)
 TRAIL_S = (0.1, 0.4)
 PEAK_LIMIT = 0.95
+RUMBLE_CUTOFF_HZ = 60.0
+"""Source speech is high-passed here: below the lowest voice fundamentals (~70 Hz)."""
+LEAD_BUFFER_S = 0.5
+"""Silence before the talker starts (longer than any drawn leading silence)."""
+TRAIL_BUFFER_S = 1.6
+"""Silence after the talker stops: room for the reverberation of two rooms to die away."""
+ENDPOINT_BELOW_MAX_DB = 35.0
+"""The victim device's endpointer: sound is within this many dB of the loudest frame."""
 DRIVE_DB = (-6.0, 3.0)
 SPEECH_S = (0.8, 3.4)
 """Speech length of a cut segment (s), before the silence around it."""
@@ -282,7 +290,9 @@ def cut_utterances(x: np.ndarray, rng: np.random.Generator) -> list[tuple[int, i
         if seg_act.size:
             a = int(seg_act[0]) * hop - SAMPLE_RATE // 50
             b = int(seg_act[-1]) * hop + win + SAMPLE_RATE // 20
-            a, b = max(a, 0), min(b, len(x))
+            # Never past the cut point or into the previous segment.
+            prev_end = segments[-1][1] if segments else 0
+            a, b = max(a, prev_end), min(b, len(x), cut * hop + win // 2)
             if b - a >= SPEECH_S[0] * SAMPLE_RATE:
                 segments.append((a, min(b, a + int(SPEECH_S[1] * SAMPLE_RATE))))
         nxt = np.flatnonzero(active[cut:])
@@ -305,6 +315,26 @@ class Context:
     noise: dict[str, np.ndarray]
     out: Path
     seed: int
+    _filters: dict[tuple[str, str, str, str], tuple[np.ndarray, int]] = field(default_factory=dict)
+
+    def path_filter(self, side: str, room: str, key: str, device: str) -> tuple[np.ndarray, int]:
+        """Room impulse response convolved with the microphone that records it (cached),
+        and the direct sound's sample index."""
+        ck = (side, room, key, device)
+        if ck not in self._filters:
+            from scipy.signal import oaconvolve
+
+            irs = self.rooms[room]
+            if side == "victim":
+                h, d, mic = irs.victim[key], irs.victim_delay[key], self.devices.victim_mics[device]
+            else:
+                h, d, mic = (
+                    irs.attacker[key],
+                    irs.attacker_delay[key],
+                    self.devices.recorders[device],
+                )
+            self._filters[ck] = (oaconvolve(h, mic.fir), d)
+        return self._filters[ck]
 
 
 _CTX: Context | None = None
@@ -355,16 +385,12 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x)) + 1e-20))
 
 
-def _add_noise(
-    x: np.ndarray, noise: np.ndarray, snr_db: float, window: slice, rng: np.random.Generator
-) -> np.ndarray:
-    n = len(x)
+def _noise_segment(noise: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random stretch of real noise (tiled if the recording is shorter)."""
     if len(noise) < n:
         noise = np.tile(noise, n // len(noise) + 1)
     start = int(rng.integers(0, len(noise) - n + 1))
-    seg = noise[start : start + n]
-    gain = _rms(x[window]) / (_rms(seg) * 10 ** (snr_db / 20))
-    return x + gain * seg
+    return noise[start : start + n].copy()
 
 
 def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
@@ -406,40 +432,98 @@ def draw_conditions(
     c["da"] = str(rng.choice(list(ATTACKER_DISTANCE_M)))
     c["recorder"] = str(rng.choice(sorted(ctx.devices.recorders)))
     c["codec"] = _choose(rng, CODEC_PROBS)
-    c["attacker_snr_db"] = float(rng.uniform(*ATTACKER_SNR_DB))
+    # The replayed attacker-side noise is part of the total noise at the victim, which is at
+    # the drawn SNR for both labels; so it is kept at least 3 dB below that total.
+    c["attacker_snr_db"] = max(float(rng.uniform(*ATTACKER_SNR_DB)), c["snr_db"] + 3.0)
     c["drive_db"] = float(rng.uniform(*DRIVE_DB))
     return c
+
+
+def _conv2(x: np.ndarray, h: np.ndarray, delay: int) -> np.ndarray:
+    """:func:`_conv` of several rows at once (one transform of ``h``)."""
+    from scipy.signal import oaconvolve
+
+    return oaconvolve(x, h[None, :], axes=-1)[:, delay : delay + x.shape[1]]
+
+
+def endpoint(y: np.ndarray, below_max_db: float = ENDPOINT_BELOW_MAX_DB) -> tuple[int, int]:
+    """The victim device's endpointer: first and last sample of sound within
+    ``below_max_db`` of the loudest 20 ms frame (reverberation counts as sound)."""
+    hop, win = SAMPLE_RATE // 100, SAMPLE_RATE // 50
+    n_frames = max((len(y) - win) // hop + 1, 1)
+    idx = np.minimum(np.arange(win)[None, :] + hop * np.arange(n_frames)[:, None], len(y) - 1)
+    e = 10 * np.log10(np.mean(y[idx] ** 2, axis=1) + 1e-30)
+    loud = np.flatnonzero(e > e.max() - below_max_db)
+    return int(loud[0] * hop), int(min(loud[-1] * hop + win, len(y)))
 
 
 def render(
     speech: np.ndarray, label: str, split: str, c: dict[str, Any], ctx: Context
 ) -> np.ndarray:
-    """Run one utterance through its chain; returns the 16 kHz float output."""
-    rng = np.random.default_rng(c["noise_seed"])
-    lead, trail = int(c["lead_s"] * SAMPLE_RATE), int(c["trail_s"] * SAMPLE_RATE)
-    src = np.concatenate([np.zeros(lead), speech.astype(np.float64), np.zeros(trail)])
-    window = slice(lead, lead + len(speech))
-    noise = ctx.noise[split]
-    if label == "spoof":
-        aroom = ctx.rooms[c["attacker_room"]]
-        rec = _conv(src, aroom.attacker[c["da"]], aroom.attacker_delay[c["da"]])
-        rec = _add_noise(rec, noise, c["attacker_snr_db"], window, rng)
-        rec = ctx.devices.recorders[c["recorder"]].record(rec)
-        from .devices import apply_codec
+    """Run one utterance through its chain; returns the 16 kHz float output.
 
-        rec = apply_codec(rec, c["codec"])
+    The talker speaks into silence (buffers before and after the segment). Everything from
+    the victim microphone on is shared by both labels: the device's endpointer finds the
+    sound (speech plus its reverberation) in the noise-free signal, the ambient noise is set
+    so the total noise (ambient plus, for a replay, the attacker-side noise replayed with
+    the speech) is at the drawn SNR, then the output is cut with the drawn leading and
+    trailing silence and levelled by the AGC.
+    """
+    rng = np.random.default_rng(c["noise_seed"])
+    lead_buf, trail_buf = int(LEAD_BUFFER_S * SAMPLE_RATE), int(TRAIL_BUFFER_S * SAMPLE_RATE)
+    src = np.concatenate([np.zeros(lead_buf), speech.astype(np.float64), np.zeros(trail_buf)])
+    talk = slice(lead_buf, lead_buf + len(speech))
+    noise = ctx.noise[split]
+    mic = ctx.devices.victim_mics[c["mic"]]
+    h_victim, d_victim = ctx.path_filter("victim", c["room"], c["ds"], c["mic"])
+
+    if label == "spoof":
+        h_att, d_att = ctx.path_filter("attacker", c["attacker_room"], c["da"], c["recorder"])
+        recorded = _conv(src, h_att, d_att)
+        att_noise = ctx.devices.recorders[c["recorder"]].record(
+            _noise_segment(noise, len(src), rng)
+        )
+        att_noise *= _rms(recorded[talk]) / (_rms(att_noise) * 10 ** (c["attacker_snr_db"] / 20))
+        rec = apply_codec(recorded + att_noise, c["codec"])
+        clean_rec = apply_codec(recorded, c["codec"])
         spk = ctx.devices.loudspeakers[c["speaker_device"]]
         pre = spk.inverse_eq() if c["equalised"] else None
-        src = spk.play(rec, c["drive_db"], pre)
-    vroom = ctx.rooms[c["room"]]
-    at_mic = _conv(src, vroom.victim[c["ds"]], vroom.victim_delay[c["ds"]])
-    at_mic = _add_noise(at_mic, noise, c["snr_db"], window, rng)
-    y = ctx.devices.victim_mics[c["mic"]].record(at_mic)
-    y = y * (10 ** (c["level_dbfs"] / 20) / _rms(y[window]))
+        played, gain = spk.play(rec, c["drive_db"], pre, level_window=talk)
+        played_clean, _ = spk.play(clean_rec, c["drive_db"], pre, gain=gain)
+        y, y_clean = _conv2(np.stack([played, played_clean]), h_victim, d_victim)
+    else:
+        y = y_clean = _conv(src, h_victim, d_victim)
+    onset, offset = endpoint(y_clean)
+    sound = slice(onset, offset)
+    p_speech = float(np.mean(y_clean[sound] ** 2))
+    p_replayed_noise = float(np.mean((y - y_clean)[sound] ** 2))
+    p_ambient = max(p_speech / 10 ** (c["snr_db"] / 10) - p_replayed_noise, 0.0)
+    ambient = mic.record(_noise_segment(noise, len(y), rng))
+    y = y + ambient * np.sqrt(p_ambient / (np.mean(ambient**2) + 1e-30))
+    lead, trail = int(c["lead_s"] * SAMPLE_RATE), int(c["trail_s"] * SAMPLE_RATE)
+    a, b = max(onset - lead, 0), min(offset + trail, len(y))
+    y = y[a:b]
+    sound = slice(onset - a, offset - a)
+    y = y * (10 ** (c["level_dbfs"] / 20) / _rms(y[sound]))
     peak = float(np.max(np.abs(y)))
     if peak > PEAK_LIMIT:  # the device's limiter: same rule for both classes
         y = y * (PEAK_LIMIT / peak)
     return y.astype(np.float32)
+
+
+def remove_rumble(x: np.ndarray) -> np.ndarray:
+    """High-pass the source recording below the voice range (8th order at
+    :data:`RUMBLE_CUTOFF_HZ`).
+
+    LibriSpeech's home recordings carry rumble and hum below 60 Hz, often louder than the
+    voice's own low end. A live talker does not radiate it; left in, it would reach the
+    victim microphone only on the live path (small loudspeakers drop it), and a model would
+    learn the source corpus instead of the replay channel.
+    """
+    from scipy.signal import butter, sosfilt
+
+    sos = butter(8, RUMBLE_CUTOFF_HZ, "high", fs=SAMPLE_RATE, output="sos")
+    return sosfilt(sos, x)
 
 
 def _utt_name(seed: int, source: str, k: int, label: str) -> str:
@@ -530,7 +614,7 @@ def process_source(src: Source, max_segments: int | None) -> tuple[str, int, str
     ctx = _CTX
     assert ctx is not None, "worker not initialised"
     try:
-        x = load_audio(src.path).astype(np.float64)
+        x = remove_rumble(load_audio(src.path).astype(np.float64))
         rng = np.random.default_rng(_source_seed(ctx.seed, src.path))
         segments = cut_utterances(x, rng)[:max_segments]
         if not segments:

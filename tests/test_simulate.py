@@ -1,0 +1,263 @@
+"""`wakeguard data simulate`: the replay simulator, its devices, rooms and data card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+from wakeguard.edge.protocol import read_protocol
+from wakeguard.tools.cli import app
+
+runner = CliRunner()
+ATTACK_SIDE = (
+    "attack",
+    "speaker_device",
+    "speaker_class",
+    "device_quality",
+    "equalised",
+    "codec",
+    "recorder",
+    "attacker_room",
+    "attacker_distance",
+)
+REQUIRED_COLUMNS = (
+    "attack",
+    "speaker_device",
+    "speaker_class",
+    "device_quality",
+    "room",
+    "t60",
+    "talker_distance",
+    "attacker_distance",
+    "snr_db",
+    "mic",
+)
+
+
+def _simulate(out: Path, *extra: str) -> object:
+    return runner.invoke(app, ["data", "simulate", "--out", str(out), "--size", "tiny", *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "tiny"
+    res = _simulate(out, "--workers", "2")
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.wav"))} | {
+        "protocol.csv": (folder / "protocol.csv").read_bytes()
+    }
+
+
+def test_tiny_build_is_a_valid_balanced_dataset(tiny: Path) -> None:
+    prot = read_protocol(tiny)
+    for col in REQUIRED_COLUMNS:
+        assert col in prot.condition_columns
+    assert set(prot.splits()) == {"train", "dev", "eval"}
+    for split in ("train", "dev", "eval"):
+        n_b, n_s = len(prot.where(split, "bonafide")), len(prot.where(split, "spoof"))
+        assert n_b > 0 and n_b == n_s
+    for row in prot.rows:
+        info = sf.info(str(row.audio_path(tiny)))
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+        assert 0.9 <= info.duration <= 4.6
+        # The label is never readable from the file name.
+        assert "spoof" not in row.path and "bonafide" not in row.path
+        if row.label == "bonafide":
+            assert all(row.conditions[c] == "-" for c in ATTACK_SIDE)
+        else:
+            assert all(row.conditions[c] not in ("", "-") for c in ATTACK_SIDE)
+            assert row.conditions["device_quality"] in ("perfect", "high", "low")
+    assert (tiny / "datacard.md").is_file()
+    card = json.loads((tiny / "datacard.json").read_text())
+    assert card["n_utterances"] == len(prot.rows)
+    assert "shortcut_audit" in card and "phone_speaker_check" in card
+
+
+def test_splits_are_speaker_disjoint_and_eval_holds_out_rooms_and_loudspeakers(tiny: Path) -> None:
+    prot = read_protocol(tiny)
+    speakers = {s: {r.speaker for r in prot.where(s)} for s in ("train", "dev", "eval")}
+    assert not speakers["train"] & speakers["eval"]
+    assert not speakers["train"] & speakers["dev"]
+    assert not speakers["dev"] & speakers["eval"]
+    rooms = {s: {r.conditions["room"] for r in prot.where(s)} for s in ("train", "eval")}
+    assert not rooms["train"] & rooms["eval"]
+    from wakeguard.model.devices import build_devices
+
+    devices = build_devices(None)
+    train_only = set(devices.speakers_for("train"))
+    eval_only = set(devices.speakers_for("eval")) - {"perfect"}
+    assert not train_only & eval_only
+    for r in prot.where("eval", "spoof"):
+        assert r.conditions["speaker_device"] not in train_only - {"perfect"}
+
+
+def test_build_is_deterministic_and_independent_of_workers(tiny: Path, tmp_path: Path) -> None:
+    res = _simulate(tmp_path / "again", "--workers", "1")
+    assert res.exit_code == 0, res.output
+    assert _snapshot(tmp_path / "again") == _snapshot(tiny)
+
+
+def test_interrupted_build_resumes_to_the_same_corpus(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resume"
+    shutil.copytree(tiny, out)
+    # Simulate an interruption: one source's metadata never written, another's audio lost,
+    # a half-written file left behind, no protocol yet.
+    metas = sorted((out / "meta").glob("*.json"))
+    metas[0].unlink()
+    lost = json.loads(metas[1].read_text())["rows"][0]["path"]
+    (out / lost).unlink()
+    (out / "audio" / "train" / "half.wav.part").write_bytes(b"RIFF")
+    (out / "protocol.csv").unlink()
+    res = _simulate(out, "--workers", "1")
+    assert res.exit_code == 0, res.output
+    assert _snapshot(out) == _snapshot(tiny)
+    assert not list(out.rglob("*.part"))
+
+
+def test_a_different_build_in_the_same_folder_is_refused(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "other"
+    shutil.copytree(tiny, out)
+    res = _simulate(out, "--seed", "7")
+    assert res.exit_code != 0
+    assert "different build" in res.output
+    res = runner.invoke(app, ["data", "simulate", "--out", str(tmp_path / "x"), "--size", "huge"])
+    assert res.exit_code == 2 and "unknown size" in res.output
+
+
+def test_missing_and_corrupt_speech_give_clear_errors(shared_dir: Path, tmp_path: Path) -> None:
+    res = _simulate(tmp_path / "o1", "--speech", str(tmp_path / "nowhere"))
+    assert res.exit_code == 2
+    assert "speech folder not found" in res.output
+    speech = tmp_path / "speech"
+    speech.mkdir()
+    for f in sorted((shared_dir / "speech" / "librispeech" / "train-clean-100").glob("*.flac"))[:8]:
+        shutil.copy(f, speech / f.name)
+    bad = speech / "9999-1-0000.flac"
+    bad.write_bytes(b"fLaC this is not audio")
+    res = _simulate(tmp_path / "o2", "--speech", str(speech))
+    assert res.exit_code == 2
+    assert "9999-1-0000.flac" in res.output and "unreadable" in res.output
+
+
+def test_utterances_are_cut_at_low_energy_points(speech_file: Path) -> None:
+    from wakeguard.edge.audio import load_audio
+    from wakeguard.model.simulate import cut_utterances
+
+    x = load_audio(speech_file).astype(np.float64)
+    segs = cut_utterances(x, np.random.default_rng(0))
+    assert len(segs) >= 2
+    for (_, b), (c, _) in zip(segs, segs[1:], strict=False):
+        assert b <= c
+    for a, b in segs:
+        assert 0.8 <= (b - a) / 16000 <= 3.4
+        edge = np.sqrt(np.mean(x[a : a + 160] ** 2)) + np.sqrt(np.mean(x[b - 160 : b] ** 2))
+        assert edge < np.sqrt(np.mean(x[a:b] ** 2))  # starts and ends quieter than its speech
+
+
+def test_parametric_phone_speaker_matches_the_measured_nexus_one(shared_dir: Path) -> None:
+    from wakeguard.model.devices import build_devices, compare_phone_speaker
+
+    devices = build_devices(shared_dir / "devices")
+    check = compare_phone_speaker(devices)
+    assert check.max_abs_error_db < 6.0
+    measured = dict(zip(check.freqs, check.measured_db, strict=True))
+    # The measured speaker itself: the steep bass cut the README describes.
+    assert measured[400.0] < -30 and measured[600.0] < -10 and measured[4000.0] > 8
+    nexus = devices.loudspeakers["nexus-one"]
+    assert nexus.measured and nexus.quality == "low" and 550 < nexus.f_min < 800
+
+
+def test_loudspeaker_distortion_is_calibrated_and_grows_with_level_and_bass() -> None:
+    from wakeguard.model.devices import REFERENCE_RMS, make_loudspeaker, speech_shaped_noise
+
+    spk = make_loudspeaker("p", "phone", np.random.default_rng(3))
+    x = speech_shaped_noise(np.random.default_rng(0), 32000) * REFERENCE_RMS
+
+    def lnr(sig: np.ndarray) -> float:
+        lin, nl = spk._branches(sig)
+        return 10 * np.log10(np.mean(lin**2) / np.mean((spk.nl_gain * nl) ** 2))
+
+    assert abs(lnr(x) - spk.lnr_db) < 1.5
+    assert lnr(2 * x) < lnr(x) - 4  # 6 dB louder: the polynomial terms grow faster
+    eq = np.convolve(x, spk.inverse_eq())[: len(x)]
+    eq *= REFERENCE_RMS / np.sqrt(np.mean(eq**2))
+    assert lnr(eq) < lnr(x)  # the equaliser's bass boost drives the cone harder
+    # And the equalised response is flatter over 300 Hz-7 kHz.
+    from wakeguard.model.devices import fir_magnitude_db
+
+    f = np.geomspace(300, 7000, 60)
+    raw = fir_magnitude_db(spk.fir, f)
+    flat = fir_magnitude_db(np.convolve(spk.fir, spk.inverse_eq()), f)
+    assert np.std(flat) < 0.5 * np.std(raw)
+    y, _ = spk.play(x, 0.0)
+    assert y.shape == x.shape and np.all(np.isfinite(y))
+
+
+def test_device_quality_follows_asvspoof_terms() -> None:
+    from wakeguard.model.devices import make_loudspeaker
+
+    rng = np.random.default_rng(0)
+    assert make_loudspeaker("x", "perfect", rng).quality == "perfect"
+    for _ in range(3):
+        assert make_loudspeaker("x", "phone", rng).quality == "low"  # f_min > 600 Hz
+        s = make_loudspeaker("x", "smart-speaker", rng)
+        assert s.f_min < 600 and s.bandwidth > 10_000
+
+
+def test_rooms_have_their_t60_and_lose_direct_sound_with_distance() -> None:
+    from wakeguard.model.rooms import compute_irs, draw_room
+
+    rng = np.random.default_rng(1)
+    for size, t60 in (("a", "c"), ("b", "b"), ("c", "a")):
+        cfg = draw_room("r", "train", size, t60, rng)
+        irs = compute_irs(cfg)
+        assert abs(irs.measured_t60 - cfg.t60) < 0.25 * cfg.t60
+        drr = {}
+        for k, h in irs.victim.items():
+            d = irs.victim_delay[k]
+            drr[k] = np.sum(h[d - 40 : d + 41] ** 2) / np.sum(h[d + 41 :] ** 2)
+        if cfg.victim["a"].distance < cfg.victim["c"].distance:
+            assert drr["a"] > drr["c"]
+
+
+def test_shortcut_audit_catches_a_planted_silence_shortcut(tmp_path: Path) -> None:
+    from wakeguard.edge.audio import write_wav
+    from wakeguard.edge.protocol import Row, write_protocol
+    from wakeguard.model.datacard import build_datacard
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(80):
+        for label in ("bonafide", "spoof"):
+            split = "train" if i < 50 else "eval"
+            tail = 0.1 if label == "bonafide" else 0.6  # ASVspoof 2019 PA's artefact
+            speech = rng.normal(0, 0.1, int(16000 * rng.uniform(1, 2)))
+            x = np.concatenate([np.zeros(1600), speech, np.zeros(int(16000 * tail))])
+            x += rng.normal(0, 1e-4, len(x))
+            path = f"{split}/{label}{i}.wav"
+            write_wav(tmp_path / path, x)
+            rows.append(Row(path, label, f"s{i}", split))
+    write_protocol(tmp_path / "protocol.csv", rows)
+    audit = build_datacard(tmp_path)["shortcut_audit"]
+    assert audit["passed"] is False
+    assert audit["min_eer"] < 0.1
+
+
+@pytest.mark.slow
+def test_small_build_passes_the_shortcut_audit(shared_dir: Path, tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["data", "simulate", "--out", str(tmp_path / "s"), "--size", "small", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    card = json.loads(res.output.strip().splitlines()[-1])
+    assert card["counts"]["eval"]["bonafide"] == card["counts"]["eval"]["spoof"] > 50
+    assert card["shortcut_audit"]["passed"], card["shortcut_audit"]
