@@ -66,6 +66,7 @@ def session(
     snr_db: float,
     block: int,
     idle: bool = False,
+    played: dict | None = None,
 ) -> Iterator[np.ndarray]:
     """``seconds`` of audio in ``block``-sample blocks: commands and pauses, or only noise."""
     rng = np.random.default_rng(seed)
@@ -85,6 +86,8 @@ def session(
                     10 ** (rng.uniform(-10, 3) / 20)
                 )
                 piece = np.concatenate([cmd, gap])
+                if played is not None and made + len(pending) + len(cmd) <= total:
+                    played["commands"] = played.get("commands", 0) + 1  # complete ones
             if noise is not None:
                 idx = (noise_pos + np.arange(len(piece))) % len(noise)
                 noise_pos = int(idx[-1]) + 1
@@ -99,7 +102,7 @@ def session(
 
 
 def run_phase(
-    scorer, version: str, blocks: Iterator[np.ndarray], minutes: float, label: str, verbose: bool
+    scorer, version: str, blocks: Iterator[np.ndarray], label: str, verbose: bool, played: dict
 ) -> dict:
     from wakeguard.edge.capture import IterSource
     from wakeguard.edge.listener import Listener, VerdictEvent
@@ -142,6 +145,7 @@ def run_phase(
         "wall_s": round(wall, 2),
         "speed_x_real_time": round(audio_s / wall, 1),
         "cpu_share_of_one_core_at_real_time": round(cpu / audio_s, 5),
+        "commands_played": played.get("commands", 0),
         "segments": st["segments"],
         "verdicts": counts["bonafide"] + counts["spoof"],
         "skipped": counts["skipped"],
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     phases = []
     if args.idle_minutes > 0:
+        idle_played: dict = {}
         blocks = session(
             commands,
             args.idle_minutes * 60,
@@ -204,13 +209,18 @@ def main(argv: list[str] | None = None) -> int:
             block=block,
             idle=True,
         )
-        phases.append(
-            run_phase(scorer, bundle.version, blocks, args.idle_minutes, "idle", args.verbose)
-        )
+        phases.append(run_phase(scorer, bundle.version, blocks, "idle", args.verbose, idle_played))
+    played: dict = {}
     blocks = session(
-        commands, args.minutes * 60, seed=0, noise=noise, snr_db=args.snr_db, block=block
+        commands,
+        args.minutes * 60,
+        seed=0,
+        noise=noise,
+        snr_db=args.snr_db,
+        block=block,
+        played=played,
     )
-    main_phase = run_phase(scorer, bundle.version, blocks, args.minutes, "commands", args.verbose)
+    main_phase = run_phase(scorer, bundle.version, blocks, "commands", args.verbose, played)
     phases.append(main_phase)
 
     rss = [s for s in main_phase["rss_per_minute"] if s["minute"] >= args.warmup_minutes]

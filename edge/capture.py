@@ -32,7 +32,7 @@ from .stream_resample import StreamResampler
 log = logging.getLogger(__name__)
 
 DISCONTINUITY = None
-"""Yielded by :meth:`AudioSource.blocks` where the stream restarts (microphone reopened)."""
+"""Yielded by :meth:`AudioSource.blocks` where the stream breaks (microphone lost; it is reopened)."""
 
 
 class CaptureError(OSError):
@@ -526,7 +526,6 @@ class MicSource(AudioSource):
                 continue
             if not first:
                 self.reconnects += 1
-                yield DISCONTINUITY
             first = False
             log.info(
                 "%s open: %d Hz, %d channel(s)", self.description, self.native_rate, self.channels
@@ -559,6 +558,7 @@ class MicSource(AudioSource):
                 tail = convert.flush()
                 if tail.size:
                     yield tail
+                yield DISCONTINUITY  # the command in progress ends here, not at the reopen
 
 
 __all__ = [

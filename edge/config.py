@@ -75,7 +75,7 @@ class EndpointConfig:
     band_high_hz: float = 4000.0
     onset_frames: int = 3
     pre_roll_s: float = 0.3
-    hangover_s: float = 0.5
+    hangover_s: float = 0.7
     post_roll_s: float = 0.2
     min_seconds: float = 0.3
     max_seconds: float = 6.0

@@ -56,7 +56,7 @@ class EndpointParams:
     """Voiced frames in a row that start an utterance."""
     pre_roll_s: float = 0.3
     """Audio kept from before the onset."""
-    hangover_s: float = 0.5
+    hangover_s: float = 0.7
     """Unvoiced audio that ends an utterance."""
     post_roll_s: float = 0.2
     """Audio kept after the last voiced frame (at most the hangover)."""

@@ -135,7 +135,7 @@ def test_skipped_and_refractory_events(tiny_bundle):
     scorer = Scorer.from_bundle(tiny_bundle)
     t = np.arange(int(0.8 * SR)) / SR
     v = (0.1 * sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 15))).astype(np.float32)
-    gap = np.zeros(int(0.7 * SR), dtype=np.float32)
+    gap = np.zeros(int(1.2 * SR), dtype=np.float32)
     x = np.concatenate([gap, v, gap, v, np.zeros(SR, dtype=np.float32)])
     events = listen_events(
         scorer, FakeSource(x), decision=DecisionParams(threshold=0.0, refractory_s=2.0)
