@@ -366,6 +366,7 @@ def flash(
     wheelhouse: Path | None = None,
     service: str = "auto",
     health_timeout: int = 60,
+    metrics_port: int | None = None,
     confirm: Callable[[str], bool] | None = None,
     log: Log = lambda _: None,
 ) -> FlashResult:
@@ -393,6 +394,8 @@ def flash(
             raise DeployError("cancelled")
         out = _run_installer(target, ["rollback", *common], log)
         return _result("rollback", target, facts, out, [], None)
+    if metrics_port is not None:
+        common += ["--metrics-port", str(metrics_port)]
 
     with tempfile.TemporaryDirectory(prefix="wakeguard-flash-") as tmp:
         if model is not None:

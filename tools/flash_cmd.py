@@ -67,6 +67,10 @@ def flash_cli(
     health_timeout: Annotated[
         int, typer.Option(help="Seconds to wait for the service's metrics port to answer.")
     ] = 60,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Metrics port of the installed service (default: the config's, else 9810)."),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON (progress goes to stderr).")
@@ -100,6 +104,7 @@ def flash_cli(
             wheelhouse=wheelhouse,
             service=service,
             health_timeout=health_timeout,
+            metrics_port=metrics_port,
             confirm=None if yes else confirm,
             log=_printer(as_json),
         )

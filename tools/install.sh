@@ -9,7 +9,9 @@
 #   install.sh model    [--root ROOT] [--keep N] --tarball MODEL.tar.gz
 #   install.sh rollback [--root ROOT]
 #   install.sh status   [--root ROOT]
-# Common options: --service auto|systemd|direct, --health-timeout SECONDS.
+# Common options: --service auto|systemd|direct, --health-timeout SECONDS,
+#   --metrics-port PORT (install: default the config's [metrics] port, else 9810).
+# A site config at ROOT/wakeguard.toml, when present, replaces the bundle's on every install.
 #
 # Layout under ROOT (default /opt/wakeguard):
 #   releases/<version>-<time>/  venv/ (or a link to the venv of the release it shares),
@@ -29,6 +31,8 @@ ROOT=/opt/wakeguard
 KEEP=3
 SERVICE=auto
 HEALTH_TIMEOUT=60
+METRICS_PORT=""
+DEFAULT_METRICS_PORT=9810
 TARBALL=""
 SRC_DIR=""
 UNIT_NAME=wakeguard.service
@@ -118,7 +122,7 @@ cmd_facts() {
   fact audio_cards "$cards"
   if ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so'; then
     fact portaudio yes
-  elif ls /usr/lib/*/libportaudio.so* /usr/lib/libportaudio.so* >/dev/null 2>&1; then
+  elif compgen -G '/usr/lib/*/libportaudio.so*' >/dev/null || compgen -G '/lib/*/libportaudio.so*' >/dev/null; then
     fact portaudio yes
   else
     fact portaudio no
@@ -253,13 +257,43 @@ model_version_of() {
 }
 
 render_unit() {
-  # The unit and config ship written for /opt/wakeguard: point them at ROOT, and point
-  # ExecStart at the release's own runtime and config.
-  local rel=$1
-  [ -f "$rel/wakeguard.service" ] || die "the bundle has no wakeguard.service"
-  sed -i -e "s#$CANONICAL_ROOT#$ROOT#g" "$rel/wakeguard.service"
-  if [ -f "$rel/wakeguard.toml" ]; then sed -i -e "s#$CANONICAL_ROOT#$ROOT#g" "$rel/wakeguard.toml"; fi
-  grep -q '^ExecStart=' "$rel/wakeguard.service" || die "wakeguard.service has no ExecStart line"
+  # The unit and config ship written for /opt/wakeguard. Point them at ROOT, and point
+  # ExecStart at this layout: the release's runtime, config and model, and a metrics port
+  # (the health check needs it): --metrics-port, else the config's [metrics] port, else 9810.
+  local rel=$1 unit=$1/wakeguard.service
+  [ -f "$unit" ] || die "the bundle has no wakeguard.service"
+  if [ -f "$ROOT/wakeguard.toml" ]; then
+    cp "$ROOT/wakeguard.toml" "$rel/wakeguard.toml"
+    say "using the site config $ROOT/wakeguard.toml"
+  fi
+  [ -f "$rel/wakeguard.toml" ] || die "the bundle has no wakeguard.toml"
+  sed -i -e "s#$CANONICAL_ROOT#$ROOT#g" "$unit" "$rel/wakeguard.toml"
+  grep -q '^ExecStart=' "$unit" || die "wakeguard.service has no ExecStart line"
+  local port=$METRICS_PORT
+  if [ -z "$port" ]; then
+    port=$("$PY" - "$rel/wakeguard.toml" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    port = tomllib.load(f).get("metrics", {}).get("port", 0)
+print(int(port or 0))
+PY
+    ) || die "wakeguard.toml is not valid TOML"
+    [ "$port" != 0 ] || port=$DEFAULT_METRICS_PORT
+  fi
+  case $port in '' | *[!0-9]*) die "metrics port must be a number, got $port" ;; esac
+  local argv new=("$ROOT/current/venv/bin/wakeguard") i=1
+  read -r -a argv <<<"$(exec_start_of "$unit")"
+  while [ "$i" -lt "${#argv[@]}" ]; do
+    case ${argv[$i]} in
+      --config | -c | --model | -m | --metrics-port) i=$((i + 2)) ;;
+      --config=* | --model=* | --metrics-port=*) i=$((i + 1)) ;;
+      *) new+=("${argv[$i]}"); i=$((i + 1)) ;;
+    esac
+  done
+  new+=(--config "$ROOT/current/wakeguard.toml" --model "$ROOT/current/model" --metrics-port "$port")
+  local line="ExecStart=${new[*]}"
+  awk -v line="$line" 'BEGIN { done = 0 } /^ExecStart=/ && !done { print line; done = 1; next } { print }' "$unit" >"$unit.tmp"
+  mv "$unit.tmp" "$unit"
 }
 
 exec_start_of() {
@@ -287,28 +321,15 @@ validate_unit() {
 }
 
 metrics_port() {
-  # the metrics port named in the release's config, empty when metrics are off
-  [ -f "$ROOT/current/wakeguard.toml" ] || return 0
-  "$PY" - "$ROOT/current/wakeguard.toml" <<'PY'
-import sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    cfg = tomllib.load(f)
-def find(d):
-    if not isinstance(d, dict):
-        return None
-    m = d.get("metrics")
-    if isinstance(m, dict) and m.get("port") not in (None, "", 0, False):
-        return m["port"]
-    if d.get("metrics_port") not in (None, "", 0, False):
-        return d["metrics_port"]
-    for v in d.values():
-        r = find(v)
-        if r is not None:
-            return r
-    return None
-p = find(cfg)
-print("" if p is None else int(p))
-PY
+  # the --metrics-port of the current release's ExecStart, empty when there is none
+  local argv i
+  read -r -a argv <<<"$(exec_start_of "$ROOT/current/wakeguard.service")"
+  for ((i = 0; i < ${#argv[@]}; i++)); do
+    if [ "${argv[$i]}" = --metrics-port ]; then
+      printf '%s' "${argv[$((i + 1))]:-}"
+      return 0
+    fi
+  done
 }
 
 # ---------------------------------------------------------------- service
@@ -350,7 +371,10 @@ stop_direct() {
 
 start_direct() {
   local cmdline argv
-  cmdline=$(exec_start_of "$ROOT/current/wakeguard.service")
+  # systemd would make /var/log/wakeguard and /var/lib/wakeguard (LogsDirectory=,
+  # StateDirectory=): without it they live under ROOT
+  cmdline=$(exec_start_of "$ROOT/current/wakeguard.service" | sed -e "s#/var/log/wakeguard#$ROOT/log#g" -e "s#/var/lib/wakeguard#$ROOT/state#g")
+  mkdir -p "$ROOT/state"
   read -r -a argv <<<"$cmdline"
   [ -x "${argv[0]}" ] || die "service command ${argv[0]} is not executable"
   : >>"$ROOT/log/service.log"
@@ -732,6 +756,7 @@ main() {
       --dir) SRC_DIR=$2; shift 2 ;;
       --service) SERVICE=$2; shift 2 ;;
       --health-timeout) HEALTH_TIMEOUT=$2; shift 2 ;;
+      --metrics-port) METRICS_PORT=$2; shift 2 ;;
       *) die "unknown option $1 (see the top of install.sh)" ;;
     esac
   done
@@ -743,7 +768,7 @@ main() {
     rollback) cmd_rollback ;;
     status) cmd_status ;;
     *)
-      sed -n '2,13p' "${BASH_SOURCE[0]}" 2>/dev/null || true
+      sed -n '2,16p' "${BASH_SOURCE[0]}" 2>/dev/null || true
       exit 2
       ;;
   esac
