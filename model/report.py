@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import DET_TICKS, ScoreTable, det_curve, probit, read_scores
+from .metrics import DET_TICKS, ScoreTable, compute_eer, det_curve, probit, read_scores
 
 REPORT_DIR = "report"
 REPORT_FILE = "index.html"
@@ -160,12 +160,15 @@ def _systems(inp: RunInputs) -> dict[str, ScoreTable]:
 
 
 def det_figure(systems: dict[str, ScoreTable]) -> bytes:
+    """DET curves on probit axes; the range widens past 50 % only when some system needs it."""
     fig = _figure(7.6, 5.2)
     ax = fig.add_subplot(1, 1, 1)
+    worst = 0.0
     for name, t in systems.items():
         b, s = t.scores("bonafide"), t.scores("spoof")
         if b.size == 0 or s.size == 0:
             continue
+        worst = max(worst, compute_eer(b, s)[0])
         d = det_curve(b, s)
         ax.plot(
             d["bpcer_probit"],
@@ -175,9 +178,11 @@ def det_figure(systems: dict[str, ScoreTable]) -> bytes:
             lw=2.2 if name == DETECTOR else 1.4,
             drawstyle="steps-post",
         )
-    ticks = probit(np.array(DET_TICKS))
-    labels = [f"{100 * t:g}" for t in DET_TICKS]
-    lim = (probit(0.0005), probit(0.5))
+    upper = 0.5 if worst <= 0.35 else 0.95
+    marks = [t for t in (*DET_TICKS, 0.6, 0.8, 0.9) if t < upper and not (upper > 0.5 and t == 0.002)]
+    ticks = probit(np.array(marks))
+    labels = [f"{100 * t:g}" for t in marks]
+    lim = (float(probit(0.0005)), float(probit(upper)))
     ax.plot(lim, lim, ls=":", color="#666666", lw=0.8, label="EER line")
     ax.set_xticks(ticks, labels)
     ax.set_yticks(ticks, labels)

@@ -9,6 +9,9 @@ import typer
 
 from .console import console, err_console, print_json, run_cli
 
+MAX_TABLE_VALUES = 15
+"""Condition columns with more values than this (e.g. a source-file id) are summarised in one line."""
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
@@ -54,7 +57,11 @@ def print_metrics(m: dict[str, Any]) -> None:
             "latency per utterance (median / p95)", f"{lat['median']:.1f} / {lat['p95']:.1f} ms", ""
         )
     console.print(t)
+    many = []
     for col, values in (m.get("per_condition") or {}).items():
+        if len(values) > MAX_TABLE_VALUES:
+            many.append(f"{col} ({len(values)} values)")
+            continue
         ct = Table(title=f"EER by {col}")
         ct.add_column(col)
         ct.add_column("EER", justify="right")
@@ -65,6 +72,11 @@ def print_metrics(m: dict[str, Any]) -> None:
                 v, _pct(d["eer"]), f"{d['n_bonafide']} ({d.get('bonafide', '')})", str(d["n_spoof"])
             )
         console.print(ct)
+    if many:
+        console.print(
+            f"EER by {', '.join(many)}: too many values to print; see metrics.json (--out) or --json.",
+            highlight=False,
+        )
     if m.get("n_unscored"):
         err_console.print(
             f"[yellow]{m['n_unscored']} of {m.get('n_rows')} rows could not be scored:[/]",
