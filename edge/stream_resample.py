@@ -64,6 +64,10 @@ def polyphase_filter(orig_rate: int, new_rate: int) -> PolyphaseFilter:
     return PolyphaseFilter(up=up, down=down, table=table, reach=hi - 1)
 
 
+_ROWS_PER_PRODUCT = 4096
+"""Output rows per product (bounds any temporary)."""
+
+
 def apply_polyphase(
     f: PolyphaseFilter, x: np.ndarray, x_start: int, k0: int, k1: int
 ) -> np.ndarray:
@@ -102,7 +106,14 @@ def apply_polyphase(
         rows = np.lib.stride_tricks.as_strided(
             span[s:], shape=(count, L), strides=(f.down * step, step), writeable=False
         )
-        out[j :: f.up] = rows @ f.table[(k * f.down) % f.up]
+        taps = f.table[(k * f.down) % f.up]
+        dst = out[j :: f.up]
+        # einsum, not @: numpy's own single-threaded loop reads the overlapping windows in
+        # place, where BLAS would copy them and, multithreaded, spin on a busy Pi.
+        for r in range(0, count, _ROWS_PER_PRODUCT):
+            dst[r : r + _ROWS_PER_PRODUCT] = np.einsum(
+                "ij,j->i", rows[r : r + _ROWS_PER_PRODUCT], taps
+            )
     return out.astype(np.float32)
 
 
