@@ -98,21 +98,43 @@ class FrameInfo:
     band_ratio: float
 
 
-def frame_info(frame: np.ndarray, p: EndpointParams) -> FrameInfo:
-    """Level, spectral flatness and speech-band share of one frame."""
-    x = frame.astype(np.float64)
-    ms = float(np.mean(x * x))
-    level = 10.0 * np.log10(ms) if ms > 1e-12 else -120.0
+def frame_level(frame: np.ndarray) -> float:
+    """RMS level of one frame in dBFS (-120 for digital silence)."""
+    x = np.asarray(frame, dtype=np.float32)
+    ms = float(np.dot(x, x)) / max(len(x), 1)
+    return 10.0 * np.log10(ms) if ms > 1e-12 else -120.0
+
+
+def spectral_shape(frame: np.ndarray, p: EndpointParams) -> tuple[float, float]:
+    """Spectral flatness and speech-band share of one frame's power (DC excluded)."""
+    x = np.asarray(frame, dtype=np.float64)
     n_fft = 1 << (len(x) - 1).bit_length()
     spec = np.abs(np.fft.rfft(x * _hann(len(x)), n_fft)) ** 2
     spec = spec[1:]  # DC carries offset, not voice
     total = float(spec.sum())
     if total <= 1e-20:
-        return FrameInfo(level, 1.0, 0.0)
-    freqs = np.arange(1, n_fft // 2 + 1) * p.sample_rate / n_fft
-    band = (freqs >= p.band_hz[0]) & (freqs <= p.band_hz[1])
+        return 1.0, 0.0
+    band = _band_mask(n_fft, p.sample_rate, p.band_hz)
     flatness = float(np.exp(np.mean(np.log(spec + 1e-20))) / (total / len(spec)))
-    return FrameInfo(level, flatness, float(spec[band].sum() / total))
+    return flatness, float(spec[band].sum() / total)
+
+
+def frame_info(frame: np.ndarray, p: EndpointParams) -> FrameInfo:
+    """Level, spectral flatness and speech-band share of one frame."""
+    flatness, band_ratio = spectral_shape(frame, p)
+    return FrameInfo(frame_level(frame), flatness, band_ratio)
+
+
+_BANDS: dict[tuple[int, int, tuple[float, float]], np.ndarray] = {}
+
+
+def _band_mask(n_fft: int, rate: int, band_hz: tuple[float, float]) -> np.ndarray:
+    key = (n_fft, rate, tuple(band_hz))
+    m = _BANDS.get(key)
+    if m is None:
+        freqs = np.arange(1, n_fft // 2 + 1) * rate / n_fft
+        m = _BANDS[key] = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
+    return m
 
 
 _HANN: dict[int, np.ndarray] = {}
@@ -243,12 +265,14 @@ class Endpointer:
 
     def _voiced(self, frame: np.ndarray) -> bool:
         p, s = self.params, self.state
-        info = frame_info(frame, p)
-        level = info.level_dbfs
+        level = frame_level(frame)
         if s.floor_db is None:
             s.floor_db = level
         loud = level >= p.min_level_dbfs and level >= s.floor_db + p.threshold_db
-        voiced = loud and info.flatness <= p.max_flatness and info.band_ratio >= p.min_band_ratio
+        voiced = False
+        if loud:  # the spectral check only where the energy test passes (idle costs little)
+            flatness, band_ratio = spectral_shape(frame, p)
+            voiced = flatness <= p.max_flatness and band_ratio >= p.min_band_ratio
         if level < s.floor_db:
             s.floor_db += p.floor_fall * (level - s.floor_db)
         else:
