@@ -159,6 +159,9 @@ def build_datacard(dataset: Path) -> dict[str, Any]:
         "shortcut_audit": shortcut_audit(prot, feats),
         "attribution": ATTRIBUTION,
     }
+    rooms = dataset / "rooms.json"
+    if rooms.is_file():
+        card["rooms"] = json.loads(rooms.read_text())
     build = dataset / "build.json"
     if build.is_file():
         card["build"] = {k: v for k, v in json.loads(build.read_text()).items() if k != "sources"}
@@ -291,6 +294,24 @@ def render_markdown(card: dict[str, Any]) -> str:
             + " |"
         )
         lines += ["", f"Largest difference: {p['max_abs_error_db']} dB."]
+    if "rooms" in card:
+        lines += [
+            "",
+            "## Rooms",
+            "",
+            "Shoebox rooms (image sources to order 3 plus a stochastic late tail); T60 measured by "
+            "Schroeder integration on the talker-to-victim response.",
+            "",
+            "| room | split | size m | area m² | T60 target s | T60 measured s | talker dist. m (a/b/c) | attacker dist. m (A/B/C) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in card["rooms"]:
+            dims = " x ".join(f"{v:g}" for v in r["dims_m"])
+            td = "/".join(f"{v:g}" for v in r["talker_distance_m"].values())
+            ad = "/".join(f"{v:g}" for v in r["attacker_distance_m"].values())
+            lines.append(
+                f"| {r['name']} | {r['split']} | {dims} | {r['area_m2']} | {r['t60_s']} | {r['measured_t60_s']} | {td} | {ad} |"
+            )
     lines += ["", "## Conditions", ""]
     for col, table in card["conditions"].items():
         cells = ", ".join(f"{v or '(empty)'}: {sum(c.values())}" for v, c in table.items())

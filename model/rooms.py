@@ -165,6 +165,7 @@ def draw_room(
     else:  # a big room cannot be this dead: take the deadest it can be
         lo = hi = _min_t60(dims)
     t60 = float(rng.uniform(lo, hi))
+    t60_class = distance_bin(t60, T60_S)  # the class of the T60 the room really has
     m = 0.35
     talker = (
         float(rng.uniform(m, lx - m)),

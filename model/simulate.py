@@ -50,7 +50,7 @@ from .rooms import (
     range_label,
 )
 
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
 
 SPLIT_SHARES = {"train": 0.6, "dev": 0.15, "eval": 0.25}
@@ -548,7 +548,7 @@ def _row(
         "split": src.split,
         "room": room.name,
         "room_size": room.size_class,
-        "t60": f"{T60_S[room.t60_class][0] * 1000:g}-{T60_S[room.t60_class][1] * 1000:g}ms",
+        "t60": _t60_label(room.t60),
         "talker_distance": range_label(
             distance_bin(vdist, TALKER_DISTANCE_M), TALKER_DISTANCE_M, "cm", 100
         ),
@@ -603,6 +603,14 @@ def _row(
         drive_db=round(c["drive_db"], 2),
     )
     return row
+
+
+def _t60_label(t60: float) -> str:
+    """ASVspoof's T60 bin of the room's actual T60 (a big room cannot always be as dead
+    as its drawn class; its own T60 decides the bin)."""
+    key = distance_bin(t60, T60_S)
+    lo, hi = T60_S[key]
+    return f"{lo * 1000:g}-{hi * 1000:g}ms"
 
 
 def _meta_path(out: Path, src: Source) -> Path:
@@ -751,6 +759,7 @@ def simulate(
         stale.unlink()
 
     rooms = {r.name: compute_irs(r) for r in room_cfgs}
+    _write_rooms(out, rooms)
     rooms_by_split = {
         split: [r.name for r in room_cfgs if r.split == split] for split in SPLIT_SHARES
     }
@@ -805,6 +814,28 @@ def simulate(
 
     write_datacard(out)
     return out
+
+
+def _write_rooms(out: Path, rooms: dict[str, RoomIRs]) -> None:
+    """``rooms.json``: every room's geometry, target and measured T60, distances."""
+    info = []
+    for irs in rooms.values():
+        r = irs.config
+        info.append(
+            {
+                "name": r.name,
+                "split": r.split,
+                "dims_m": [round(v, 2) for v in r.dims],
+                "area_m2": round(r.area, 2),
+                "size_class": r.size_class,
+                "t60_s": round(r.t60, 3),
+                "t60_class": r.t60_class,
+                "measured_t60_s": round(irs.measured_t60, 3),
+                "talker_distance_m": {k: round(p.distance, 2) for k, p in r.victim.items()},
+                "attacker_distance_m": {k: round(p.distance, 2) for k, p in r.attacker.items()},
+            }
+        )
+    (out / "rooms.json").write_text(json.dumps(info, indent=1))
 
 
 def _collect_rows(out: Path, sources: Iterable[Source]) -> list[dict[str, Any]]:

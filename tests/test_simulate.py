@@ -80,6 +80,11 @@ def test_tiny_build_is_a_valid_balanced_dataset(tiny: Path) -> None:
     card = json.loads((tiny / "datacard.json").read_text())
     assert card["n_utterances"] == len(prot.rows)
     assert "shortcut_audit" in card and "phone_speaker_check" in card
+    # The T60 column is the bin of the room's own T60.
+    rooms = {r["name"]: r for r in json.loads((tiny / "rooms.json").read_text())}
+    for row in prot.rows:
+        lo, hi = (float(v) / 1000 for v in row.conditions["t60"].removesuffix("ms").split("-"))
+        assert lo <= rooms[row.conditions["room"]]["t60_s"] <= hi
 
 
 def test_splits_are_speaker_disjoint_and_eval_holds_out_rooms_and_loudspeakers(tiny: Path) -> None:
