@@ -99,8 +99,19 @@ class Converter:
         self.channels = int(channels)
         self.resampler = StreamResampler(self.native_rate, rate)
 
+        self.repaired_blocks = 0
+        """Blocks that held NaN, infinite or out-of-range samples (a broken driver), repaired."""
+
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        return self.resampler.push(to_mono(block))
+        x = to_mono(block)
+        if x.size and not (np.isfinite(x).all() and np.abs(x).max() <= 1.0):
+            if self.repaired_blocks == 0:
+                log.warning(
+                    "input delivered NaN, infinite or out-of-range samples; zeroing/clipping them"
+                )
+            self.repaired_blocks += 1
+            x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+        return self.resampler.push(x)
 
     def flush(self) -> np.ndarray:
         return self.resampler.flush()
@@ -419,6 +430,19 @@ def find_device(
     return matches[0]
 
 
+def _default_input_index(sd: Any) -> int | None:
+    """PortAudio's default input device index, if it has one (``sd.default.device`` is a pair)."""
+    try:
+        default = sd.default.device
+        try:
+            idx = int(default[0])
+        except (TypeError, IndexError):
+            idx = int(default)
+    except Exception:
+        return None
+    return idx if idx >= 0 else None
+
+
 class MicSource(AudioSource):
     """A live microphone through sounddevice/PortAudio, reopened with back-off when it fails.
 
@@ -486,15 +510,8 @@ class MicSource(AudioSource):
     def _open(self) -> Any:
         sd = self.sd
         devices = list_input_devices(sd)
-        default_in = None
-        try:
-            default = sd.default.device
-            default_in = int(default[0] if isinstance(default, list | tuple) else default)
-        except Exception:
-            default_in = None
-        dev = find_device(
-            self.device, devices, default_in if default_in is not None and default_in >= 0 else None
-        )
+        default_in = _default_input_index(sd)
+        dev = find_device(self.device, devices, default_in)
         rate, ch = self._settings(dev)
         stream = sd.InputStream(
             device=dev.index,

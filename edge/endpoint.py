@@ -100,7 +100,7 @@ class FrameInfo:
 
 def frame_level(frame: np.ndarray) -> float:
     """RMS level of one frame in dBFS (-120 for digital silence)."""
-    x = np.asarray(frame, dtype=np.float32)
+    x = np.asarray(frame, dtype=np.float64)
     ms = float(np.dot(x, x)) / max(len(x), 1)
     return 10.0 * np.log10(ms) if ms > 1e-12 else -120.0
 
@@ -238,6 +238,8 @@ class Endpointer:
         """Process a block; returns the utterances that ended inside it (usually none)."""
         s = self.state
         x = np.asarray(block, dtype=np.float32).reshape(-1)
+        if not np.isfinite(x).all():  # one NaN would poison the noise floor for good
+            x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
         if s.carry.size:
             x = np.concatenate([s.carry, x])
         n_frames = len(x) // self._fs

@@ -532,3 +532,17 @@ def test_env_of_a_verdict():
     assert env["WAKEGUARD_VERDICT"] == "bonafide" and env["WAKEGUARD_SCORE"] == "0.5"
     assert env["WAKEGUARD_TRUNCATED"] == "0" and json.loads(env["WAKEGUARD_JSON"])["t_end"] == 2.5
     assert os.environ.get("WAKEGUARD_VERDICT") is None
+
+
+def test_broken_driver_samples_are_repaired_not_poisoning():
+    from wakeguard.edge.capture import Converter
+    from wakeguard.edge.endpoint import Endpointer
+
+    c = Converter(16_000, 2)
+    bad = np.full((320, 2), np.nan, dtype=np.float32)
+    bad[::7] = 1e30
+    out = c(bad)
+    assert np.isfinite(out).all() and np.abs(out).max() <= 1.0 and c.repaired_blocks == 1
+    ep = Endpointer()
+    ep.push(np.full(1600, np.nan, dtype=np.float32))
+    assert np.isfinite(ep.state.floor_db)
