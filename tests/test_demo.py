@@ -110,3 +110,111 @@ def test_demo_in_a_real_terminal(tiny_bundle: Path, commands: Path, tmp_path: Pa
         assert screen.count("wakeguard demo") == 1  # redrawn in place, not scrolled frame after frame
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+class _FakeStatus:
+    input_overflow = False
+
+
+class FakeSoundDevice:
+    """A sounddevice stand-in: a talker says one command into the microphone; what the demo
+    plays through the speaker comes back into the microphone bass-cut and quieter (a phone
+    speaker in the room), so the mic challenge runs end to end without audio hardware."""
+
+    RATE = 48_000
+
+    def __init__(self, talker: np.ndarray):
+        import threading
+
+        self.talker = talker  # at RATE, mono
+        self.played: np.ndarray | None = None
+        self.play_at = 0
+        self.pos = 0
+        self.lock = threading.Lock()
+        self.default = type("Default", (), {"device": [0, 1]})()
+
+    # discovery
+    def query_hostapis(self):
+        return [{"name": "fake"}]
+
+    def query_devices(self, device=None, kind=None):
+        devs = [
+            {"name": "Fake USB Mic", "index": 0, "hostapi": 0, "max_input_channels": 2, "max_output_channels": 0, "default_samplerate": float(self.RATE)},
+            {"name": "Fake Speaker", "index": 1, "hostapi": 0, "max_input_channels": 0, "max_output_channels": 2, "default_samplerate": float(self.RATE)},
+        ]
+        if kind == "output":
+            return devs[1]
+        return devs if device is None else devs[int(device)]
+
+    def check_input_settings(self, device=None, samplerate=None, channels=None, dtype=None):
+        if samplerate != self.RATE:  # a USB mic that refuses 16 kHz
+            raise ValueError("Invalid sample rate")
+
+    # output
+    def play(self, y, samplerate, device=None):
+        assert samplerate == self.RATE
+        spec = np.fft.rfft(np.asarray(y, dtype=np.float64))
+        f = np.fft.rfftfreq(len(y), 1 / samplerate)
+        spec *= 1.0 / (1.0 + (600.0 / np.maximum(f, 1.0)) ** 4)  # a phone speaker's bass cut
+        with self.lock:
+            self.played = (0.5 * np.fft.irfft(spec, len(y))).astype(np.float32)
+            self.play_at = self.pos
+
+    # input
+    def InputStream(self, device, samplerate, channels, dtype, blocksize, callback):  # noqa: N802
+        fake = self
+
+        class Stream:
+            active = True
+
+            def start(self):
+                import threading
+
+                self._stop = threading.Event()
+                self._t = threading.Thread(target=self._run, daemon=True)
+                self._t.start()
+
+            def _run(self):
+                rng = np.random.default_rng(0)
+                while not self._stop.is_set():
+                    with fake.lock:
+                        i = fake.pos
+                        block = rng.normal(0, 3e-4, blocksize).astype(np.float32)
+                        t = fake.talker[i : i + blocksize]
+                        block[: len(t)] += t
+                        if fake.played is not None:
+                            j = i - fake.play_at
+                            p = fake.played[max(j, 0) : max(j, 0) + blocksize]
+                            block[: len(p)] += p
+                        fake.pos += blocksize
+                    callback(np.repeat(block[:, None], channels, axis=1), blocksize, None, _FakeStatus())
+                    time.sleep(blocksize / samplerate / 2)  # twice real time
+
+            def close(self):
+                self._stop.set()
+                self._t.join(timeout=2)
+
+        return Stream()
+
+
+def test_demo_mic_challenge_with_a_fake_microphone_and_speaker(
+    tiny_bundle: Path, commands: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from wakeguard.edge.audio import resample
+
+    speech = load_audio(commands / "cmd0.wav")
+    talker = resample(np.concatenate([speech, np.zeros(16_000 * 8, np.float32)]), 16_000, FakeSoundDevice.RATE)
+    fake = FakeSoundDevice(talker)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    res = runner.invoke(
+        app, ["demo", "--challenge", "--rounds", "1", "--model", str(tiny_bundle), "--device", "USB", "--output-device", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "microphone 0: Fake USB Mic → speaker: Fake Speaker" in out
+    assert "done: 1 round(s)" in out
+    assert fake.played is not None  # the live take was played back
+    assert "1 · live take" in out and "2 · replayed take" in out
+    assert "told apart" in out  # both takes were scored and compared
+    res = runner.invoke(app, ["demo", "--list-devices"])
+    assert res.exit_code == 0 and "Fake USB Mic" in res.output and "Fake Speaker" in res.output
