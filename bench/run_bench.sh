@@ -3,8 +3,9 @@
 #
 #   bench/run_bench.sh [OUT_DIR]
 #
-# - RUNS (default 3) separate runs of the latency bench, each pinned to one core
-#   (taskset -c $CORE, default 0) with one inference thread, REPEATS (default 300) timed
+# - RUNS (default 3) separate runs of the latency bench with one inference thread (the
+#   process runs on one core at a time; CORE=N pins it to core N with taskset, which on a
+#   shared machine means competing with whatever else runs there), REPEATS (default 300) timed
 #   runs per stage and command length after WARMUP (20) warm-up rounds; the int8 bundle, its
 #   float32 variant and the Void-style baseline interleaved in every run;
 # - the first run also measures streaming cost at real-time speed (STREAM_SECONDS, default
@@ -24,7 +25,7 @@ PYTHON="${PYTHON:-$(dirname "$WAKEGUARD")/python}"
 RUNS="${RUNS:-3}"
 REPEATS="${REPEATS:-300}"
 WARMUP="${WARMUP:-20}"
-CORE="${CORE:-0}"
+CORE="${CORE:-}"
 STREAM_SECONDS="${STREAM_SECONDS:-30}"
 OUT="${1:-$here/bench/results/$(hostname)-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
@@ -35,7 +36,7 @@ args=(bench --json --threads 1 --repeats "$REPEATS" --warmup "$WARMUP")
 [[ -n "${VOID_MODEL:-}" ]] && args+=(--void-model "$VOID_MODEL")
 
 pin=()
-if command -v taskset >/dev/null 2>&1; then pin=(taskset -c "$CORE"); fi
+if [[ -n "$CORE" ]]; then pin=(taskset -c "$CORE"); fi
 
 lscpu > "$OUT/lscpu.txt" 2>/dev/null || cat /proc/cpuinfo > "$OUT/lscpu.txt"
 : > "$OUT/commands.txt"
