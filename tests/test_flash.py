@@ -167,15 +167,20 @@ def _flash(sshd: LoopbackSSHD, root: Path, *args: str):
     return runner.invoke(app, ["flash", *sshd.flash_args(), "--root", str(root), "--yes", *args])
 
 
-def _repack(bundle: Path, tmp: Path, edit) -> Path:
-    """A copy of the bundle with ``edit(top_folder)`` applied."""
+def _small_copy(bundle: Path, tmp: Path, edit) -> Path:
+    """The bundle without its wheels (and without them in its manifest), ``edit(top)`` applied:
+    small, so the refusal tests upload and unpack little."""
     work = tmp / "repack"
     with tarfile.open(bundle) as tar:
-        tar.extractall(work, filter="data")
+        keep = [m for m in tar.getmembers() if "/wheels" not in m.name]
+        tar.extractall(work, members=keep, filter="data")
     (top,) = work.iterdir()
+    manifest = json.loads((top / "manifest.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("wheels/")}
+    (top / "manifest.json").write_text(json.dumps(manifest))
     edit(top)
     out = tmp / "edited.tar.gz"
-    with tarfile.open(out, "w:gz", compresslevel=1) as tar:
+    with tarfile.open(out, "w:gz") as tar:
         tar.add(top, arcname=top.name)
     return out
 
@@ -189,7 +194,7 @@ def test_bundle_for_another_platform_is_refused_before_upload(
         (top / "manifest.json").write_text(json.dumps(m))
 
     root = tmp_path / "device"
-    r = _flash(sshd, root, "--bundle", str(_repack(bundle, tmp_path, retarget)))
+    r = _flash(sshd, root, "--bundle", str(_small_copy(bundle, tmp_path, retarget)))
     assert r.exit_code == 2, r.output
     assert "cannot take this bundle" in r.output and "build one with --platform" in r.output
     assert not root.exists()
@@ -204,7 +209,7 @@ def test_tampered_bundle_fails_checksums_and_changes_nothing(
         (top / "model" / "model.tflite").write_bytes(bytes(blob))
 
     root = tmp_path / "device"
-    r = _flash(sshd, root, "--bundle", str(_repack(bundle, tmp_path, corrupt)))
+    r = _flash(sshd, root, "--bundle", str(_small_copy(bundle, tmp_path, corrupt)))
     assert r.exit_code == 1, r.output
     assert "checksum verification failed: model/model.tflite: sha256 does not match" in r.output
     assert not (root / "current").exists()
