@@ -31,6 +31,8 @@ BONAFIDE, SPOOF = LABELS
 NOT_APPLICABLE = ("", "-")
 """Condition values meaning "does not apply to this row" (bona fide rows of attack columns)."""
 
+MAX_CONDITION_VALUES = 100
+"""Columns with more distinct values than this are identifiers: no per-value EER."""
 DEFAULT_N_BOOT = 1000
 DEFAULT_SEED = 0
 CI_LEVEL = 0.95
@@ -249,17 +251,26 @@ def per_condition(
     (conditions that apply to live speech too, e.g. room or recording device), otherwise
     **all** bona fide rows given (attack-only columns such as playback device, where bona
     fide rows hold ``-``). A value with no spoof (or no bona fide) trials gets ``eer`` null.
+
+    A column with more than :data:`MAX_CONDITION_VALUES` distinct values is an identifier
+    (e.g. the source file), not a condition: it maps to ``{}`` and :func:`compute_metrics`
+    lists it under ``per_condition_skipped`` with its number of values.
     """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     all_bona = np.array([r["score"] for r in rows if r["label"] == BONAFIDE], dtype=np.float64)
     for col in condition_columns:
-        values = sorted({str(r.get(col, "")) for r in rows} - set(NOT_APPLICABLE))
+        groups: dict[str, dict[str, list[float]]] = {}  # value -> label -> scores, one pass
+        for r in rows:
+            v = str(r.get(col, "") or "")
+            if v not in NOT_APPLICABLE:
+                groups.setdefault(v, {BONAFIDE: [], SPOOF: []})[r["label"]].append(r["score"])
         res: dict[str, dict[str, Any]] = {}
-        for v in values:
-            spoof = np.array([r["score"] for r in rows if r["label"] == SPOOF and r.get(col) == v])
-            bona = np.array(
-                [r["score"] for r in rows if r["label"] == BONAFIDE and r.get(col) == v]
-            )
+        if len(groups) > MAX_CONDITION_VALUES:
+            out[col] = res
+            continue
+        for v in sorted(groups):
+            spoof = np.asarray(groups[v][SPOOF], dtype=np.float64)
+            bona = np.asarray(groups[v][BONAFIDE], dtype=np.float64)
             pooled = bona.size == 0
             if pooled:
                 bona = all_bona
@@ -387,7 +398,20 @@ def compute_metrics(
         "threshold_at_bpcer_5pct": t5,
         "ci": bootstrap_ci(rows, threshold=float(threshold), n_boot=n_boot, seed=seed),
         "per_condition": per_condition(rows, condition_columns),
+        "per_condition_skipped": _identifier_columns(rows, condition_columns),
     }
+
+
+def _identifier_columns(
+    rows: Sequence[Mapping[str, Any]], condition_columns: Sequence[str]
+) -> dict[str, int]:
+    """Condition columns left out of :func:`per_condition` for having too many values, with their count."""
+    out = {}
+    for col in condition_columns:
+        n = len({str(r.get(col, "") or "") for r in rows} - set(NOT_APPLICABLE))
+        if n > MAX_CONDITION_VALUES:
+            out[col] = n
+    return out
 
 
 def metrics_from_scores(

@@ -187,3 +187,18 @@ def test_bad_score_file_names_line(tmp_path):
     )
     with pytest.raises(MetricsError, match=r"s.csv:3"):
         read_scores(p)
+
+
+def test_identifier_columns_are_not_broken_down():
+    rows = [
+        {
+            "label": "bonafide" if i % 2 else "spoof",
+            "score": float(i % 7),
+            "src": f"file{i}",
+            "attack": "-" if i % 2 else "A",
+        }
+        for i in range(400)
+    ]
+    m = compute_metrics(rows, ["src", "attack"], threshold=0.0, n_boot=10)
+    assert m["per_condition"]["src"] == {} and m["per_condition_skipped"] == {"src": 200}
+    assert set(m["per_condition"]["attack"]) == {"A"}
