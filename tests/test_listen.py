@@ -546,3 +546,29 @@ def test_broken_driver_samples_are_repaired_not_poisoning():
     ep = Endpointer()
     ep.push(np.full(1600, np.nan, dtype=np.float32))
     assert np.isfinite(ep.state.floor_db)
+
+
+def test_metrics_port_taken_is_a_clear_error(commands, tiny_bundle):
+    import socket
+
+    path, _ = commands
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = CliRunner().invoke(
+            app,
+            [
+                "listen",
+                "--input",
+                str(path),
+                "--speed",
+                "0",
+                "--model",
+                str(tiny_bundle),
+                "--metrics-port",
+                str(port),
+            ],
+        )
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr

@@ -317,7 +317,9 @@ def listen_cli(
             on_ready=on_ready,
         )
     except TelemetryError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from exc
     s = stats.to_dict()
     p95 = s["latency_p95_ms"]
