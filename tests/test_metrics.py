@@ -200,5 +200,5 @@ def test_identifier_columns_are_not_broken_down():
         for i in range(400)
     ]
     m = compute_metrics(rows, ["src", "attack"], threshold=0.0, n_boot=10)
-    assert m["per_condition"]["src"] == {} and m["per_condition_skipped"] == {"src": 200}
+    assert m["per_condition"]["src"] == {} and m["per_condition_skipped"] == {"src": 400}
     assert set(m["per_condition"]["attack"]) == {"A"}
