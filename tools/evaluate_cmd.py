@@ -59,8 +59,9 @@ def print_metrics(m: dict[str, Any]) -> None:
     console.print(t)
     many = []
     for col, values in (m.get("per_condition") or {}).items():
-        if len(values) > MAX_TABLE_VALUES:
-            many.append(f"{col} ({len(values)} values)")
+        if not values or len(values) > MAX_TABLE_VALUES:
+            n = len(values) or (m.get("per_condition_skipped") or {}).get(col, 0)
+            many.append(f"{col} ({n} values)")
             continue
         ct = Table(title=f"EER by {col}")
         ct.add_column(col)
