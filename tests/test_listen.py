@@ -572,3 +572,32 @@ def test_metrics_port_taken_is_a_clear_error(commands, tiny_bundle):
         )
     assert result.exit_code == 1
     assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr
+
+
+def test_slow_hook_is_killed_and_its_backlog_bounded(commands, tiny_bundle, tmp_path):
+    path, spans = commands
+    cfg = tmp_path / "slow.toml"
+    cfg.write_text("[output]\nhook = 'sleep 30'\nhook_timeout_s = 0.3\nmax_pending = 2\n")
+    r = subprocess.run(
+        [
+            *WAKEGUARD,
+            "listen",
+            "--input",
+            str(path),
+            "--speed",
+            "0",
+            "--model",
+            str(tiny_bundle),
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == len(
+        spans
+    )  # every verdict printed, none waited for the hook
+    assert "hook sleep killed after 0.3 s" in r.stderr
+    assert "dropped one" in r.stderr or "gave up on" in r.stderr
