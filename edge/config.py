@@ -141,12 +141,24 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """``wakeguard serve`` (field names follow ``wyoming_service.ServiceConfig``)."""
+
     uri: str = "tcp://127.0.0.1:10400"
     """Where ``wakeguard serve`` listens."""
     upstream: str = ""
-    """The real wake-word service the proxy forwards to, e.g. ``tcp://127.0.0.1:10401``."""
-    history_seconds: float = 4.0
-    """Audio kept for scoring a detection."""
+    """The real wake-word service the proxy forwards to, e.g. ``tcp://127.0.0.1:10401``; empty = none."""
+    mode: str = ""
+    """``proxy`` or ``screen``; empty = proxy when an upstream is set, else screen."""
+    wake_seconds: float = 0.0
+    """Audio before a detection scored as the wake word; 0 = one model window."""
+    buffer_seconds: float = 10.0
+    """Audio kept per proxied connection."""
+    max_screen_seconds: float = 30.0
+    """Longest utterance held for direct screening."""
+    connect_timeout_s: float = 5.0
+    """Give up connecting to the upstream after this long."""
+    shutdown_grace_s: float = 10.0
+    """On SIGTERM, wait this long for decisions in flight."""
 
 
 @dataclass(frozen=True)
