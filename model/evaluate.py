@@ -188,24 +188,64 @@ def write_unscored(path: Path, unscored: Sequence[Unscored]) -> Path:
     return path
 
 
+def single_class_metrics(
+    rows: Sequence[dict[str, Any]], *, threshold: float, operating_point: str
+) -> dict[str, Any]:
+    """Metrics of live-only (or replay-only) data, e.g. recordings exported from a device.
+
+    Only the error rate of the class present is defined (BPCER for bona fide, APCER for
+    spoof) at the given threshold; every metric needing both classes is null.
+    """
+    scores = np.array([r["score"] for r in rows], dtype=np.float64)
+    label = rows[0]["label"]
+    rate = (
+        float(np.mean(scores < threshold))
+        if label == "bonafide"
+        else float(np.mean(scores >= threshold))
+    )
+    speakers = {str(r.get("speaker", "")) for r in rows} - {""}
+    return {
+        "eer": None,
+        "eer_threshold": None,
+        "n_bonafide": len(rows) if label == "bonafide" else 0,
+        "n_spoof": len(rows) if label == "spoof" else 0,
+        "n_speakers": len(speakers),
+        "operating_point": operating_point,
+        "threshold": float(threshold),
+        "threshold_source": "given",
+        "apcer": rate if label == "spoof" else None,
+        "bpcer": rate if label == "bonafide" else None,
+        "apcer_at_bpcer_1pct": None,
+        "apcer_at_bpcer_5pct": None,
+        "ci": None,
+        "per_condition": {},
+        "note": f"only {label} rows were scored: EER and APCER at a BPCER need both classes",
+    }
+
+
 def metrics_for_run(
     run: ScoreRun, *, operating_point: str, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
 ) -> dict[str, Any]:
     """Metrics JSON of a :class:`ScoreRun` at its scorer's threshold, plus what could not be scored."""
     labels = {r["label"] for r in run.rows}
-    if labels != {"bonafide", "spoof"}:
+    if not labels:
         raise EvaluationError(
-            f"need scored bona fide and spoof rows, have {sorted(labels) or 'none'} "
-            f"({len(run.rows)} scored, {len(run.unscored)} unscored of {run.n_rows})"
+            f"no row could be scored ({len(run.unscored)} unscored of {run.n_rows}; "
+            f"first: {run.unscored[0].path}: {run.unscored[0].reason})"
+            if run.unscored
+            else "no rows to score"
         )
-    m = compute_metrics(
-        run.rows,
-        run.condition_columns,
-        threshold=run.threshold,
-        operating_point=operating_point,
-        n_boot=n_boot,
-        seed=seed,
-    )
+    if labels == {"bonafide", "spoof"}:
+        m = compute_metrics(
+            run.rows,
+            run.condition_columns,
+            threshold=run.threshold,
+            operating_point=operating_point,
+            n_boot=n_boot,
+            seed=seed,
+        )
+    else:
+        m = single_class_metrics(run.rows, threshold=run.threshold, operating_point=operating_point)
     m["split"] = run.split or ALL_SPLITS
     m["n_rows"] = run.n_rows
     m["n_unscored"] = len(run.unscored)

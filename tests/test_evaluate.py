@@ -219,3 +219,21 @@ def test_table_output_and_errors(dataset, tiny_bundle, tmp_path):
         app, ["evaluate", "-p", str(dataset), "-m", str(tmp_path), "--split", "dev"]
     )
     assert res.exit_code == 2 and "manifest.json" in res.output
+
+
+def test_live_only_protocol_gives_bpcer(dataset, tiny_bundle, tmp_path):
+    from wakeguard.edge.protocol import read_protocol
+
+    proto = read_protocol(dataset)
+    live = [
+        Row(str(dataset / r.path), r.label, r.speaker, r.split, r.conditions)
+        for r in proto.where(split="dev", label="bonafide")
+    ]
+    write_protocol(tmp_path / "protocol.csv", live, proto.condition_columns)
+    res = runner.invoke(app, ["evaluate", "-p", str(tmp_path), "-m", str(tiny_bundle), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    assert m["eer"] is None and m["apcer"] is None and m["n_bonafide"] == 4 and m["n_spoof"] == 0
+    assert m["bpcer"] in (0.0, 0.25, 0.5, 0.75, 1.0) and "only bonafide" in m["note"]
+    res = runner.invoke(app, ["evaluate", "-p", str(tmp_path), "-m", str(tiny_bundle)])
+    assert res.exit_code == 0 and "BPCER" in res.output
