@@ -425,7 +425,7 @@ def _headline(inp: RunInputs) -> str:
         default=None,
     )
     line = ""
-    if best is not None:
+    if best is not None and m.get("eer") is not None:
         verdict = "better than" if m["eer"] < best[f"eer_{split}"] else "not better than"
         line = f"<p>The detector is <b>{verdict}</b> the strongest classical baseline ({_e(best['name'])}, EER {_pct(best[f'eer_{split}'])}) on the same utterances.</p>"
     return f"<div class=cards>{cards}</div>{line}"
