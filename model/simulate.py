@@ -141,7 +141,7 @@ class SizePreset:
 SIZES: dict[str, SizePreset] = {
     "tiny": SizePreset({"train": 3, "dev": 2, "eval": 2}, 1, 2, {"train": 2, "dev": 1, "eval": 1}),
     "small": SizePreset(
-        {"train": 24, "dev": 8, "eval": 10}, 1, 6, {"train": 6, "dev": 3, "eval": 3}
+        {"train": 48, "dev": 12, "eval": 24}, 1, 8, {"train": 6, "dev": 3, "eval": 3}
     ),
     "default": SizePreset(None, None, None, {"train": 12, "dev": 4, "eval": 6}),
 }
