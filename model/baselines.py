@@ -227,6 +227,12 @@ def run_baselines(
 
     tr_rows, tr_idx, tr_bad = usable(train_rows)
     y_tr = np.array([r.label == "bonafide" for r in tr_rows])
+    if y_tr.all() or not y_tr.any():
+        first = f"; first: {tr_bad[0]['path']}: {tr_bad[0]['reason']}" if tr_bad else ""
+        raise BaselineError(
+            f"{proto.root}: after dropping {len(tr_bad)} unusable {train_split} files, "
+            f"only one class is left to train on{first}"
+        )
     split_data = {s: usable(proto.where(split=s)) for s in splits}
     dev = split_data.get("dev")
     dev_xy = (
@@ -284,15 +290,21 @@ def run_baselines(
         if name == "majority":
             threshold, source = 0.0, "fixed: score +1 accepts, -1 rejects"
         else:
-            ref = scored.get("dev") or [
-                {"label": r.label, "score": float(v)}
-                for r, v in zip(tr_rows, scorers[name](tr_rows, tr_idx), strict=True)
-            ]
+            dev_scored = scored.get("dev") or []
+            use_dev = len({r["label"] for r in dev_scored}) == 2
+            ref = (
+                dev_scored
+                if use_dev
+                else [
+                    {"label": r.label, "score": float(v)}
+                    for r, v in zip(tr_rows, scorers[name](tr_rows, tr_idx), strict=True)
+                ]
+            )
             threshold = compute_eer(
                 [r["score"] for r in ref if r["label"] == "bonafide"],
                 [r["score"] for r in ref if r["label"] == "spoof"],
             )[1]
-            source = "dev EER" if "dev" in scored else "train EER"
+            source = "dev EER" if use_dev else "train EER"
         entry: dict[str, Any] = {
             "name": name,
             "description": DESCRIPTIONS[name],
