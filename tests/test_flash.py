@@ -24,7 +24,12 @@ from sshd import LoopbackSSHD, free_port, missing_reason, start_sshd
 from typer.testing import CliRunner
 from wakeguard.tools.cli import app
 from wakeguard.tools.deploy import SSHTarget, TargetFacts, check_target, target_facts
-from wakeguard.tools.shipping import build_bundle, host_python
+from wakeguard.tools.shipping import (
+    build_bundle,
+    build_model_tarball,
+    host_python,
+    install_script_text,
+)
 from wheelhouse import wheelhouse_dir, wheelhouse_missing
 
 runner = CliRunner()
@@ -100,6 +105,8 @@ def test_systemd_without_root_is_an_error() -> None:
     assert any("no root or passwordless sudo" in e for e in r.errors)
     r = check_target(_facts(systemd="absent"), PI_BUNDLE, 1)
     assert any("started directly" in w for w in r.warnings)
+    r = check_target(_facts(systemd="absent"), PI_BUNDLE, 1, service="systemd")
+    assert any("systemd is not running" in e for e in r.errors)
 
 
 def test_unreachable_host_is_reported(tmp_path: Path) -> None:
@@ -348,6 +355,39 @@ def test_flash_lifecycle(
     assert r.exit_code == 0, r.output
     assert _current(root) == first
     assert 'wakeguard_model_info{version="test-tiny"}' in _metrics(port)
+
+    # 4b. the installer stopping unexpectedly after the switch (here: told to use a systemd
+    # that is not running; flash itself refuses that) puts the previous release back
+    if not service:
+        model_tar = build_model_tarball(
+            _variant(tiny_bundle, tmp_path / "m4", "test-model-4"), tmp_path / "m4.tar.gz"
+        ).path
+        target = SSHTarget(
+            sshd.destination,
+            port=sshd.port,
+            identity=sshd.client_key,
+            ssh_config=sshd.client_config,
+        )
+        proc = target.run(
+            [
+                "bash",
+                "-s",
+                "--",
+                "model",
+                "--root",
+                str(root),
+                "--service",
+                "systemd",
+                "--tarball",
+                str(model_tar),
+            ],
+            stdin=install_script_text(),
+        )
+        assert proc.returncode == 1, proc.stdout
+        assert "systemd is not running on this target" in proc.stdout
+        assert f"rolled back to {first}" in proc.stdout
+        assert _current(root) == first
+        assert sorted(p.name for p in (root / "releases").iterdir()) == sorted([first, second])
 
     # 5. a release whose service cannot start (its metrics port is taken): rolled back
     blocker = socket.socket()

@@ -222,6 +222,7 @@ def check_target(
     bundle_bytes: int = 0,
     *,
     root: str = DEFAULT_ROOT,
+    service: str = "auto",
 ) -> CheckResult:
     """Everything wrong with the target for this bundle (errors stop the flash, warnings do not)."""
     r = CheckResult()
@@ -278,6 +279,10 @@ def check_target(
             f"systemd is running but {facts.get('user')} has no root or passwordless sudo to install the service: "
             "connect as root or allow sudo without a password"
         )
+    if service == "systemd" and facts.get("systemd") != "running":
+        r.errors.append(
+            "--service systemd, but systemd is not running on the target (use auto or direct)"
+        )
     if facts.get("audio_cards", "0") == "0":
         src = facts.get("audio_source")
         where = (
@@ -294,7 +299,7 @@ def check_target(
         r.warnings.append(
             "libportaudio2 not found: microphone capture needs it (sudo apt install libportaudio2)"
         )
-    if facts.get("systemd") != "running":
+    if facts.get("systemd") != "running" and service != "direct":
         r.warnings.append(
             "no systemd running on the target: the service will be started directly (nohup/setsid, pid file), not as a systemd unit"
         )
@@ -389,6 +394,10 @@ def flash(
     log(f":: inspecting {target.destination}")
     facts = target_facts(target, root)
     if rollback:
+        if service == "systemd" and facts.get("systemd") != "running":
+            raise TargetError(
+                target.destination, ["--service systemd, but systemd is not running on the target"]
+            )
         if confirm is not None and not confirm(
             f"Roll {target.destination} back to its previous release?"
         ):
@@ -432,7 +441,7 @@ def flash(
             if manifest.get("platform") not in PLATFORMS:
                 raise ShipError(f"{tarball}: unknown platform {manifest.get('platform')!r}")
             action, command = "install", "install"
-        checks = check_target(facts, manifest, tarball.stat().st_size, root=root)
+        checks = check_target(facts, manifest, tarball.stat().st_size, root=root, service=service)
         for w in checks.warnings:
             log(f"!! warning: {w}")
         if checks.errors:

@@ -41,7 +41,9 @@ PY=""
 
 say() { printf ':: %s\n' "$*"; }
 warn() { printf '!! warning: %s\n' "$*"; }
+LAST_ERROR=""
 die() {
+  LAST_ERROR="$*"
   printf '!! error: %s\n' "$*"
   exit 1
 }
@@ -388,6 +390,7 @@ start_direct() {
 
 restart_service() {
   if [ "$SERVICE_MODE" = systemd ]; then
+    [ -d /run/systemd/system ] || die "systemd is not running on this target (use --service direct)"
     local user
     user=$(unit_user "$ROOT/current/wakeguard.service")
     if [ -n "$user" ] && ! id "$user" >/dev/null 2>&1; then
@@ -397,8 +400,8 @@ restart_service() {
     fi
     as_root install -m 0644 "$ROOT/current/wakeguard.service" "/etc/systemd/system/$UNIT_NAME" ||
       die "cannot install /etc/systemd/system/$UNIT_NAME (needs root or passwordless sudo)"
-    as_root systemctl daemon-reload </dev/null
-    as_root systemctl enable --quiet "$UNIT_NAME" </dev/null
+    as_root systemctl daemon-reload </dev/null || die "systemctl daemon-reload failed"
+    as_root systemctl enable --quiet "$UNIT_NAME" </dev/null || die "systemctl enable $UNIT_NAME failed"
     as_root systemctl restart "$UNIT_NAME" </dev/null || true
     say "systemd service $UNIT_NAME restarted"
   else
@@ -547,6 +550,28 @@ prune() {
   done
 }
 
+ACTIVATING=""
+ACTIVATING_PREV=""
+ACTIVATING_DISCARD=yes # remove the release being made current if that fails (not on rollback)
+
+on_exit() {
+  # an unexpected stop (set -e) after the switch: put the previous release back
+  local rc=$?
+  [ -n "$ACTIVATING" ] && [ "$rc" -ne 0 ] || return 0
+  set +e
+  local why=${LAST_ERROR:-the installer stopped unexpectedly (status $rc)}
+  if [ -n "$ACTIVATING_PREV" ] && [ -d "$ROOT/releases/$ACTIVATING_PREV" ]; then
+    switch_to "$ACTIVATING_PREV"
+    (restart_service) >/dev/null 2>&1
+    [ "$ACTIVATING_DISCARD" = yes ] && rm -rf "${ROOT:?}/releases/$ACTIVATING"
+    printf '@release=%s\n' "$ACTIVATING_PREV"
+    printf '!! error: %s (while making %s current): rolled back to %s\n' "$why" "$ACTIVATING" "$ACTIVATING_PREV"
+  else
+    printf '!! error: %s (while making %s current; there was no previous release)\n' "$why" "$ACTIVATING"
+  fi
+}
+trap on_exit EXIT
+
 activate() {
   # $1 release name (already unpacked, installed, rendered): preflight, switch, restart, check
   local name=$1 rel=$ROOT/releases/$1 prev
@@ -560,10 +585,13 @@ activate() {
   fi
   prev=$(current_name)
   resolve_service_mode
+  ACTIVATING=$name
+  ACTIVATING_PREV=$prev
   switch_to "$name"
   say "current -> releases/$name"
   restart_service
   if health_wait; then
+    ACTIVATING=""
     fact release "$name"
     [ -n "$prev" ] && fact previous "$prev"
     prune
@@ -571,6 +599,7 @@ activate() {
     return 0
   fi
   local reason=$HEALTH_REASON
+  ACTIVATING=""
   printf '!! health check failed: %s\n' "$reason"
   if [ -n "$prev" ] && [ -d "$ROOT/releases/$prev" ]; then
     switch_to "$prev"
@@ -716,9 +745,13 @@ cmd_rollback() {
   done
   [ -n "$prev" ] || die "no release older than $cur under $ROOT/releases: nothing to roll back to"
   resolve_service_mode
+  ACTIVATING=$prev
+  ACTIVATING_PREV=$cur
+  ACTIVATING_DISCARD=no
   switch_to "$prev"
   say "rolled back: current -> releases/$prev (was $cur)"
   restart_service
+  ACTIVATING=""
   if health_wait; then
     fact release "$prev"
     fact previous "$cur"
