@@ -156,6 +156,53 @@ def run_phase(
     }
 
 
+def latency_phase(scorer, commands: list[np.ndarray], n: int, seconds: float = 2.0) -> dict:
+    """``n`` commands cut to ``seconds`` each: end-of-utterance -> verdict, and how much of it
+    is the scorer (front-end + inference) versus the rest of the listen path."""
+    from wakeguard.edge.capture import FakeSource
+    from wakeguard.edge.listener import Listener, VerdictEvent
+
+    rng = np.random.default_rng(2)
+    parts = []
+    for i in range(n):
+        parts += [
+            rng.normal(0, 1e-3, SR).astype(np.float32),
+            commands[i % len(commands)][: int(seconds * SR)],
+        ]
+    parts.append(np.zeros(SR, dtype=np.float32))
+    inner: list[float] = []
+    score = scorer.score
+
+    def timed(audio, path=None):
+        t = time.perf_counter()
+        r = score(audio, path)
+        inner.append((time.perf_counter() - t) * 1000.0)
+        return r
+
+    scorer.score = timed
+    events: list = []
+    try:
+        Listener(scorer, sinks=[events.append]).run(
+            FakeSource(np.concatenate(parts)), threading.Event()
+        )
+    finally:
+        del scorer.score
+    lat = np.array([e.latency_ms for e in events if isinstance(e, VerdictEvent)])
+    inn = np.array(inner[: len(lat)])
+    dur = np.array([e.duration_s for e in events if isinstance(e, VerdictEvent)])
+    return {
+        "phase": f"latency_{seconds:g}s_commands",
+        "verdicts": int(len(lat)),
+        "duration_s_p50": round(float(np.median(dur)), 3),
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "latency_p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "scorer_p50_ms": round(float(np.percentile(inn, 50)), 2),
+        "scorer_p95_ms": round(float(np.percentile(inn, 95)), 2),
+        "listen_overhead_p95_ms": round(float(np.percentile(lat - inn, 95)), 3),
+        "load_average": os.getloadavg()[0],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -180,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-ms", type=float, default=32.0)
     ap.add_argument(
         "--warmup-minutes", type=float, default=5.0, help="memory growth is measured after this"
+    )
+    ap.add_argument(
+        "--latency-commands", type=int, default=100, help="2 s commands timed one by one (0 = skip)"
     )
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -222,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     main_phase = run_phase(scorer, bundle.version, blocks, "commands", args.verbose, played)
     phases.append(main_phase)
+    if args.latency_commands > 0:
+        phases.append(latency_phase(scorer, commands, args.latency_commands))
 
     rss = [s for s in main_phase["rss_per_minute"] if s["minute"] >= args.warmup_minutes]
     growth = rss[-1]["rss_mb"] - rss[0]["rss_mb"] if len(rss) >= 2 else None
