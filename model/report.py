@@ -179,7 +179,9 @@ def det_figure(systems: dict[str, ScoreTable]) -> bytes:
             drawstyle="steps-post",
         )
     upper = 0.5 if worst <= 0.35 else 0.95
-    marks = [t for t in (*DET_TICKS, 0.6, 0.8, 0.9) if t < upper and not (upper > 0.5 and t == 0.002)]
+    marks = [
+        t for t in (*DET_TICKS, 0.6, 0.8, 0.9) if t < upper and not (upper > 0.5 and t == 0.002)
+    ]
     ticks = probit(np.array(marks))
     labels = [f"{100 * t:g}" for t in marks]
     lim = (float(probit(0.0005)), float(probit(upper)))
@@ -513,6 +515,18 @@ def _datacard(inp: RunInputs) -> str:
     return "".join(parts)
 
 
+def _spectrum(inp: RunInputs, figs: Figures) -> str:
+    """The explore step's average spectrum of live vs replayed speech: what the detector looks for."""
+    png = inp.run / "explore" / "spectrum.png"
+    if not png.is_file():
+        return _missing("explore/spectrum.png (run `wakeguard data explore --out RUN/explore`)")
+    return figs.img(
+        "spectrum.png",
+        png.read_bytes(),
+        "Average spectrum of live and replayed utterances (explore step); the band below 500 Hz is where small loudspeakers cut the bass",
+    )
+
+
 def _results(inp: RunInputs, figs: Figures) -> str:
     parts = []
     systems = _systems(inp)
@@ -801,7 +815,7 @@ def build_report(run: Path, out: Path | None = None) -> Path:
     sections = [
         ("Summary", lambda: _headline(inp) + _targets(inp)),
         ("The task", _task),
-        ("The data", lambda: _datacard(inp)),
+        ("The data", lambda: _datacard(inp) + _spectrum(inp, figs)),
         ("Results on unseen speakers, rooms and devices", lambda: _results(inp, figs)),
         ("Detector beside the baselines", lambda: _baseline_table(inp)),
         ("Float vs int8", lambda: _variants(inp)),
