@@ -11,7 +11,13 @@ Chains (per utterance):
 Everything on the victim side (rooms, distances, microphones, noise, SNR, output level,
 leading/trailing silence) is drawn from the same distributions for both classes, and both
 classes are cut from the same command-length segments, so the replay path is the only
-systematic difference. Splits are speaker-disjoint; eval has its own rooms and
+systematic difference. Two details keep nuisance features from leaking the label while
+staying physical: the victim device's endpointer cuts each recording around its sound
+(speech plus reverberation) with drawn leading/trailing silence, so a replay's longer
+reverberation does not lengthen its silences; and the SNR is the total noise at the victim
+(ambient plus, for a replay, the attacker-side noise replayed with the speech), so a
+replay's noise floor is not systematically higher. Source recordings are high-passed at
+60 Hz (LibriSpeech's rumble is not part of a talker's voice). Splits are speaker-disjoint; eval has its own rooms and
 loudspeakers that train never sees.
 
 A build is deterministic for a seed (every source file has its own generator, so the
@@ -37,7 +43,7 @@ import numpy as np
 from wakeguard.edge.audio import SAMPLE_RATE, AudioError, load_audio, write_wav
 from wakeguard.edge.protocol import Row, write_protocol
 
-from .devices import CODECS, DeviceSet, apply_codec, build_devices
+from .devices import DeviceSet, apply_codec, build_devices
 from .rooms import (
     ATTACKER_DISTANCE_M,
     T60_S,
@@ -882,4 +888,12 @@ def remove_build(out: Path) -> None:
     shutil.rmtree(out)
 
 
-__all__ = ["simulate", "SIZES", "SimulationError", "cut_utterances", "remove_build", "CODECS"]
+__all__ = [
+    "SIZES",
+    "SimulationError",
+    "cut_utterances",
+    "default_speech_dir",
+    "remove_build",
+    "shared_dir",
+    "simulate",
+]
