@@ -82,9 +82,12 @@ def session(
             if idle:
                 piece = gap
             else:
-                cmd = commands[int(rng.integers(len(commands)))] * np.float32(
-                    10 ** (rng.uniform(-10, 3) / 20)
+                cmd = commands[int(rng.integers(len(commands)))]
+                # A level from -10 to +3 dB, never past full scale (a real input cannot clip past 1).
+                gain = min(
+                    10 ** (rng.uniform(-10, 3) / 20), 0.99 / (float(np.abs(cmd).max()) + 1e-9)
                 )
+                cmd = cmd * np.float32(gain)
                 piece = np.concatenate([cmd, gap])
                 if played is not None and made + len(pending) + len(cmd) <= total:
                     played["commands"] = played.get("commands", 0) + 1  # complete ones
@@ -159,17 +162,19 @@ def run_phase(
 def latency_phase(scorer, commands: list[np.ndarray], n: int, seconds: float = 2.0) -> dict:
     """``n`` commands cut to ``seconds`` each: end-of-utterance -> verdict, and how much of it
     is the scorer (front-end + inference) versus the rest of the listen path."""
-    from wakeguard.edge.capture import FakeSource
+    from wakeguard.edge.capture import IterSource
     from wakeguard.edge.listener import Listener, VerdictEvent
 
     rng = np.random.default_rng(2)
-    parts = []
-    for i in range(n):
-        parts += [
-            rng.normal(0, 1e-3, SR).astype(np.float32),
-            commands[i % len(commands)][: int(seconds * SR)],
-        ]
-    parts.append(np.zeros(SR, dtype=np.float32))
+
+    def blocks() -> Iterator[
+        np.ndarray
+    ]:  # generated, never held whole (peak RSS stays the listener's)
+        for i in range(n):
+            yield rng.normal(0, 1e-3, SR).astype(np.float32)
+            yield commands[i % len(commands)][: int(seconds * SR)]
+        yield np.zeros(SR, dtype=np.float32)
+
     inner: list[float] = []
     score = scorer.score
 
@@ -182,9 +187,7 @@ def latency_phase(scorer, commands: list[np.ndarray], n: int, seconds: float = 2
     scorer.score = timed
     events: list = []
     try:
-        Listener(scorer, sinks=[events.append]).run(
-            FakeSource(np.concatenate(parts)), threading.Event()
-        )
+        Listener(scorer, sinks=[events.append]).run(IterSource(blocks(), SR, 1), threading.Event())
     finally:
         del scorer.score
     lat = np.array([e.latency_ms for e in events if isinstance(e, VerdictEvent)])
