@@ -564,6 +564,14 @@ class DeviceSet:
         return [n for n, s in self.speaker_splits.items() if split in s]
 
 
+SPEAKERS_PER_CLASS = {"phone": 8, "laptop": 6, "bluetooth": 6, "smart-speaker": 6}
+"""Parametric loudspeakers per class: all but two train, one dev, one eval-only."""
+VICTIM_MICS_PER_CLASS = {"mems": 4, "phone": 2, "laptop": 2}
+"""Victim-side microphones (shared by both labels and all splits), plus the measured one."""
+RECORDERS_PER_CLASS = {"phone": 3, "laptop": 2, "studio": 1}
+"""Attackers' recording devices, plus the measured Nexus One microphone."""
+
+
 def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
     """Deterministic device profiles.
 
@@ -575,7 +583,7 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
     rng = np.random.default_rng([seed, 0xDE1])
     speakers: dict[str, Loudspeaker] = {}
     splits: dict[str, tuple[str, ...]] = {}
-    for cls, n in (("phone", 5), ("laptop", 4), ("bluetooth", 4), ("smart-speaker", 4)):
+    for cls, n in SPEAKERS_PER_CLASS.items():
         for i in range(n):
             name = f"{cls}-{i + 1}"
             speakers[name] = make_loudspeaker(name, cls, rng)
@@ -583,16 +591,13 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
     speakers["perfect"] = make_loudspeaker("perfect", "perfect", rng)
     splits["perfect"] = ("train", "dev", "eval")
     victim: dict[str, Microphone] = {}
-    for i in range(3):
-        victim[f"mems-{i + 1}"] = make_microphone(f"mems-{i + 1}", "mems", rng)
-    victim["phone-mic-1"] = make_microphone("phone-mic-1", "phone", rng)
-    victim["laptop-mic-1"] = make_microphone("laptop-mic-1", "laptop", rng)
-    recorders: dict[str, Microphone] = {
-        "rec-phone-1": make_microphone("rec-phone-1", "phone", rng),
-        "rec-phone-2": make_microphone("rec-phone-2", "phone", rng),
-        "rec-laptop-1": make_microphone("rec-laptop-1", "laptop", rng),
-        "rec-studio": make_microphone("rec-studio", "studio", rng),
-    }
+    recorders: dict[str, Microphone] = {}
+    for cls, n in VICTIM_MICS_PER_CLASS.items():
+        for i in range(n):
+            victim[f"{cls}-mic-{i + 1}"] = make_microphone(f"{cls}-mic-{i + 1}", cls, rng)
+    for cls, n in RECORDERS_PER_CLASS.items():
+        for i in range(n):
+            recorders[f"rec-{cls}-{i + 1}"] = make_microphone(f"rec-{cls}-{i + 1}", cls, rng)
     if devices_dir is not None and (devices_dir / NEXUS_SPEAKER_IR).is_file():
         speakers["nexus-one"] = measured_loudspeaker(devices_dir, rng)
         splits["nexus-one"] = ("eval",)

@@ -56,7 +56,7 @@ from .rooms import (
     range_label,
 )
 
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
 
 SPLIT_SHARES = {"train": 0.6, "dev": 0.15, "eval": 0.25}
