@@ -155,6 +155,17 @@ def device_facts(sshd: LoopbackSSHD) -> TargetFacts:
     )
 
 
+def test_facts_of_the_loopback_device(device_facts: TargetFacts) -> None:
+    import platform
+
+    assert device_facts.get("kernel") == "Linux"
+    assert device_facts.get("arch") == platform.machine()
+    assert device_facts.get("free_bytes").isdigit() and int(device_facts.get("free_bytes")) > 0
+    assert device_facts.get("systemd") in ("running", "absent")
+    assert device_facts.get("audio_cards").isdigit()
+    assert device_facts.python  # python3 major.minor, as the target runs it
+
+
 @pytest.fixture(scope="module")
 def bundle(
     tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, device_facts: TargetFacts

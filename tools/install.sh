@@ -62,7 +62,7 @@ as_root() {
 find_python() {
   # python3 of the wanted minor version ($1, optional), else python3
   local want=${1:-}
-  if [ -n "$want" ] && command -v "python$want" >/dev/null 2>&1; then
+  if [ -n "$want" ] && "python$want" -c 'import sys' </dev/null >/dev/null 2>&1; then
     command -v "python$want"
   elif command -v python3 >/dev/null 2>&1; then
     command -v python3
@@ -75,6 +75,7 @@ cmd_facts() {
   fact arch "$(uname -m)"
   fact kernel "$(uname -s)"
   local os=unknown
+  # shellcheck disable=SC1091
   if [ -r /etc/os-release ]; then os=$(. /etc/os-release && printf '%s' "${PRETTY_NAME:-$NAME}"); fi
   fact os "$os"
   PY=$(find_python)
@@ -84,7 +85,7 @@ cmd_facts() {
     fact glibc "$("$PY" -c 'import platform; print(platform.libc_ver()[1] or "unknown")' </dev/null)"
     if "$PY" -c 'import venv, ensurepip' </dev/null >/dev/null 2>&1; then fact venv yes; else fact venv no; fi
     for v in 3.11 3.12 3.13; do
-      if command -v "python$v" >/dev/null 2>&1; then fact python_minor "$v"; fi
+      if "python$v" -c 'import sys' </dev/null >/dev/null 2>&1; then fact python_minor "$v"; fi
     done
   else
     fact python none
@@ -92,7 +93,7 @@ cmd_facts() {
   # free space where ROOT is (or would be created)
   local probe=$ROOT
   while [ ! -e "$probe" ] && [ "$probe" != / ]; do probe=$(dirname "$probe"); done
-  fact free_bytes "$(df -Pk "$probe" | awk 'NR==2 {print $4 * 1024}')"
+  fact free_bytes "$(df -Pk "$probe" | awk 'NR==2 {printf "%.0f\n", $4 * 1024}')"
   if [ -w "$probe" ]; then fact root_writable yes; else fact root_writable no; fi
   fact user "$(id -un)"
   fact home "$HOME"
@@ -149,8 +150,9 @@ prepare_root() {
   check_root_path
   if [ ! -d "$ROOT" ]; then
     if ! mkdir -p "$ROOT" 2>/dev/null; then
-      as_root mkdir -p "$ROOT" && as_root chown "$(id -u):$(id -g)" "$ROOT" ||
+      if ! { as_root mkdir -p "$ROOT" && as_root chown "$(id -u):$(id -g)" "$ROOT"; }; then
         die "cannot create $ROOT: not writable by $(id -un), and no root or passwordless sudo"
+      fi
     fi
   fi
   [ -w "$ROOT" ] || die "$ROOT is not writable by $(id -un)"
