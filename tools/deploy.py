@@ -285,11 +285,10 @@ def check_target(
         )
     if facts.get("audio_cards", "0") == "0":
         src = facts.get("audio_source")
-        where = (
-            "arecord -l lists no capture device"
-            if src == "arecord -l"
-            else "no sound cards found (/proc/asound/cards)"
-        )
+        where = {
+            "arecord -l": "arecord -l lists no capture device",
+            "/proc/asound/pcm": "no capture device in /proc/asound/pcm",
+        }.get(src or "", "no sound cards found (/proc/asound/cards)")
         if src == "none":
             where = "no way to list audio devices (no arecord, no /proc/asound/cards)"
         r.warnings.append(

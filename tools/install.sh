@@ -114,6 +114,11 @@ cmd_facts() {
     while IFS= read -r line; do
       case $line in card\ *) fact audio "$line"; cards=$((cards + 1)) ;; esac
     done < <(arecord -l 2>/dev/null </dev/null || true)
+  elif [ -r /proc/asound/pcm ]; then
+    fact audio_source /proc/asound/pcm
+    while IFS= read -r line; do
+      case $line in *capture*) fact audio "$line"; cards=$((cards + 1)) ;; esac
+    done </proc/asound/pcm
   elif [ -r /proc/asound/cards ]; then
     fact audio_source /proc/asound/cards
     while IFS= read -r line; do
@@ -141,7 +146,7 @@ check_root_path() {
     *) die "--root must be an absolute path, got $ROOT" ;;
   esac
   case $ROOT in
-    *[[:space:]]* | *'#'* | *'"'* | *"'"*) die "--root must not contain spaces, quotes or '#': $ROOT" ;;
+    *[!A-Za-z0-9._/+-]*) die "--root may hold only letters, digits and . _ / + -: $ROOT" ;;
   esac
   ROOT=${ROOT%/}
 }
