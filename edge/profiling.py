@@ -61,24 +61,31 @@ def time_ms(fn: Callable[[], Any]) -> float:
 
 def interleaved_timings(
     calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 5
-) -> dict[str, list[float]]:
+) -> dict[str, tuple[list[float], list[float]]]:
     """Time several calls round-robin so machine noise hits them all alike.
 
     Each round runs every call once, in an order rotated per round (no call always runs
     first, right after another one warmed or flushed the caches). ``warmup`` rounds are
-    discarded. A call that measures itself returns its own figure in ms (a number), which
-    is kept instead of its wall time; one that returns ``None`` is timed here.
+    discarded. Returns per call the wall times and the CPU times of the calling thread
+    (``thread_time``: what the work costs a core, without the time other processes held
+    it) in ms. A call that measures itself returns its own ``(wall_ms, cpu_ms)``; one that
+    returns ``None`` is measured here.
     """
     names = list(calls)
-    out: dict[str, list[float]] = {n: [] for n in names}
+    out: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in names}
     for r in range(warmup + repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             own = calls[name]()
-            dt = (time.perf_counter() - t0) * 1000.0 if own is None else float(own)
+            wall = (time.perf_counter() - t0) * 1000.0
+            cpu = (time.thread_time() - c0) * 1000.0
+            if own is not None:
+                wall, cpu = float(own[0]), float(own[1])
             if r >= warmup:
-                out[name].append(dt)
+                out[name][0].append(wall)
+                out[name][1].append(cpu)
     return out
 
 

@@ -40,6 +40,7 @@ def test_bench_json_has_every_stage_and_figure(tiny_bundle: Path, tmp_path: Path
         assert set(per) == {"conversion", "frontend", "inference", "score", "e2e"}
         for v in per.values():
             assert 0 < v["p50"] <= v["p95"] <= v["p99"]
+            assert 0 < v["cpu_p50"] <= v["cpu_p95"] <= v["cpu_p99"]
             assert v["n"] == 3
         assert per["e2e"]["scored_s"] > 0.3  # the listener endpointed and scored the command
     assert r["model_bytes"] == (tiny_bundle / "model.tflite").stat().st_size

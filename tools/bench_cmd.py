@@ -185,19 +185,29 @@ class _ListenerCase:
         self.rest = blocks[last or 0 :]
         self._copy = copy.deepcopy
 
-    def run(self, detector: Any) -> tuple[float, float] | None:
-        """(latency_ms, scored seconds) of the last verdict, or None if none came."""
+    def run(self, detector: Any) -> tuple[float, float, float] | None:
+        """(latency_ms, cpu_ms, scored seconds) of the last verdict, or None if none came.
+
+        ``cpu_ms`` is this thread's CPU time over the blocks up to and including the one that
+        produced the verdict (the deciding block is the first one fed).
+        """
+        import time
+
         from wakeguard.edge.listener import Listener, VerdictEvent
 
         listener = Listener(
             detector, endpoint=self.cfg.endpoint.params(), decision=self.cfg.decision.params(detector.threshold)
         )
         listener.endpointer = self._copy(self.saved)
-        events = []
+        verdicts: list[Any] = []
+        cpu = 0.0
         for blk in self.rest:
-            events += listener.process(blk)
-        verdicts = [e for e in events if isinstance(e, VerdictEvent)]
-        return (verdicts[-1].latency_ms, verdicts[-1].duration_s) if verdicts else None
+            c0 = time.thread_time()
+            got = [e for e in listener.process(blk) if isinstance(e, VerdictEvent)]
+            if not verdicts:
+                cpu += (time.thread_time() - c0) * 1000.0
+            verdicts += got
+        return (verdicts[-1].latency_ms, cpu, verdicts[-1].duration_s) if verdicts else None
 
 
 class _Round:
@@ -232,12 +242,12 @@ class _Round:
     def score(self) -> None:
         self.detector.score(self.commands[self._next()])
 
-    def e2e(self) -> float:
+    def e2e(self) -> tuple[float, float]:
         got = self.cases[self._next() % len(self.cases)].run(self.detector)
         if got is None:
             raise RuntimeError("the listener gave no verdict on a bench command it endpointed before")
-        self.scored_s.append(got[1])
-        return got[0]
+        self.scored_s.append(got[2])
+        return got[0], got[1]
 
 
 class ModelDetector:
@@ -454,9 +464,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             for stage in ("frontend", "inference", "score", "e2e"):
                 calls[f"{name}/{stage}"] = getattr(r, stage)
         timings = interleaved_timings(calls, cfg.repeats, cfg.warmup)
-        for label, samples in timings.items():
+        for label, (wall, cpu) in timings.items():
             name, stage = label.split("/")
-            stages[name].setdefault(key, {})[stage] = percentiles(samples).to_dict()
+            cpu_p = percentiles(cpu)
+            stages[name].setdefault(key, {})[stage] = {
+                **percentiles(wall).to_dict(),
+                "cpu_p50": round(cpu_p.p50, 4),
+                "cpu_p95": round(cpu_p.p95, 4),
+                "cpu_p99": round(cpu_p.p99, 4),
+            }
         for name, r in rounds.items():
             stages[name][key]["e2e"]["scored_s"] = round(sum(r.scored_s) / len(r.scored_s), 3)
 
@@ -464,10 +480,14 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         name: {k: round(v["score"]["p50"] / 1000.0 / float(k[:-1]), 5) for k, v in per.items()}
         for name, per in stages.items()
     }
+    rtf_cpu = {
+        name: {k: round(v["score"]["cpu_p50"] / 1000.0 / float(k[:-1]), 5) for k, v in per.items()}
+        for name, per in stages.items()
+    }
     ratios: dict[str, dict[str, float]] = {}
     for other in [n for n in stages if n != "int8"]:
         for stage in ("e2e", "score"):
-            for q in ("p50", "p95"):
+            for q in ("p50", "p95", "cpu_p50", "cpu_p95"):
                 ratios[f"{other}_{stage}_{q}/int8_{stage}_{q}"] = {
                     k: round(stages[other][k][stage][q] / stages["int8"][k][stage][q], 3) for k in stages["int8"]
                 }
@@ -495,6 +515,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "audio": source,
         "stages": stages,
         "rtf": rtf,
+        "rtf_cpu": rtf_cpu,
         "ratios": ratios,
         "macs": {**macs.to_dict(), "per_window": macs.total, "windows_per_command": n_windows},
         "parameters": parameter_count(bundle.model_bytes),
@@ -544,6 +565,7 @@ STAGE_LABELS = {
     "score": "score",
     "e2e": "end to end",
 }
+STAGE_SHORT = {"conversion": "convert", "frontend": "front-end", "inference": "infer", "score": "score", "e2e": "e2e"}
 """conversion: 48 kHz stereo to 16 kHz mono, in capture blocks; score: front-end + inference +
 calibration of the command; end to end: the listener, end of utterance to verdict."""
 
@@ -563,22 +585,33 @@ def render(result: dict[str, Any]) -> None:
             f"on {m['cores']} cores (other work competing for them)",
             highlight=False,
         )
-    t = Table(title="Latency per stage, ms")
-    for col in ("variant", "command", "stage"):
-        t.add_column(col)
-    for col in ("p50", "p95", "p99", "RTF"):
-        t.add_column(col, justify="right")
+    t = Table(
+        title="Latency per stage, ms: wall time (what a user waits, under this load) "
+        "and CPU time (what the work costs a core)"
+    )
+    for col in ("variant", "cmd", "stage"):
+        t.add_column(col, no_wrap=True)
+    for col in ("p50", "p95", "p99", "CPU p50", "CPU p95"):
+        t.add_column(col, justify="right", no_wrap=True)
     for name, per in result["stages"].items():
         for k, st in per.items():
             for s in STAGE_ORDER:
                 v = st.get(s)
                 if v is None:
                     continue
-                rtf = f"{result['rtf'][name][k]:.4f}" if s == "score" else ""
-                label = STAGE_LABELS[s]
-                t.add_row(name, k, label, f"{v['p50']:.2f}", f"{v['p95']:.2f}", f"{v['p99']:.2f}", rtf)
+                t.add_row(
+                    name, k, STAGE_SHORT[s], f"{v['p50']:.2f}", f"{v['p95']:.2f}", f"{v['p99']:.2f}",
+                    f"{v['cpu_p50']:.2f}", f"{v['cpu_p95']:.2f}",
+                )
             t.add_section()
     console.print(t)
+    console.print(
+        "real-time factor (score, CPU p50 / audio length): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in per.items()) for name, per in result["rtf_cpu"].items()
+        ),
+        highlight=False,
+    )
     if result["ratios"]:
         r = Table(title="Ratios (same run, same machine)")
         r.add_column("ratio")
@@ -722,7 +755,7 @@ def summarize_runs(paths: list[Path]) -> dict[str, Any]:
     for name, per in first["stages"].items():
         for k, st in per.items():
             for stage in st:
-                for q in ("p50", "p95", "p99"):
+                for q in ("p50", "p95", "p99", "cpu_p50", "cpu_p95"):
                     vals = [r["stages"][name][k][stage][q] for r in runs if stage in r["stages"].get(name, {}).get(k, {})]
                     cell = stages.setdefault(name, {}).setdefault(k, {}).setdefault(stage, {})
                     cell[q] = round(statistics.median(vals), 3)
@@ -767,8 +800,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
         + ", ".join(f"{b[0]:.1f}/{a[0]:.1f}" for b, a in s["loadavg_per_run"] if a and b)
         + f" on {s['machine']['cores']} cores.",
         "",
-        "| variant | command | stage | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---:|---:|---:|",
+        "| variant | command | stage | p50 ms | p95 ms | p99 ms | CPU p50 ms | CPU p95 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, per in s["stages"].items():
         for k, st in per.items():
@@ -778,7 +811,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
                     continue
                 lines.append(
                     f"| {name} | {k} | {STAGE_LABELS[stage]} | {v['p50']:.2f} | "
-                    f"{v['p95']:.2f} ({v['p95_range'][0]:.2f}-{v['p95_range'][1]:.2f}) | {v['p99']:.2f} |"
+                    f"{v['p95']:.2f} ({v['p95_range'][0]:.2f}-{v['p95_range'][1]:.2f}) | {v['p99']:.2f} | "
+                    f"{v['cpu_p50']:.2f} | {v['cpu_p95']:.2f} ({v['cpu_p95_range'][0]:.2f}-{v['cpu_p95_range'][1]:.2f}) |"
                 )
     if s["ratios"]:
         keys = list(next(iter(s["ratios"].values())))
