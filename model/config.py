@@ -31,6 +31,10 @@ class ModelConfig:
     """Units of the hidden dense layer before the logit (0 = straight to the logit)."""
     dropout: float = 0.3
     """Dropout before each dense layer."""
+    bn_momentum: float = 0.9
+    """Batch-norm moving-average momentum; 0.9 settles within an epoch on small datasets (0.99 did not)."""
+    time_pool: str = "mean"
+    """How the head summarises time: ``mean`` or ``mean_max`` (average and maximum, concatenated)."""
     freq_pool: str = "keep"
     """How the head treats frequency: ``keep`` (flatten per-band features, position matters) or ``mean``."""
 

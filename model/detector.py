@@ -35,7 +35,7 @@ def build_detector(
     x = layers.Conv2D(
         cfg.stem_channels, 3, strides=(st, sf), padding="same", use_bias=False, name="stem"
     )(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=cfg.bn_momentum, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     t, f = -(-n_time // st), -(-n_bins // sf)
     for i, ch in enumerate(cfg.block_channels):
@@ -43,17 +43,20 @@ def build_detector(
         x = layers.DepthwiseConv2D(
             3, strides=(st, sf), padding="same", use_bias=False, name=f"b{i}_dw"
         )(x)
-        x = layers.BatchNormalization(name=f"b{i}_dw_bn")(x)
+        x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"b{i}_dw_bn")(x)
         x = layers.ReLU(name=f"b{i}_dw_relu")(x)
         x = layers.Conv2D(ch, 1, use_bias=False, name=f"b{i}_pw")(x)
-        x = layers.BatchNormalization(name=f"b{i}_pw_bn")(x)
+        x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"b{i}_pw_bn")(x)
         x = layers.ReLU(name=f"b{i}_pw_relu")(x)
         t, f = -(-t // st), -(-f // sf)
-    if cfg.freq_pool == "keep":
-        x = layers.AveragePooling2D(pool_size=(t, 1), name="time_pool")(x)
-        x = layers.Flatten(name="flatten")(x)
-    else:
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if cfg.time_pool not in ("mean", "mean_max"):
+        raise ValueError(f"model.time_pool must be 'mean' or 'mean_max', got {cfg.time_pool!r}")
+    pool_f = 1 if cfg.freq_pool == "keep" else f
+    pooled = [layers.AveragePooling2D(pool_size=(t, pool_f), name="time_mean")(x)]
+    if cfg.time_pool == "mean_max":
+        pooled.append(layers.MaxPooling2D(pool_size=(t, pool_f), name="time_max")(x))
+    x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="time_stats")(pooled)
+    x = layers.Flatten(name="flatten")(x)
     if cfg.head_units > 0:
         x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
         x = layers.Dense(cfg.head_units, activation="relu", name="head")(x)

@@ -153,7 +153,7 @@ def pipeline(
     def baselines_step() -> Any:
         from .baselines import run_baselines
 
-        return run_baselines(dataset, out / "baselines")
+        return run_baselines(dataset, out / "baselines", workers=workers, seed=seed)
 
     def train_step() -> Any:
         from .train import train

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.audio import load_audio
 from wakeguard.edge.bundle import Calibration, sha256_bytes, write_bundle
+from wakeguard.edge.frontend import compute_features
 from wakeguard.edge.protocol import read_protocol
 from wakeguard.edge.scorer import Scorer
 
@@ -78,6 +79,15 @@ def convert(model: Any, variant: str, representative: np.ndarray | None = None) 
     else:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     return bytes(conv.convert())
+
+
+def runtime_features(feats: Features, root: Path, frontend: Any) -> Features:
+    """The same rows with float32 windows computed from the audio by the edge front-end."""
+    wins = [compute_features(load_audio(r.audio_path(root)), frontend) for r in feats.rows]
+    if not wins:
+        return feats
+    utt = np.concatenate([np.full(len(w), i, dtype=np.int32) for i, w in enumerate(wins)])
+    return Features(feats.rows, np.concatenate(wins), utt)
 
 
 def tflite_logits(scorer: Scorer, feats: Features) -> np.ndarray:
@@ -151,7 +161,10 @@ def quantize(
     )
 
     feats = dataset_features(proto, cfg.frontend, workers=workers)
-    tr, dev, ev = feats.split("train"), feats.split("dev"), feats.split("eval")
+    tr = feats.split("train")
+    # dev and eval go through the runtime's own front-end in float32 (the training cache
+    # holds float16), so the scores below are exactly what a Pi computes from the audio
+    dev, ev = (runtime_features(feats.split(s), proto.root, cfg.frontend) for s in ("dev", "eval"))
     if not dev.rows:
         raise ValueError(f"{dataset}: no dev split to calibrate on")
     model = keras.models.load_model(model_file, compile=False)

@@ -348,7 +348,7 @@ def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
 
 
 def train(
-    dataset: str | Path,
+    dataset: str | Path | None,
     out: str | Path,
     config: Config | None = None,
     *,
@@ -373,6 +373,8 @@ def train(
         if config.frontend != config_from_dict(saved).frontend:
             raise ConfigError(f"{out}: --resume cannot change the front-end of a run")
     config = config or load_config()
+    if dataset is None:
+        raise ValueError("no dataset given")
     proto = read_protocol(dataset)
     for split in ("train", "dev"):
         labels = {r.label for r in proto.where(split=split)}

@@ -12,8 +12,11 @@ from .console import console, err_console, print_json, run_cli
 
 def train_cli(
     dataset: Annotated[
-        Path, typer.Argument(help="Dataset folder (or its protocol.csv) with train and dev splits.")
-    ],
+        Path | None,
+        typer.Argument(
+            help="Dataset folder (or its protocol.csv) with train and dev splits; with --resume, default: the run's."
+        ),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Argument(
@@ -53,6 +56,12 @@ def train_cli(
     from wakeguard.model.config import ConfigError, load_config
     from wakeguard.model.train import train
 
+    if dataset is not None and "=" in str(dataset) and not dataset.exists():
+        overrides = [str(dataset), *(overrides or [])]  # `train --resume --out R train.epochs=40`
+        dataset = None
+    if dataset is None and not resume:
+        err_console.print("[bold red]error:[/] give the DATASET folder to train on")
+        raise typer.Exit(2)
     if resume and out is None:
         err_console.print("[bold red]error:[/] --resume needs --out RUN (the run to continue)")
         raise typer.Exit(2)

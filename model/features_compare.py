@@ -1,0 +1,93 @@
+"""Choose the front-end by measurement: train the same detector on each representation, compare dev EER.
+
+Each candidate is the default training config plus a few front-end overrides; every one
+gets the same network, augmentation and epoch budget, is trained on ``train`` and selected
+on ``dev`` (eval is never looked at here). The table goes to ``OUT/features_compare.json``
+and ``OUT/features_compare.md``, and every candidate's run folder stays under ``OUT/<name>``.
+
+Run it with::
+
+    python -c "from wakeguard.model.features_compare import compare_frontends as c; \\
+               c('DATASET', 'runs/frontends', overrides=['train.epochs=10'], log=print)"
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from wakeguard.edge.frontend import frontend_shape
+
+from .config import load_config
+
+CANDIDATES: dict[str, list[str]] = {
+    "logspec": ["frontend.kind=logspec", "frontend.bin_pool=2"],
+    "lfcc": ["frontend.kind=lfcc"],
+    "spectral_power": ["frontend.kind=spectral_power", "frontend.bin_pool=2"],
+}
+"""The representations compared: log-power linear spectrogram (62.5 Hz bins, 0-8 kHz), LFCC
+(20 cepstra + deltas from 70 linear filters), and Void-style block spectral power (the
+normalised long-term spectrum of 25-frame blocks)."""
+
+
+def compare_frontends(
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    candidates: dict[str, list[str]] | None = None,
+    overrides: Sequence[str] = (),
+    config: str | Path | None = None,
+    workers: int = 2,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train one detector per candidate front-end; returns and writes the comparison table."""
+    from .train import train
+
+    log = log or (lambda s: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table: list[dict[str, Any]] = []
+    for name, extra in (candidates or CANDIDATES).items():
+        cfg = load_config(config, [*overrides, *extra])
+        log(f"== {name}: {' '.join(extra)}")
+        res = train(dataset, out / name, cfg, workers=workers, log=log)
+        table.append(
+            {
+                "frontend": name,
+                "overrides": list(extra),
+                "input_shape": list(frontend_shape(cfg.frontend).input_shape),
+                "dev_eer": res.dev_eer,
+                "train_eer": res.train_eer,
+                "best_epoch": res.best_epoch,
+                "epochs_run": res.epochs_run,
+                "n_params": res.n_params,
+                "seconds": res.seconds,
+                "run": str(out / name),
+            }
+        )
+        _write(out, table, list(overrides), dataset)
+    return table
+
+
+def _write(
+    out: Path, table: list[dict[str, Any]], overrides: list[str], dataset: str | Path
+) -> None:
+    doc = {"dataset": str(dataset), "common_overrides": overrides, "results": table}
+    (out / "features_compare.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [
+        "| front-end | input (time x bins) | dev EER | train EER | best epoch | parameters | train time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        t, b = r["input_shape"]
+        lines.append(
+            f"| {r['frontend']} | {t} x {b} | {100 * r['dev_eer']:.2f}% | {100 * r['train_eer']:.2f}% "
+            f"| {r['best_epoch']} | {r['n_params']:,} | {r['seconds']:.0f} s |"
+        )
+    common = " ".join(overrides) or "(none)"
+    head = (
+        f"Front-end comparison on the dev split of `{dataset}`; common overrides: `{common}`.\n\n"
+    )
+    (out / "features_compare.md").write_text(head + "\n".join(lines) + "\n")

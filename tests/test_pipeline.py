@@ -1,0 +1,112 @@
+"""`wakeguard pipeline`: every step end to end on a tiny simulated corpus; installing a bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_train import FAST
+from typer.testing import CliRunner
+from wakeguard.edge.bundle import BundleError, load_bundle
+from wakeguard.tools.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple[Path, str]:
+    pytest.importorskip("tensorflow")
+    out = tmp_path_factory.mktemp("pipe") / "run"
+    fast = [o for o in FAST if not o.startswith("train.epochs")] + ["train.epochs=4"]
+    res = runner.invoke(
+        app, ["pipeline", "--out", str(out), "--size", "tiny", "--workers", "1", *fast]
+    )
+    return out, res.output if res.exit_code == 0 else f"exit {res.exit_code}: {res.output}"
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_step(pipeline_run: tuple[Path, str]) -> None:
+    out, output = pipeline_run
+    assert not output.startswith("exit"), output
+    record = json.loads((out / "pipeline.json").read_text())
+    assert [s["step"] for s in record["steps"]] == [
+        "simulate",
+        "explore",
+        "baselines",
+        "train",
+        "quantize",
+        "evaluate",
+        "report",
+    ]
+    assert all(s["status"] == "ok" for s in record["steps"]), record["steps"]
+    assert (out / "dataset" / "protocol.csv").is_file()
+    for name in (
+        "config.json",
+        "model.keras",
+        "history.csv",
+        "dev_scores.csv",
+        "quantize/variants.json",
+        "eval/scores.csv",
+        "eval/metrics.json",
+        "baselines/baselines.json",
+        "report/index.html",
+    ):
+        assert (out / name).is_file(), name
+    load_bundle(out / "bundle")
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["n_bonafide"] > 0 and metrics["n_spoof"] > 0
+    assert record["summary"]["eval_eer_int8_bundle"] == pytest.approx(metrics["eer"])
+    # the command says where the report is
+    assert "report:" in output and "index.html" in output.replace("\n", "")
+
+
+@pytest.mark.slow
+def test_install_bundle_copies_and_validates(
+    pipeline_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    from wakeguard.model.pipeline import install_bundle
+
+    out, output = pipeline_run
+    assert not output.startswith("exit"), output
+    target = install_bundle(out / "bundle", tmp_path / "default")
+    b = load_bundle(target)
+    assert b.manifest["model_sha256"] == load_bundle(out / "bundle").manifest["model_sha256"]
+    assert (target / "model.keras").is_file()
+
+
+def test_install_refuses_a_broken_bundle(tmp_path: Path) -> None:
+    from wakeguard.model.pipeline import install_bundle
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        install_bundle(tmp_path / "b", tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+def test_unknown_step_to_skip_is_an_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["pipeline", "--out", str(tmp_path / "r"), "--skip", "nosuch"])
+    assert res.exit_code == 2
+    assert "unknown step" in res.output
+
+
+def test_pipeline_on_an_existing_dataset_without_training_data_fails_clearly(
+    tmp_path: Path,
+) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "pipeline",
+            "--out",
+            str(tmp_path / "r"),
+            "--dataset",
+            str(tmp_path / "missing"),
+            "--skip",
+            "explore",
+            "--skip",
+            "baselines",
+        ],
+    )
+    assert res.exit_code == 1
+    assert "no dataset" in res.output

@@ -1,0 +1,139 @@
+"""`wakeguard quantize`: four TFLite variants through the edge runtime, the int8 bundle, parity with Keras."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_train import FAST, make_dataset
+from typer.testing import CliRunner
+from wakeguard.edge.audio import load_audio
+from wakeguard.edge.bundle import load_bundle
+from wakeguard.edge.frontend import compute_features
+from wakeguard.edge.protocol import read_protocol
+from wakeguard.edge.scorer import Scorer, TFLiteModel
+from wakeguard.tools.cli import app
+
+runner = CliRunner()
+
+PARITY_MAX = 0.15
+PARITY_MEDIAN = 0.03
+"""Allowed |int8 logit - Keras logit| per utterance, as shares of the Keras logits' range on
+dev+eval: at most 15 % for the worst utterance and 3 % for the median one.
+
+int8 weights and activations (per-channel weight scales, 256 activation levels) moved the
+median logit by about 1 % of that range on these test models and the worst by up to 10 %
+(the tiny test network has few channels to average the rounding out); a broken conversion
+(wrong input scale, a float op left behind, a mis-ordered axis) is far outside both.
+"""
+
+
+@pytest.fixture(scope="module")
+def quantized_run(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Path:
+    pytest.importorskip("tensorflow")
+    ds = make_dataset(tmp_path_factory.mktemp("qds"), shared_dir)
+    run = tmp_path_factory.mktemp("qruns") / "r"
+    fast = [o for o in FAST if not o.startswith("train.epochs")] + ["train.epochs=4"]
+    res = runner.invoke(app, ["train", str(ds), "--out", str(run), "--workers", "1", *fast])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["quantize", str(run), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def test_variants_are_written_and_scored(quantized_run: Path) -> None:
+    q = quantized_run / "quantize"
+    variants = json.loads((q / "variants.json").read_text())
+    assert [v["variant"] for v in variants] == ["float32", "float16", "dynamic", "int8"]
+    for v in variants:
+        assert (q / f"{v['variant']}.tflite").stat().st_size == v["bytes"]
+        assert 0.0 <= v["eer_dev"] <= 1.0 and 0.0 <= v["eer_eval"] <= 1.0
+        assert v["latency_ms"] > 0
+    sizes = {v["variant"]: v["bytes"] for v in variants}
+    assert sizes["int8"] < sizes["float32"]
+
+
+def test_int8_model_is_integer_end_to_end(quantized_run: Path) -> None:
+    m = TFLiteModel((quantized_run / "quantize" / "int8.tflite").read_bytes())
+    assert m.input_dtype == np.int8
+    assert m.interpreter.get_output_details()[0]["dtype"] == np.int8
+    # no float32 tensors between input and output: every op ran in int8
+    details = m.interpreter.get_tensor_details()
+    float_acts = [
+        d["name"]
+        for d in details
+        if d["dtype"] == np.float32 and len(d["shape"]) > 1 and d["shape"][0] == 1
+    ]
+    assert not float_acts, float_acts
+
+
+def test_bundle_manifest_is_complete(quantized_run: Path) -> None:
+    b = load_bundle(quantized_run / "bundle")
+    m = b.manifest
+    assert set(b.thresholds) == {"eer", "bpcer_1pct", "bpcer_5pct"}
+    assert b.thresholds["bpcer_1pct"] <= b.thresholds["bpcer_5pct"]
+    assert b.calibration.scale > 0
+    for key in (
+        "version",
+        "created",
+        "metrics",
+        "data_fingerprint",
+        "calibration_scores",
+        "training",
+    ):
+        assert key in m, key
+    assert {"dev", "eval"} <= set(m["metrics"])
+    assert {"eer", "apcer", "bpcer", "apcer_at_bpcer_1pct", "per_condition"} <= set(
+        m["metrics"]["dev"]
+    )
+    assert set(b.calibration_scores) == {"bonafide", "spoof"}
+    assert len(b.calibration_scores["bonafide"]) == 4  # all dev bona fide (fewer than the cap)
+    fp = json.loads((quantized_run / "data_fingerprint.json").read_text())
+    assert m["data_fingerprint"]["sha256"] == fp["sha256"]
+    assert (quantized_run / "bundle" / "model.keras").is_file()  # for train --init-from BUNDLE
+
+
+def test_bundle_scores_through_the_edge_scorer(quantized_run: Path) -> None:
+    cfg = json.loads((quantized_run / "config.json").read_text())
+    proto = read_protocol(cfg["dataset"])
+    scorer = Scorer.from_bundle(quantized_run / "bundle")
+    rows = proto.where(split="dev")
+    dev_scores = json.loads((quantized_run / "bundle" / "manifest.json").read_text())[
+        "calibration_scores"
+    ]
+    got = sorted(round(scorer.score(load_audio(r.audio_path(proto.root))).score, 3) for r in rows)
+    want = sorted(round(v, 3) for v in dev_scores["bonafide"] + dev_scores["spoof"])
+    # the bundle's stored dev scores are exactly what the runtime computes from the audio
+    assert np.allclose(got, want, atol=2e-3)
+
+
+def test_parity_numpy_frontend_int8_tflite_vs_keras(quantized_run: Path) -> None:
+    """Same audio: numpy front-end + int8 TFLite (the Pi path) against the Keras model."""
+    import keras
+
+    cfg = json.loads((quantized_run / "config.json").read_text())
+    proto = read_protocol(cfg["dataset"])
+    bundle = load_bundle(quantized_run / "bundle")
+    scorer = Scorer.from_bundle(bundle)
+    model = keras.models.load_model(quantized_run / "model.keras", compile=False)
+    k_logits, t_logits = [], []
+    for r in proto.where(split="dev") + proto.where(split="eval"):
+        audio = load_audio(r.audio_path(proto.root))
+        t_logits.append(scorer.raw_logit(audio)[0])
+        feats = compute_features(audio, bundle.frontend)
+        k_logits.append(float(np.mean(np.asarray(model(feats, training=False)))))
+    k, t = np.array(k_logits), np.array(t_logits)
+    spread = k.max() - k.min()
+    assert spread > 0
+    diff = np.abs(t - k)
+    assert np.max(diff) <= PARITY_MAX * spread, (np.max(diff), spread)
+    assert np.median(diff) <= PARITY_MEDIAN * spread, (np.median(diff), spread)
+    assert np.corrcoef(k, t)[0, 1] > 0.99
+
+
+def test_quantize_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["quantize", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "not a training run folder" in res.output

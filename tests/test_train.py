@@ -1,0 +1,238 @@
+"""`wakeguard train`: config loading and overrides, the run folder, --resume, --init-from, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+from wakeguard.edge.audio import load_audio, write_wav
+from wakeguard.edge.protocol import Row, write_protocol
+from wakeguard.model.config import ConfigError, load_config
+from wakeguard.tools.cli import app
+
+runner = CliRunner()
+
+# A model small enough to train in seconds; the features are the real default front-end.
+FAST = [
+    "train.epochs=3",
+    "train.batch_size=8",
+    "train.learning_rate=0.01",
+    "model.stem_channels=8",
+    "model.block_channels=[16]",
+    "model.head_units=0",
+    "train.threads=1",
+]
+
+
+def make_dataset(root: Path, speech_dir: Path, per_split: dict[str, int] | None = None) -> Path:
+    """Clips of real speech: bona fide as is, spoof band-limited above 600 Hz with soft clipping.
+
+    The spoof channel mimics a phone loudspeaker (no bass, some distortion) so a model can
+    learn it in a couple of epochs; speakers are disjoint across splits.
+    """
+    per_split = per_split or {"train": 8, "dev": 4, "eval": 4}
+    files = sorted((speech_dir / "speech" / "librispeech" / "train-clean-100").glob("*.flac"))
+    rng = np.random.default_rng(0)
+    rows, i = [], 0
+    for split, n in per_split.items():
+        for _ in range(n):
+            f = files[i]
+            i += 1
+            x = load_audio(f)[: int(2.5 * 16000)]
+            spec = np.fft.rfft(x)
+            freqs = np.fft.rfftfreq(x.size, 1 / 16000)
+            spoof = np.fft.irfft(spec * (freqs > 600), n=x.size)
+            spoof = np.tanh(3 * spoof / np.abs(spoof).max()) * 0.1
+            for label, y in (("bonafide", x), ("spoof", spoof)):
+                y = y + rng.normal(0, 1e-4, y.size)
+                name = f"{label}/{f.stem}.wav"
+                write_wav(root / name, (0.1 * y / np.abs(y).max()).astype(np.float32))
+                rows.append(
+                    Row(
+                        name,
+                        label,
+                        speaker=f.stem.split("-")[0] + split,
+                        split=split,
+                        conditions={"device": "phone" if label == "spoof" else "-"},
+                    )
+                )
+    write_protocol(root, rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("ds"), shared_dir)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
+    pytest.importorskip("tensorflow")
+    run = tmp_path_factory.mktemp("runs") / "r1"
+    res = runner.invoke(app, ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST])
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def test_default_config_and_dotted_overrides() -> None:
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=7",
+            "frontend.kind=lfcc",
+            "model.block_channels=[8,16]",
+            "augment.noise_snr_db=5,20",
+            "train.balance_classes=false",
+        ],
+    )
+    assert cfg.train.epochs == 7
+    assert cfg.frontend.kind == "lfcc"
+    assert cfg.model.block_channels == [8, 16]
+    assert cfg.augment.noise_snr_db == [5.0, 20.0]
+    assert cfg.train.balance_classes is False
+    # the packaged default_config.toml is what the defaults say
+    assert load_config().frontend.bin_pool == 2
+
+
+@pytest.mark.parametrize(
+    "override, problem",
+    [
+        ("train.epochs=many", "expected an integer"),
+        ("nosuch.key=1", "unknown section"),
+        ("train.nosuch=1", "has no key"),
+        ("epochs=3", "section.key=value"),
+        ("frontend.kind=mfcc", "unknown front-end kind"),
+    ],
+)
+def test_bad_overrides_are_refused(override: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_config(None, [override])
+
+
+def test_config_file_toml_and_json(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("[train]\nepochs = 3\n[frontend]\nkind = 'spectral_power'\n")
+    cfg = load_config(tmp_path / "c.toml", ["train.epochs=4"])
+    assert (cfg.train.epochs, cfg.frontend.kind) == (4, "spectral_power")
+    (tmp_path / "c.json").write_text(json.dumps({"model": {"dropout": 0.1}}))
+    assert load_config(tmp_path / "c.json").model.dropout == 0.1
+    (tmp_path / "bad.toml").write_text("[train\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_train_writes_the_run_folder(trained_run: Path, dataset: Path) -> None:
+    for name in (
+        "config.json",
+        "data_fingerprint.json",
+        "history.csv",
+        "curves.png",
+        "dev_scores.csv",
+        "model.keras",
+    ):
+        assert (trained_run / name).is_file(), name
+    cfg = json.loads((trained_run / "config.json").read_text())
+    assert Path(cfg["dataset"]) == dataset.resolve()
+    assert cfg["train"]["epochs"] == 3 and cfg["model"]["block_channels"] == [16]
+    fp = json.loads((trained_run / "data_fingerprint.json").read_text())
+    assert fp["n_rows"] == 32 and len(fp["sha256"]) == 64
+    with (trained_run / "history.csv").open() as fh:
+        hist = list(csv.DictReader(fh))
+    assert [h["epoch"] for h in hist] == ["1", "2", "3"]
+    assert all(0 <= float(h["dev_eer"]) <= 1 for h in hist)
+    with (trained_run / "dev_scores.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8 and {r["split"] for r in rows} == {"dev"}
+    assert (
+        list(rows[0])[:4] == ["path", "label", "speaker", "split"] and list(rows[0])[-1] == "score"
+    )
+    # the kept checkpoint is the one with the best dev EER
+    best = min(float(h["dev_eer"]) for h in hist)
+    summary = json.loads((trained_run / "train_summary.json").read_text())
+    assert summary["dev_eer"] == pytest.approx(best)
+
+
+def test_resume_continues_from_the_last_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(trained_run, run)
+    res = runner.invoke(app, ["train", "--out", str(run), "--resume", "train.epochs=4"])
+    assert res.exit_code == 0, res.output
+    assert "resuming after epoch 3" in res.output
+    with (run / "history.csv").open() as fh:
+        assert [h["epoch"] for h in csv.DictReader(fh)] == ["1", "2", "3", "4"]
+
+
+def test_resume_without_a_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", str(dataset), "--out", str(tmp_path / "new"), "--resume"])
+    assert res.exit_code == 2
+    assert "nothing to resume" in res.output or "config file not found" in res.output
+
+
+def test_init_from_fine_tunes_an_existing_model(
+    trained_run: Path, dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "ft"
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(dataset),
+            "--out",
+            str(run),
+            "--init-from",
+            str(trained_run),
+            "train.epochs=1",
+            "train.threads=1",
+            "--workers",
+            "1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "before fine-tuning" in res.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["init_from"]["kind"] == "run"
+    # the starting point is scored as epoch 0, so fine-tuning can never select a worse model
+    with (run / "history.csv").open() as fh:
+        assert [h["epoch"] for h in csv.DictReader(fh)] == ["0", "1"]
+
+
+def test_missing_dataset_and_bad_override_give_clear_errors(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "protocol file not found" in res.output
+    res = runner.invoke(app, ["train", str(tmp_path), "train.epochs=x"])
+    assert res.exit_code == 2 and "expected an integer" in res.output
+
+
+def test_a_split_with_one_label_is_refused(tmp_path: Path, dataset: Path) -> None:
+    from wakeguard.edge.protocol import read_protocol
+
+    p = read_protocol(dataset)
+    rows = [r for r in p.rows if not (r.split == "dev" and r.label == "spoof")]
+    for r in rows:
+        r.path = str(r.audio_path(dataset))
+    write_protocol(tmp_path, rows)
+    res = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "r"), *FAST])
+    assert res.exit_code == 2 and "dev split needs both" in res.output
+
+
+def test_unreadable_audio_names_the_file(tmp_path: Path, dataset: Path) -> None:
+    from wakeguard.edge.protocol import read_protocol
+
+    p = read_protocol(dataset)
+    rows = list(p.rows)
+    for r in rows:
+        r.path = str(r.audio_path(dataset))
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00not audio")
+    rows[0] = Row(str(bad), "bonafide", speaker="x", split="train")
+    write_protocol(tmp_path, rows)
+    res = runner.invoke(
+        app, ["train", str(tmp_path), "--out", str(tmp_path / "r"), "--workers", "1", *FAST]
+    )
+    assert res.exit_code == 2
+    assert "broken.wav" in res.output
