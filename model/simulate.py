@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from wakeguard.edge.audio import SAMPLE_RATE, AudioError, load_audio, write_wav
+from wakeguard.edge.audio import (
+    SAMPLE_RATE,
+    SILENCE_DBFS,
+    AudioError,
+    check_audio,
+    load_audio,
+    require_usable,
+    write_wav,
+)
 from wakeguard.edge.protocol import Row, write_protocol
 
 from .devices import DeviceSet, apply_codec, build_devices
@@ -56,7 +64,7 @@ from .rooms import (
     range_label,
 )
 
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
 
 SPLIT_SHARES = {"train": 0.6, "dev": 0.15, "eval": 0.25}
@@ -153,7 +161,7 @@ SIZES: dict[str, SizePreset] = {
 }
 
 
-class SimulationError(RuntimeError):
+class SimulationError(ValueError):
     """A build that could not finish, naming the source files that failed and why."""
 
 
@@ -263,7 +271,7 @@ def cut_utterances(x: np.ndarray, rng: np.random.Generator) -> list[tuple[int, i
     idx = np.arange(win)[None, :] + hop * np.arange(n_frames)[:, None]
     e = 10 * np.log10(np.mean(x[idx] ** 2, axis=1) + 1e-12)
     thr = min(np.percentile(e, 15) + 8.0, e.max() - 30.0)
-    active = e > thr
+    active = (e > thr) & (e > SILENCE_DBFS)
     act = np.flatnonzero(active)
     if act.size == 0:
         return []
@@ -628,7 +636,16 @@ def process_source(src: Source, max_segments: int | None) -> tuple[str, int, str
     ctx = _CTX
     assert ctx is not None, "worker not initialised"
     try:
-        x = remove_rumble(load_audio(src.path).astype(np.float64))
+        raw = load_audio(src.path)
+        require_usable(raw, src.path, min_seconds=SPEECH_S[0])
+        info = check_audio(raw)
+        if info.clipped:
+            raise AudioError(
+                src.path,
+                f"clipped ({info.clipped_fraction:.2%} of samples at full scale): its distortion "
+                "would reach both classes; use an unclipped recording",
+            )
+        x = remove_rumble(raw.astype(np.float64))
         rng = np.random.default_rng(_source_seed(ctx.seed, src.path))
         segments = cut_utterances(x, rng)[:max_segments]
         if not segments:

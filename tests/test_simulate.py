@@ -153,6 +153,19 @@ def test_missing_and_corrupt_speech_give_clear_errors(shared_dir: Path, tmp_path
     assert "9999-1-0000.flac" in res.output and "unreadable" in res.output
 
 
+def test_a_silent_source_fails_the_build_naming_it(shared_dir: Path, tmp_path: Path) -> None:
+    speech = tmp_path / "speech"
+    speech.mkdir()
+    for f in sorted((shared_dir / "speech" / "librispeech" / "train-clean-100").glob("*.flac"))[:6]:
+        shutil.copy(f, speech / f.name)
+    sf.write(str(speech / "9998-1-0000.wav"), np.zeros(16000 * 3), 16000)  # valid but silent
+    out = tmp_path / "o"
+    res = _simulate(out, "--speech", str(speech), "--workers", "1")
+    assert res.exit_code != 0
+    assert "9998-1-0000.wav" in res.output and "silent" in res.output
+    assert not (out / "protocol.csv").exists()  # no protocol that silently lacks a source
+
+
 def test_utterances_are_cut_at_low_energy_points(speech_file: Path) -> None:
     from wakeguard.edge.audio import load_audio
     from wakeguard.model.simulate import cut_utterances
