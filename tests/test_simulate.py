@@ -128,6 +128,41 @@ def test_interrupted_build_resumes_to_the_same_corpus(tiny: Path, tmp_path: Path
     assert not list(out.rglob("*.part"))
 
 
+def test_a_killed_build_resumes_to_the_same_corpus(tiny: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "wakeguard.tools.cli",
+        "data",
+        "simulate",
+        "--out",
+        str(out),
+        "--size",
+        "tiny",
+        "--workers",
+        "1",
+        "--json",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((out / "meta").glob("*.json"))) >= 2 if (out / "meta").is_dir() else False:
+            os.kill(proc.pid, signal.SIGKILL)  # as hard as a power cut
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=120)
+    res = _simulate(out, "--workers", "2")
+    assert res.exit_code == 0, res.output
+    assert _snapshot(out) == _snapshot(tiny)
+
+
 def test_a_different_build_in_the_same_folder_is_refused(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "other"
     shutil.copytree(tiny, out)
