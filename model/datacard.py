@@ -133,6 +133,8 @@ def build_datacard(dataset: Path) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {}
     for r in prot.rows:
         counts.setdefault(r.split or "-", {"bonafide": 0, "spoof": 0})[r.label] += 1
+    order = ("train", "dev", "eval")
+    counts = dict(sorted(counts.items(), key=lambda kv: (order + (kv[0],)).index(kv[0])))
     conditions: dict[str, dict[str, dict[str, int]]] = {}
     for col in prot.condition_columns:
         if col == "source":
@@ -208,6 +210,39 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _simulation_notes() -> list[str]:
+    """How the corpus was simulated, from the simulator's own constants."""
+    from . import simulate as sim
+
+    classes = ", ".join(f"{k} {v:.0%}" for k, v in sim.SPEAKER_CLASS_WEIGHTS.items())
+    codecs = ", ".join(f"{k} {v:.0%}" for k, v in sim.CODEC_PROBS.items())
+    return [
+        "## How it was simulated",
+        "",
+        "- **bonafide**: talker → victim room → victim microphone (+ real noise).",
+        "- **spoof**: talker → attacker's room → attacker's recorder (microphone response; codec: "
+        f"{codecs}) → loudspeaker (linear response + polynomial Hammerstein distortion; "
+        f"{sim.EQUALISED_PROB:.0%} of non-perfect replays inverse-equalised) → the victim room "
+        "(loudspeaker where the talker stood) → the same victim microphones (+ real noise). "
+        f"Loudspeaker classes: {classes}. Attacker records in the victim's room "
+        f"{sim.SAME_ROOM_PROB:.0%} of the time.",
+        "- Shared by both classes, drawn from the same distributions: victim room, talker "
+        f"distance, microphone, total SNR {sim.SNR_DB[0]:g}–{sim.SNR_DB[1]:g} dB (ambient plus, for "
+        "replays, the replayed attacker-side noise), output level "
+        f"{sim.LEVEL_DBFS[0]:g} to {sim.LEVEL_DBFS[1]:g} dBFS over the sound, leading and trailing "
+        f"silence {sim.LEAD_S[0]:g}–{sim.LEAD_S[1]:g} s around the sound found by the device's "
+        f"endpointer ({sim.ENDPOINT_BELOW_MAX_DB:g} dB below the loudest frame; reverberation "
+        "counts as sound).",
+        "- Each bona fide utterance has a spoofed twin cut from the same speech (column `source`); "
+        f"sources are high-passed at {sim.RUMBLE_CUTOFF_HZ:g} Hz to drop recording rumble.",
+        "- Splits are speaker-disjoint; eval has its own rooms and loudspeakers (including the "
+        "measured Nexus One) that train never sees.",
+        "- Exact per-utterance values (T60, distances, SNRs, level, drive) are in `simulation.csv`; "
+        "room geometry in `rooms.json`.",
+        "",
+    ]
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     lines = [f"# Data card: {Path(card['dataset']).name}", ""]
     lines += [
@@ -219,6 +254,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += [
             f"Simulated by `wakeguard data simulate` (size `{b.get('size')}`, seed {b.get('seed')}, build version {b.get('version')}).",
             "",
+            *_simulation_notes(),
         ]
     lines += ["## Counts", "", "| split | speakers | bonafide | spoof |", "|---|---|---|---|"]
     for split, c in card["counts"].items():
