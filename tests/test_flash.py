@@ -406,21 +406,13 @@ def test_flash_lifecycle(
     blocker.listen()
     try:
         taken = blocker.getsockname()[1]
-        r = _flash(
-            sshd,
-            root,
-            "--bundle",
-            str(bundle),
-            "--metrics-port",
-            str(taken),
-            "--health-timeout",
-            "20",
-            *service,
-        )
+        m5 = _variant(tiny_bundle, tmp_path / "m5", "test-model-5")
+        r = _flash(sshd, root, "--model", str(m5), "--metrics-port", str(taken))
     finally:
         blocker.close()
     assert r.exit_code == 1, r.output
-    assert f"rolled back to {first}" in r.output and "Address already in use" in r.output
+    assert "health check failed" in r.output and "Address already in use" in r.output
+    assert f"rolled back to {first}" in r.output
     assert _current(root) == first
     assert sorted(p.name for p in (root / "releases").iterdir()) == sorted([first, second])
     assert 'wakeguard_model_info{version="test-tiny"}' in _metrics(port)

@@ -10,7 +10,8 @@
 #   install.sh rollback [--root ROOT]
 #   install.sh status   [--root ROOT]
 # Common options: --service auto|systemd|direct, --health-timeout SECONDS,
-#   --metrics-port PORT (install: default the config's [metrics] port, else 9810).
+#   --metrics-port PORT (install: default the config's [metrics] port, else 9810;
+#   model: keep the current release's port unless given).
 # A site config at ROOT/wakeguard.toml, when present, replaces the bundle's on every install.
 #
 # Layout under ROOT (default /opt/wakeguard):
@@ -483,8 +484,9 @@ PY
 }
 
 health_wait() {
+  # $1 "screened": the clip was already scored by this release (before the switch)
   HEALTH_REASON=""
-  screen_clip "$ROOT/current" || return 1
+  if [ "${1:-}" != screened ]; then screen_clip "$ROOT/current" || return 1; fi
   local port deadline
   port=$(metrics_port) || {
     HEALTH_REASON="cannot read the metrics port from $ROOT/current/wakeguard.toml"
@@ -597,7 +599,7 @@ activate() {
   switch_to "$name"
   say "current -> releases/$name"
   restart_service
-  if health_wait; then
+  if health_wait screened; then
     ACTIVATING=""
     fact release "$name"
     [ -n "$prev" ] && fact previous "$prev"
@@ -730,6 +732,10 @@ cmd_model() {
   mkdir -p "$rel"
   cp -a "$currel/wakeguard.toml" "$currel/wakeguard.service" "$currel/manifest.json" "$rel/" 2>/dev/null || true
   ln -s "../$owner/venv" "$rel/venv"
+  if [ -n "$METRICS_PORT" ]; then
+    case $METRICS_PORT in *[!0-9]*) die "metrics port must be a number, got $METRICS_PORT" ;; esac
+    sed -i -E "/^ExecStart=/ s/--metrics-port [0-9]+/--metrics-port $METRICS_PORT/" "$rel/wakeguard.service"
+  fi
   mv "$tmp/model" "$rel/model"
   cp "$tmp/manifest.json" "$rel/model-update.json"
   rm -rf "$tmp"
