@@ -130,8 +130,16 @@ class SSHTarget:
                 lines.append(line)
                 log(line)
             rc = proc.wait(timeout=timeout)
-        if rc == 255 and not any(ln.startswith(("::", "!!", "@")) for ln in lines):
-            raise DeployError(self._unreachable("\n".join(lines)), lines)
+        if rc == 255:
+            if not any(ln.startswith(("::", "!!", "@")) for ln in lines):
+                raise DeployError(self._unreachable("\n".join(lines)), lines)
+            if not any(ln.startswith("!! error:") for ln in lines):
+                raise DeployError(
+                    f"lost the SSH connection to {self.destination} during the install; the device "
+                    "finishes it on its own and rolls back if it fails: flash again or check "
+                    "ROOT/current there",
+                    lines,
+                )
         return rc, lines
 
     def upload(self, local: Path, remote_path: str, timeout: float = 1800) -> None:

@@ -40,15 +40,18 @@ UNIT_NAME=wakeguard.service
 CANONICAL_ROOT=/opt/wakeguard
 PY=""
 
-say() { printf ':: %s\n' "$*"; }
-warn() { printf '!! warning: %s\n' "$*"; }
+# Output never stops the work: a dropped SSH connection (SIGHUP, then EPIPE on every write)
+# must not leave a release half switched, so the installer carries on and rolls back by itself.
+trap '' HUP PIPE
+say() { printf ':: %s\n' "$*" 2>/dev/null || true; }
+warn() { printf '!! warning: %s\n' "$*" 2>/dev/null || true; }
 LAST_ERROR=""
 die() {
   LAST_ERROR="$*"
-  printf '!! error: %s\n' "$*"
+  printf '!! error: %s\n' "$*" 2>/dev/null || true
   exit 1
 }
-fact() { printf '@%s=%s\n' "$1" "$2"; }
+fact() { printf '@%s=%s\n' "$1" "$2" 2>/dev/null || true; }
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then
@@ -129,7 +132,7 @@ cmd_facts() {
     fact audio_source none
   fi
   fact audio_cards "$cards"
-  if ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so'; then
+  if ldconfig -p 2>/dev/null | grep 'libportaudio\.so' >/dev/null; then
     fact portaudio yes
   elif compgen -G '/usr/lib/*/libportaudio.so*' >/dev/null || compgen -G '/lib/*/libportaudio.so*' >/dev/null; then
     fact portaudio yes
@@ -308,7 +311,8 @@ PY
 
 exec_start_of() {
   # the command line of the unit's first ExecStart=, prefixes (-@+!:) removed
-  grep '^ExecStart=' "$1" | head -n 1 | sed -e 's/^ExecStart=//' -e 's/^[-@+!:]*//'
+  # (awk reads the file itself: no pipe that an early exit could break under pipefail)
+  awk '/^ExecStart=/ { sub(/^ExecStart=/, ""); sub(/^[-@+!:]+/, ""); print; exit }' "$1"
 }
 
 validate_unit() {
@@ -358,7 +362,7 @@ resolve_service_mode() {
   fact service "$SERVICE_MODE"
 }
 
-unit_user() { sed -n 's/^User=//p' "$1" | head -n 1; }
+unit_user() { awk '/^User=/ { sub(/^User=/, ""); print; exit }' "$1"; }
 
 stop_direct() {
   local pidfile=$ROOT/run/wakeguard.pid pid
@@ -697,7 +701,7 @@ cmd_install() {
   if ! PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 "$rel/venv/bin/python" -m pip install \
     --no-index --find-links "$rel/wheels" "wakeguard[edge]==$version" </dev/null >>"$rel/install.log" 2>&1; then
     local why
-    why=$(grep -E '^(ERROR|error)' "$rel/install.log" | head -n 3 | tr '\n' ' ')
+    why=$(awk '/^(ERROR|error)/ && n < 3 { printf "%s ", $0; n++ }' "$rel/install.log")
     rm -rf "$rel"
     die "pip could not install from the bundle's wheels: ${why:-see pip output}"
   fi
