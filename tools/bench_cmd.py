@@ -671,22 +671,26 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     width = 0.8 / len(names)
     for ax, k in zip(axes, keys, strict=True):
         for i, name in enumerate(names):
-            xs, p50, err = [], [], []
+            xs, cpu, err, wall = [], [], [], []
             for j, s in enumerate(STAGE_ORDER):
                 v = stages[name].get(k, {}).get(s)
                 if v is None:
                     continue
                 xs.append(j + (i - (len(names) - 1) / 2) * width)
-                p50.append(v["p50"])
-                err.append(v["p95"] - v["p50"])
-            ax.bar(xs, p50, width, yerr=[[0] * len(err), err], capsize=2, label=name)
+                cpu.append(v["cpu_p50"])
+                err.append(v["cpu_p95"] - v["cpu_p50"])
+                wall.append(v["p50"])
+            bars = ax.bar(xs, cpu, width, yerr=[[0] * len(err), err], capsize=2, label=name)
+            ax.plot(xs, wall, "o", ms=3, color=bars.patches[0].get_facecolor(), markeredgecolor="black",
+                    label=f"{name} wall p50" if k == keys[0] else None)
         ax.set_xticks(range(len(STAGE_ORDER)), [STAGE_LABELS[s] for s in STAGE_ORDER], rotation=20)
         ax.set_title(f"{k} command")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("ms (bar p50, whisker p95)")
-    axes[0].legend()
+    axes[0].set_ylabel("ms: bar CPU p50, whisker CPU p95, dot wall p50")
+    axes[0].legend(fontsize=7)
     m = result["machine"]
-    fig.suptitle(f"wakeguard bench on {m['cpu']}, threads={result['threads']}")
+    load = f", load average {m['loadavg'][0]:.1f} on {m['cores']} cores" if m.get("loadavg") else ""
+    fig.suptitle(f"wakeguard bench on {m['cpu']}, threads={result['threads']}{load}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
