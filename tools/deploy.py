@@ -414,6 +414,10 @@ def flash(
     if metrics_port is not None:
         common += ["--metrics-port", str(metrics_port)]
 
+    early = check_target(facts, None, root=root, service=service)
+    if early.errors:  # before spending time on building or uploading
+        raise TargetError(target.destination, early.errors)
+
     with tempfile.TemporaryDirectory(prefix="wakeguard-flash-") as tmp:
         given = str(bundle) if bundle is not None else None
         if model is not None:
@@ -427,10 +431,9 @@ def flash(
         else:
             if bundle is None:
                 plat, py = facts.platform, facts.python
-                if plat is None or py not in PYTHONS:
-                    raise TargetError(
-                        target.destination, check_target(facts, None, root=root).errors
-                    )
+                assert plat is not None  # check_target said so already
+                if py not in PYTHONS:  # an older python3 beside a usable pythonX.Y
+                    py = sorted(set(facts.all("python_minor")) & set(PYTHONS))[-1]
                 log(f":: building a bundle for {plat}, Python {py}")
                 bundle = build_bundle(
                     Path(tmp) / "bundle.tar.gz",
