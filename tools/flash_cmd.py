@@ -69,7 +69,9 @@ def flash_cli(
     ] = 60,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Metrics port of the installed service (default: the config's, else 9810)."),
+        typer.Option(
+            help="Metrics port of the installed service (default: the config's, else 9810)."
+        ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: Annotated[
