@@ -66,9 +66,9 @@ def interleaved_timings(
 
     Each round runs every call once, in an order rotated per round (no call always runs
     first, right after another one warmed or flushed the caches). ``warmup`` rounds are
-    discarded. Returns per call the wall times and the CPU times of the calling thread
-    (``thread_time``: what the work costs a core, without the time other processes held
-    it) in ms. A call that measures itself returns its own ``(wall_ms, cpu_ms)``; one that
+    discarded. Returns per call the wall times and the CPU times of this process
+    (``process_time``, all its threads, so ``--threads N`` inference workers count: what the
+    work costs, without the time other processes held the cores) in ms. A call that measures itself returns its own ``(wall_ms, cpu_ms)``; one that
     returns ``None`` is measured here.
     """
     names = list(calls)
@@ -76,11 +76,11 @@ def interleaved_timings(
     for r in range(warmup + repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            c0 = time.thread_time()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             own = calls[name]()
             wall = (time.perf_counter() - t0) * 1000.0
-            cpu = (time.thread_time() - c0) * 1000.0
+            cpu = (time.process_time() - c0) * 1000.0
             if own is not None:
                 wall, cpu = float(own[0]), float(own[1])
             if r >= warmup:

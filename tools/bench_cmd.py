@@ -188,7 +188,7 @@ class _ListenerCase:
     def run(self, detector: Any) -> tuple[float, float, float] | None:
         """(latency_ms, cpu_ms, scored seconds) of the last verdict, or None if none came.
 
-        ``cpu_ms`` is this thread's CPU time over the blocks up to and including the one that
+        ``cpu_ms`` is the process's CPU time over the blocks up to and including the one that
         produced the verdict (the deciding block is the first one fed).
         """
         import time
@@ -202,10 +202,10 @@ class _ListenerCase:
         verdicts: list[Any] = []
         cpu = 0.0
         for blk in self.rest:
-            c0 = time.thread_time()
+            c0 = time.process_time()
             got = [e for e in listener.process(blk) if isinstance(e, VerdictEvent)]
             if not verdicts:
-                cpu += (time.thread_time() - c0) * 1000.0
+                cpu += (time.process_time() - c0) * 1000.0
             verdicts += got
         return (verdicts[-1].latency_ms, cpu, verdicts[-1].duration_s) if verdicts else None
 
