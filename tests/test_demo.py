@@ -82,32 +82,47 @@ def _pane(session: str) -> str:
     ).stdout
 
 
+def _wait_for(session: str, needle: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = _pane(session)
+        if needle in screen:
+            return screen
+        time.sleep(0.3)
+    raise AssertionError(f"{needle!r} never appeared on the screen:\n{screen}")
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 def test_demo_in_a_real_terminal(tiny_bundle: Path, commands: Path, tmp_path: Path):
-    """Run the demo in a tmux pane (a real terminal: Rich Live redraws in place) and read the screen."""
+    """Type the demo into a shell in a tmux pane (a real terminal: Rich Live redraws in place),
+    read the screen while it plays and when it is done, then stop a second run with Ctrl-C."""
     session = f"wgdemo-{uuid.uuid4().hex[:8]}"
     exe = Path(sys.executable).parent / "wakeguard"
-    cmd = f"{exe} demo --input {commands} --model {tiny_bundle} --speed 2; echo DEMO-EXIT=$?; sleep 120"
-    env = {**os.environ, "TERM": "xterm-256color"}
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "110", "-y", "40", cmd], check=True, env=env)
+    env = {**os.environ, "TERM": "xterm-256color", "PS1": "$ "}
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "110", "-y", "40", "bash --norc --noprofile"],
+        check=True,
+        env=env,
+    )
     try:
-        seen_running = ""
-        deadline = time.monotonic() + 90
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = _pane(session)
-            if "playing cmd" in screen and not seen_running:
-                seen_running = screen
-            if "DEMO-EXIT=" in screen:
-                break
-            time.sleep(0.3)
+        run = f"{exe} demo --input {commands} --model {tiny_bundle}"
+        subprocess.run(["tmux", "send-keys", "-t", session, f"clear; {run} --speed 2; echo DEMO-EXIT=$?", "Enter"], check=True)
+        running = _wait_for(session, "playing cmd")
+        assert "dBFS" in running and "input   file cmd" in running and "voice" in running
+        screen = _wait_for(session, "DEMO-EXIT=")
         (tmp_path / "screen.txt").write_text(screen)
         assert "DEMO-EXIT=0" in screen, screen
-        assert seen_running, "never saw the screen while it was playing"
-        assert "dBFS" in seen_running and "input   file cmd" in seen_running
         assert "last verdicts" in screen and "done: 2 file(s)" in screen
         assert screen.count("LIVE ✓") + screen.count("REPLAY ✗") >= 2
         assert screen.count("wakeguard demo") == 1  # redrawn in place, not scrolled frame after frame
+
+        subprocess.run(["tmux", "send-keys", "-t", session, f"clear; {run} --speed 1; echo STOP-EXIT=$?", "Enter"], check=True)
+        _wait_for(session, "playing cmd0")
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        screen = _wait_for(session, "STOP-EXIT=")
+        assert "STOP-EXIT=0" in screen and "stopped" in screen, screen
+        assert "Traceback" not in screen
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 

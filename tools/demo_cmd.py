@@ -621,5 +621,6 @@ def demo_cli(
         speed=speed,
         rounds=rounds,
     )
-    if state.mode != "challenge" and not (state.counts["bonafide"] or state.counts["spoof"]):
+    heard = state.counts["bonafide"] or state.counts["spoof"]
+    if state.mode != "challenge" and not heard and state.status != "stopped":
         console.print("[yellow]no command was heard[/] (too quiet or too short?)", highlight=False)
