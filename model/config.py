@@ -3,7 +3,8 @@
 A config file holds the sections ``frontend`` (the fields of
 :class:`wakeguard.edge.frontend.FrontendParams`), ``model``, ``augment``, ``train`` and
 ``quantize``. Anything not given takes the default from ``model/default_config.toml``
-(which matches the dataclass defaults). Overrides on the command line address one field
+(applied over the dataclass defaults below, which are generic starting points; the TOML
+holds the settings chosen by measurement). Overrides on the command line address one field
 each, ``train.epochs=20 frontend.kind=lfcc``, and are parsed to the field's type.
 """
 

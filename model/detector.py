@@ -41,11 +41,13 @@ def build_detector(
     for i, ch in enumerate(cfg.block_channels):
         st, sf = _stride(t), _stride(f)
         x = layers.DepthwiseConv2D(
-            3, strides=(st, sf), padding="same", use_bias=False, name=f"b{i}_dw"
+            3, strides=(st, sf) if st == sf else 1, padding="same", use_bias=False, name=f"b{i}_dw"
         )(x)
         x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"b{i}_dw_bn")(x)
         x = layers.ReLU(name=f"b{i}_dw_relu")(x)
-        x = layers.Conv2D(ch, 1, use_bias=False, name=f"b{i}_pw")(x)
+        # TF's CPU depthwise kernel needs equal strides; unequal ones move to the 1x1 conv
+        pw_strides = 1 if st == sf else (st, sf)
+        x = layers.Conv2D(ch, 1, strides=pw_strides, use_bias=False, name=f"b{i}_pw")(x)
         x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"b{i}_pw_bn")(x)
         x = layers.ReLU(name=f"b{i}_pw_relu")(x)
         t, f = -(-t // st), -(-f // sf)

@@ -51,20 +51,31 @@ def compare_frontends(
     table: list[dict[str, Any]] = []
     for name, extra in (candidates or CANDIDATES).items():
         cfg = load_config(config, [*overrides, *extra])
-        log(f"== {name}: {' '.join(extra)}")
-        res = train(dataset, out / name, cfg, workers=workers, log=log)
+        run = out / name
+        done = run / "train_summary.json"
+        if done.is_file() and load_config(run / "config.json") == cfg:
+            log(f"== {name}: already trained with this config, reusing {run}")
+            res = json.loads(done.read_text())
+        else:
+            log(f"== {name}: {' '.join(extra)}")
+            res = train(dataset, run, cfg, workers=workers, log=log).to_dict()
         table.append(
             {
                 "frontend": name,
                 "overrides": list(extra),
                 "input_shape": list(frontend_shape(cfg.frontend).input_shape),
-                "dev_eer": res.dev_eer,
-                "train_eer": res.train_eer,
-                "best_epoch": res.best_epoch,
-                "epochs_run": res.epochs_run,
-                "n_params": res.n_params,
-                "seconds": res.seconds,
-                "run": str(out / name),
+                **{
+                    k: res[k]
+                    for k in (
+                        "dev_eer",
+                        "train_eer",
+                        "best_epoch",
+                        "epochs_run",
+                        "n_params",
+                        "seconds",
+                    )
+                },
+                "run": str(run),
             }
         )
         _write(out, table, list(overrides), dataset)

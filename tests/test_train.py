@@ -95,7 +95,7 @@ def test_default_config_and_dotted_overrides() -> None:
     assert cfg.augment.noise_snr_db == [5.0, 20.0]
     assert cfg.train.balance_classes is False
     # the packaged default_config.toml is what the defaults say
-    assert load_config().frontend.bin_pool == 2
+    assert load_config().frontend.kind == "spectral_power"
 
 
 @pytest.mark.parametrize(
