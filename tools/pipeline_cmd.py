@@ -56,7 +56,11 @@ def pipeline_cli(
             cfg = load_config(config, overrides or [])
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
-        say = (lambda s: None) if as_json else (lambda s: console.print(s, highlight=False, markup=False))
+        say = (
+            (lambda s: None)
+            if as_json
+            else (lambda s: console.print(s, highlight=False, markup=False))
+        )
         return pipeline(
             out,
             size=size,

@@ -26,7 +26,9 @@ def quantize_cli(
     """Convert to float32, float16, dynamic-range and full-int8 TFLite, score each on dev and eval, write RUN/bundle."""
     from wakeguard.model.quantize import quantize
 
-    say = (lambda s: None) if as_json else (lambda s: console.print(s, highlight=False, markup=False))
+    say = (
+        (lambda s: None) if as_json else (lambda s: console.print(s, highlight=False, markup=False))
+    )
     result = run_cli(quantize, run, dataset=dataset, workers=workers, log=say)
     if as_json:
         print_json(

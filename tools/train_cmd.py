@@ -73,7 +73,11 @@ def train_cli(
             cfg = load_config(run if resume else config, overrides or [])
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
-        say = (lambda s: None) if as_json else (lambda s: console.print(s, highlight=False, markup=False))
+        say = (
+            (lambda s: None)
+            if as_json
+            else (lambda s: console.print(s, highlight=False, markup=False))
+        )
         return train(
             dataset,
             run,
