@@ -180,10 +180,10 @@ def render(state: DemoState) -> Group:
             parts.append(Text(state.challenge_note, style="bold"))
     table = Table(title="last verdicts", expand=False, show_edge=False)
     table.add_column("source", no_wrap=True, max_width=22)
-    table.add_column("at", justify="right")
+    table.add_column("at", justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("score (│ = threshold)", no_wrap=True)
-    table.add_column("latency", justify="right")
+    table.add_column("latency", justify="right", no_wrap=True)
     for v in state.verdicts:
         table.add_row(
             v.source,
