@@ -15,7 +15,6 @@ off the calibrated dev scores.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -253,9 +252,8 @@ def quantize(
             },
         },
     )
-    shutil.copyfile(
-        model_file, bundle_dir / KERAS_MODEL
-    )  # lets `train --init-from BUNDLE` fine-tune
+    # the float weights (no optimizer state) let `train --init-from BUNDLE` fine-tune
+    model.save(bundle_dir / KERAS_MODEL)
     return QuantizeResult(run, bundle_dir, variants, calibration, thresholds, metrics)
 
 

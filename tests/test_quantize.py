@@ -137,3 +137,19 @@ def test_quantize_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     res = runner.invoke(app, ["quantize", str(tmp_path)])
     assert res.exit_code == 2
     assert "not a training run folder" in res.output
+
+
+def test_train_init_from_a_bundle_fine_tunes_its_weights(
+    quantized_run: Path, tmp_path: Path
+) -> None:
+    """The maintenance loop: a shipped bundle keeps its float weights, so it can be fine-tuned."""
+    dataset = json.loads((quantized_run / "config.json").read_text())["dataset"]
+    run = tmp_path / "ft"
+    args = ["train", dataset, "--out", str(run), "--init-from", str(quantized_run / "bundle")]
+    res = runner.invoke(app, [*args, "train.epochs=1", "train.threads=1", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["init_from"]["kind"] == "bundle"
+    # the bundle's front-end and network are kept, whatever the default config says
+    bundle_cfg = json.loads((quantized_run / "config.json").read_text())
+    assert cfg["frontend"] == bundle_cfg["frontend"] and cfg["model"] == bundle_cfg["model"]
