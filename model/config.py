@@ -195,7 +195,12 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` strings in order."""
+    """Apply ``section.key=value`` strings (later ones win), checked together at the end.
+
+    Checking once lets related keys change together (``frontend.n_fft=512
+    frontend.frame_length=512``) without an invalid combination in between.
+    """
+    changes: dict[str, dict[str, Any]] = {}
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
@@ -209,9 +214,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         hints = get_type_hints(cls)
         if name not in hints or name not in {f.name for f in fields(cls)}:
             raise ConfigError(f"override {item!r}: [{section}] has no key {name!r}")
-        value = _parse_value(raw.strip(), hints[name], key)
-        cfg = config_from_dict({section: {name: value}}, cfg)
-    return cfg
+        changes.setdefault(section, {})[name] = _parse_value(raw.strip(), hints[name], key)
+    return config_from_dict(changes, cfg) if changes else cfg
 
 
 def _parse_value(raw: str, typ: Any, key: str) -> Any:

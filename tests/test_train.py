@@ -236,3 +236,41 @@ def test_unreadable_audio_names_the_file(tmp_path: Path, dataset: Path) -> None:
     )
     assert res.exit_code == 2
     assert "broken.wav" in res.output
+
+
+@pytest.mark.parametrize("kind", ["logspec", "spectral_power", "lfcc"])
+def test_augmentation_keeps_shape_and_level_normalisation(kind: str) -> None:
+    """Noise floor, equaliser and SpecAugment masks (off by default, see default_config.toml)."""
+    pytest.importorskip("tensorflow")
+    from wakeguard.edge.frontend import compute_features, frontend_shape
+    from wakeguard.model.train import make_augment
+
+    cfg = load_config(
+        None,
+        [
+            f"frontend.kind={kind}",
+            "frontend.n_fft=512",
+            "frontend.frame_length=512",
+            "augment.noise_prob=1",
+            "augment.eq_prob=1",
+            "augment.time_masks=1",
+            "augment.freq_masks=1",
+            "augment.noise_snr_db=0,0",
+        ],
+    )
+    shape = frontend_shape(cfg.frontend).input_shape
+    rng = np.random.default_rng(0)
+    x = np.stack(
+        [
+            compute_features(rng.normal(0, 0.1, 32000).astype(np.float32), cfg.frontend)[0]
+            for _ in range(4)
+        ]
+    )
+    y, w = np.ones((4, 1), np.float32), np.ones(4, np.float32)
+    xa, ya, wa = make_augment(cfg, shape)(x, y, w)
+    xa = np.asarray(xa)
+    assert xa.shape == x.shape and np.all(np.isfinite(xa))
+    assert not np.allclose(xa, x)
+    np.testing.assert_array_equal(np.asarray(ya), y)
+    if kind != "lfcc":  # level normalisation survives the noise floor and the equaliser
+        assert np.allclose(xa.mean(axis=(1, 2)), 0.0, atol=2.0)
