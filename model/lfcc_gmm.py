@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.frontend import FrontendParams, compute_features, frontend_shape
 
+from .saved_model_file import load_model_file, save_model_file
+
 LFCC = FrontendParams(kind="lfcc", window_hop_seconds=2.0)
 """Front-end settings of the baseline: the shared ``lfcc`` defaults, windows back to back
 (hop = window length) so long utterances do not count their frames twice."""
@@ -117,36 +119,20 @@ class LfccGmm:
         return self.score_frames(lfcc_frames(audio))
 
     def save(self, path: str | Path) -> Path:
-        import joblib
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(
+        return save_model_file(
+            path,
+            MODEL_FORMAT,
             {
-                "format": MODEL_FORMAT,
-                "version": 1,
                 "bonafide": self.bonafide,
                 "spoof": self.spoof,
                 "n_components": self.n_components,
                 "frontend": LFCC.to_dict(),
             },
-            path,
         )
-        return path
 
     @classmethod
     def load(cls, path: str | Path) -> LfccGmm:
-        import joblib
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: LFCC-GMM model not found")
-        try:
-            d = joblib.load(path)
-        except Exception as exc:  # pickle raises many types for a bad file
-            raise ValueError(f"{path}: not a readable LFCC-GMM model ({exc})") from exc
-        if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path}: not a {MODEL_FORMAT} file")
+        d = load_model_file(path, MODEL_FORMAT, "LFCC-GMM")
         if d.get("frontend") != LFCC.to_dict():
             raise ValueError(f"{path}: fitted on different LFCC settings than this code computes")
         return cls(bonafide=d["bonafide"], spoof=d["spoof"], n_components=int(d["n_components"]))

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.frontend import FrontendParams, power_spectrogram
 
+from .saved_model_file import load_model_file, save_model_file
+
 STFT = FrontendParams(kind="spectral_power", frame_length=512, hop_length=128, n_fft=2048)
 """STFT settings (only frame_length, hop_length and n_fft are used)."""
 SEGMENT_BINS = 14
@@ -178,35 +180,19 @@ class VoidModel:
         return float(self.decision(void_features(audio)[None, :])[0])
 
     def save(self, path: str | Path) -> Path:
-        import joblib
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(
+        return save_model_file(
+            path,
+            MODEL_FORMAT,
             {
-                "format": MODEL_FORMAT,
-                "version": 1,
                 "scaler": self.scaler,
                 "svm": self.svm,
                 "c": self.c,
             },
-            path,
         )
-        return path
 
     @classmethod
     def load(cls, path: str | Path) -> VoidModel:
-        import joblib
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: Void model not found")
-        try:
-            d = joblib.load(path)
-        except Exception as exc:  # pickle raises many types for a bad file
-            raise ValueError(f"{path}: not a readable Void model ({exc})") from exc
-        if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path}: not a {MODEL_FORMAT} file")
+        d = load_model_file(path, MODEL_FORMAT, "Void")
         return cls(scaler=d["scaler"], svm=d["svm"], c=float(d["c"]))
 
 
