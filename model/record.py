@@ -291,6 +291,18 @@ def _key(raw: str) -> str:
     return ENTER if k in ("", "\r", "\n", "y", "a") else k[:1]
 
 
+def _review(ui: SessionUI, keys: Callable[[], str], check: AudioCheck, redo_label: str, silent_message: str) -> str:
+    """Ask accept / redo / skip / quit for a take; a silent take cannot be accepted."""
+    while True:
+        ui.info(f"Enter: accept   {redo_label}   s: skip   q: quit")
+        k = _key(keys())
+        if k == ENTER and check.silent:
+            ui.info(silent_message)
+            continue
+        if k in (ENTER, REDO, SKIP, QUIT):
+            return k
+
+
 def _existing(out: Path) -> list[Row]:
     return read_protocol(out).rows if (out / PROTOCOL).is_file() else []
 
@@ -350,14 +362,7 @@ def run_session(settings: SessionSettings, backend: AudioBackend, keys: Callable
             check = _check(x, x16, rate)
             problems = take_problems(check)
             ui.take("live take", check, problems)
-            while True:
-                ui.info("Enter: accept   r: redo   s: skip   q: quit")
-                k = _key(keys())
-                if k == ENTER and check.silent:
-                    ui.info("a silent take cannot be used: r to redo, s to skip")
-                    continue
-                if k in (ENTER, REDO, SKIP, QUIT):
-                    break
+            k = _review(ui, keys, check, "r: redo", "a silent take cannot be used: r to redo, s to skip")
             if k == ENTER:
                 take = x16
             elif k in (SKIP, QUIT):
@@ -380,14 +385,13 @@ def run_session(settings: SessionSettings, backend: AudioBackend, keys: Callable
             check = _check(y, aligned, rate)
             problems = take_problems(check)
             ui.take(f"replay (latency {1000 * lag / SAMPLE_RATE:.0f} ms)", check, problems)
-            while True:
-                ui.info("Enter: accept   r: replay again   s: skip   q: quit")
-                k = _key(keys())
-                if k == ENTER and check.silent:
-                    ui.info("a silent replay cannot be used (is the loudspeaker on?): r to replay again, s to skip")
-                    continue
-                if k in (ENTER, REDO, SKIP, QUIT):
-                    break
+            k = _review(
+                ui,
+                keys,
+                check,
+                "r: replay again",
+                "a silent replay cannot be used (is the loudspeaker on?): r to replay again, s to skip",
+            )
             if k == ENTER:
                 replay = aligned
             elif k in (SKIP, QUIT):
