@@ -61,24 +61,29 @@ class CaptureConfig:
     """No audio for this long from an open stream counts as a lost device."""
 
 
+_EP = EndpointParams()  # the endpointer's own defaults: the config repeats none of them
+
+
 @dataclass(frozen=True)
 class EndpointConfig:
-    frame_ms: float = 10.0
-    threshold_db: float = 9.0
-    min_level_dbfs: float = -55.0
-    floor_rise_db_per_s: float = 6.0
-    speech_floor_rise_db_per_s: float = 1.0
-    floor_fall: float = 0.5
-    max_flatness: float = 0.45
-    min_band_ratio: float = 0.35
-    band_low_hz: float = 200.0
-    band_high_hz: float = 4000.0
-    onset_frames: int = 3
-    pre_roll_s: float = 0.3
-    hangover_s: float = 0.7
-    post_roll_s: float = 0.2
-    min_seconds: float = 0.3
-    max_seconds: float = 6.0
+    """The ``[endpoint]`` table: :class:`EndpointParams` with ``band_hz`` as two flat keys."""
+
+    frame_ms: float = _EP.frame_ms
+    threshold_db: float = _EP.threshold_db
+    min_level_dbfs: float = _EP.min_level_dbfs
+    floor_rise_db_per_s: float = _EP.floor_rise_db_per_s
+    speech_floor_rise_db_per_s: float = _EP.speech_floor_rise_db_per_s
+    floor_fall: float = _EP.floor_fall
+    max_flatness: float = _EP.max_flatness
+    min_band_ratio: float = _EP.min_band_ratio
+    band_low_hz: float = _EP.band_hz[0]
+    band_high_hz: float = _EP.band_hz[1]
+    onset_frames: int = _EP.onset_frames
+    pre_roll_s: float = _EP.pre_roll_s
+    hangover_s: float = _EP.hangover_s
+    post_roll_s: float = _EP.post_roll_s
+    min_seconds: float = _EP.min_seconds
+    max_seconds: float = _EP.max_seconds
 
     def params(self) -> EndpointParams:
         kw = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("band_")}
