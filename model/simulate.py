@@ -70,7 +70,7 @@ BUILD_VERSION = 5
 SPLIT_SHARES = {"train": 0.6, "dev": 0.15, "eval": 0.25}
 """Share of speech (by duration) per split; speakers are never shared between splits."""
 
-CONDITION_COLUMNS = (
+ATTACK_COLUMNS = (
     "attack",
     "speaker_device",
     "speaker_class",
@@ -80,6 +80,11 @@ CONDITION_COLUMNS = (
     "recorder",
     "attacker_room",
     "attacker_distance",
+)
+"""Condition columns of the replay path only; bona fide rows hold ``-`` in them."""
+
+CONDITION_COLUMNS = (
+    *ATTACK_COLUMNS,
     "room",
     "room_size",
     "t60",
@@ -583,17 +588,7 @@ def _row(
         },
     }
     if label == "bonafide":
-        for col in (
-            "attack",
-            "speaker_device",
-            "speaker_class",
-            "device_quality",
-            "equalised",
-            "codec",
-            "recorder",
-            "attacker_room",
-            "attacker_distance",
-        ):
+        for col in ATTACK_COLUMNS:
             row[col] = "-"
         return row
     spk = ctx.devices.loudspeakers[c["speaker_device"]]
