@@ -156,25 +156,44 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.tile(x, reps)[:n]
 
 
-def split_windows(x: np.ndarray, p: FrontendParams) -> np.ndarray:
-    """Cut an utterance into model windows ``(n_windows, window_samples)``.
+def window_starts(n_samples: int, p: FrontendParams) -> list[int]:
+    """First sample of every model window of an ``n_samples`` utterance.
 
-    Short audio gives one repeat-padded window; longer audio gives windows every
-    ``window_hop_seconds`` with the last one aligned to the end.
+    Short audio (at most one window) gives one window at 0, repeat-padded. Longer audio
+    gives a window every ``window_hop_seconds`` and a last one that ends at the end of the
+    audio, moved back onto the frame grid (by less than one ``hop_length``) when the window
+    hop is a whole number of frames, so that every window's frames are frames of the whole
+    utterance and the spectrogram is computed once (:func:`compute_features`).
     """
+    s = frontend_shape(p)
+    if n_samples <= s.window_samples:
+        return [0]
+    starts = list(range(0, n_samples - s.window_samples + 1, s.window_hop_samples))
+    last = n_samples - s.window_samples
+    if _on_frame_grid(p):
+        last -= last % p.hop_length
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def _on_frame_grid(p: FrontendParams) -> bool:
+    return frontend_shape(p).window_hop_samples % p.hop_length == 0
+
+
+def split_windows(x: np.ndarray, p: FrontendParams) -> np.ndarray:
+    """Cut an utterance into model windows ``(n_windows, window_samples)`` at
+    :func:`window_starts`."""
     s = frontend_shape(p)
     x = np.asarray(x, dtype=np.float32)
     if x.size <= s.window_samples:
         return fit_length(x, s.window_samples)[None, :]
-    starts = list(range(0, x.size - s.window_samples + 1, s.window_hop_samples))
-    if starts[-1] != x.size - s.window_samples:
-        starts.append(x.size - s.window_samples)
-    return np.stack([x[i : i + s.window_samples] for i in starts])
+    return np.stack([x[i : i + s.window_samples] for i in window_starts(x.size, p)])
 
 
 @lru_cache(maxsize=8)
 def _hann(n: int) -> np.ndarray:
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
 
 
 def power_spectrogram(x: np.ndarray, p: FrontendParams) -> np.ndarray:
@@ -186,8 +205,10 @@ def power_spectrogram(x: np.ndarray, p: FrontendParams) -> np.ndarray:
     frames = np.lib.stride_tricks.as_strided(
         x, shape=(n_frames, p.frame_length), strides=(x.strides[0] * p.hop_length, x.strides[0])
     )
+    # The transform runs in float64: numpy's float64 FFT is several times faster than its
+    # float32 one (measured in docs/benchmarks.md), and the power is rounded to float32 after.
     spec = np.fft.rfft(frames * _hann(p.frame_length), n=p.n_fft, axis=-1)
-    return (spec.real**2 + spec.imag**2).astype(np.float32) / p.frame_length
+    return (spec.real**2 + spec.imag**2).astype(np.float32) / np.float32(p.frame_length)
 
 
 def _pool_bins(power: np.ndarray, p: FrontendParams, s: FrontendShape) -> np.ndarray:
@@ -238,8 +259,12 @@ def deltas(c: np.ndarray, width: int = 2) -> np.ndarray:
 
 def window_features(window: np.ndarray, p: FrontendParams) -> np.ndarray:
     """Features of one window of exactly ``window_samples``: ``(n_time, n_bins)`` float32."""
+    return _features_from_power(power_spectrogram(window, p), p)
+
+
+def _features_from_power(power: np.ndarray, p: FrontendParams) -> np.ndarray:
+    """Features of one window from its ``n_frames`` power frames."""
     s = frontend_shape(p)
-    power = power_spectrogram(window, p)
     if p.kind == "logspec":
         feats = np.log10(_pool_bins(power, p, s) + p.log_floor) * 10.0
     elif p.kind == "lfcc":
@@ -259,5 +284,22 @@ def window_features(window: np.ndarray, p: FrontendParams) -> np.ndarray:
 
 
 def compute_features(x: np.ndarray, p: FrontendParams) -> np.ndarray:
-    """All windows of an utterance: ``(n_windows, n_time, n_bins)`` float32."""
-    return np.stack([window_features(w, p) for w in split_windows(x, p)])
+    """All windows of an utterance: ``(n_windows, n_time, n_bins)`` float32.
+
+    Equal to :func:`window_features` of every window of :func:`split_windows`. When the
+    windows lie on the frame grid (the window hop is a whole number of frames), the power
+    spectrogram is computed once for the utterance and each window takes its frames from
+    it: overlapping windows do not transform the same audio twice.
+    """
+    s = frontend_shape(p)
+    x = np.asarray(x, dtype=np.float32)
+    if x.size <= s.window_samples or not _on_frame_grid(p):
+        return np.stack([window_features(w, p) for w in split_windows(x, p)])
+    starts = window_starts(x.size, p)
+    power = power_spectrogram(x[: starts[-1] + s.window_samples], p)
+    return np.stack(
+        [
+            _features_from_power(power[i // p.hop_length : i // p.hop_length + s.n_frames], p)
+            for i in starts
+        ]
+    )

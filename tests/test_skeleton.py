@@ -53,6 +53,37 @@ def test_frontend_shapes_follow_params():
         assert f.shape[0] == 2  # 3 s: windows at 0 s and 1 s (end-aligned)
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kind="spectral_power", frame_length=1024, n_fft=1024, hop_length=500, block_frames=8),
+        dict(kind="logspec"),
+        dict(kind="lfcc"),
+        dict(kind="spectral_power", window_hop_seconds=0.333),  # 5328 samples: off the frame grid
+    ],
+)
+@pytest.mark.parametrize("n", [16_000, 32_000, 32_001, 36_800, 36_999, 70_000])
+def test_utterance_features_equal_per_window_features(kw, n):
+    """One spectrogram per utterance, sliced per window, gives exactly the features of
+    each window computed on its own."""
+    from wakeguard.edge.frontend import split_windows, window_features, window_starts
+
+    p = FrontendParams(**kw)
+    s = frontend_shape(p)
+    x = np.random.default_rng(n).normal(0, 0.1, n).astype(np.float32)
+    whole = compute_features(x, p)
+    alone = np.stack([window_features(w, p) for w in split_windows(x, p)])
+    assert np.array_equal(whole, alone)
+    if n <= s.window_samples:
+        assert window_starts(n, p) == [0] and len(whole) == 1
+        return
+    # The last window ends at the end, moved back by less than one hop onto the frame grid
+    # (not moved at all when the window hop is off the grid).
+    gap = n - (window_starts(n, p)[-1] + s.window_samples)
+    on_grid = s.window_hop_samples % p.hop_length == 0
+    assert 0 <= gap < p.hop_length if on_grid else gap == 0
+
+
 def test_frontend_is_level_invariant():
     x = np.random.default_rng(1).normal(0, 0.1, 32_000).astype(np.float32)
     p = FrontendParams()
