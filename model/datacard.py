@@ -234,7 +234,9 @@ def _simulation_notes() -> list[str]:
         f"endpointer ({sim.ENDPOINT_BELOW_MAX_DB:g} dB below the loudest frame; reverberation "
         "counts as sound).",
         "- Each bona fide utterance has a spoofed twin cut from the same speech (column `source`); "
-        f"sources are high-passed at {sim.RUMBLE_CUTOFF_HZ:g} Hz to drop recording rumble.",
+        f"sources are high-passed at {sim.RUMBLE_CUTOFF_HZ:g} Hz to drop recording rumble. "
+        "A split with several takes renders every segment that many times, each take a new "
+        "bona fide/spoof pair through newly drawn conditions (same speech, same `source`).",
         "- Splits are speaker-disjoint; eval has its own rooms and loudspeakers (including the "
         "measured Nexus One) that train never sees.",
         "- Exact per-utterance values (T60, distances, SNRs, level, drive) are in `simulation.csv`; "
@@ -252,7 +254,13 @@ def render_markdown(card: dict[str, Any]) -> str:
     if "build" in card:
         b = card["build"]
         lines += [
-            f"Simulated by `wakeguard data simulate` (size `{b.get('size')}`, seed {b.get('seed')}, build version {b.get('version')}).",
+            f"Simulated by `wakeguard data simulate` (size `{b.get('size')}`, seed {b.get('seed')}, build version {b.get('version')}"
+            + (
+                ", takes per segment " + ", ".join(f"{k} {v}" for k, v in b["takes"].items())
+                if b.get("takes")
+                else ""
+            )
+            + ").",
             "",
             *_simulation_notes(),
         ]
@@ -329,7 +337,13 @@ def render_markdown(card: dict[str, Any]) -> str:
             + " | ".join(f"{v}" for v in p["parametric_median_db"])
             + " |"
         )
-        lines += ["", f"Largest difference: {p['max_abs_error_db']} dB."]
+        from .devices import CHECK_FLOOR_DB
+
+        lines += [
+            "",
+            f"Largest difference where the measured response is above {CHECK_FLOOR_DB:g} dB: "
+            f"{p['max_abs_error_db']} dB.",
+        ]
     if "rooms" in card:
         lines += [
             "",

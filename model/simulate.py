@@ -64,8 +64,11 @@ from .rooms import (
     range_label,
 )
 
-BUILD_VERSION = 5
+BUILD_VERSION = 6
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
+
+TRAIN_TAKES = 3
+"""Takes per train segment in the default build (:attr:`SizePreset.takes`)."""
 
 SPLIT_SHARES = {"train": 0.6, "dev": 0.15, "eval": 0.25}
 """Share of speech (by duration) per split; speakers are never shared between splits."""
@@ -155,14 +158,26 @@ class SizePreset:
     files_per_speaker: int | None
     segments_per_file: int | None
     rooms: dict[str, int]
+    takes: dict[str, int] = field(default_factory=lambda: {"train": 1, "dev": 1, "eval": 1})
+    """Renderings of every speech segment per split: each take is a bona fide utterance and
+    its spoofed twin through newly drawn chains (room, microphone, loudspeaker, recorder...),
+    so train sees more acoustic conditions without more speakers."""
 
 
 SIZES: dict[str, SizePreset] = {
-    "tiny": SizePreset({"train": 3, "dev": 2, "eval": 2}, 1, 2, {"train": 2, "dev": 1, "eval": 1}),
+    "tiny": SizePreset(
+        {"train": 3, "dev": 2, "eval": 2},
+        1,
+        2,
+        {"train": 2, "dev": 1, "eval": 1},
+        {"train": 2, "dev": 1, "eval": 1},
+    ),
     "small": SizePreset(
         {"train": 48, "dev": 12, "eval": 24}, 1, 8, {"train": 6, "dev": 3, "eval": 3}
     ),
-    "default": SizePreset(None, None, None, {"train": 12, "dev": 4, "eval": 6}),
+    "default": SizePreset(
+        None, None, None, {"train": 12, "dev": 4, "eval": 6}, {"train": TRAIN_TAKES, "dev": 1, "eval": 1}
+    ),
 }
 
 
@@ -626,8 +641,11 @@ def _meta_path(out: Path, src: Source) -> Path:
     return out / "meta" / f"{Path(src.path).stem}.json"
 
 
-def process_source(src: Source, max_segments: int | None) -> tuple[str, int, str | None]:
-    """Render every utterance of one source file; returns (source, n files, error)."""
+def process_source(
+    src: Source, max_segments: int | None, takes: int = 1
+) -> tuple[str, int, str | None]:
+    """Render every utterance of one source file, ``takes`` times per segment; returns
+    (source, n files, error)."""
     ctx = _CTX
     assert ctx is not None, "worker not initialised"
     try:
@@ -650,13 +668,14 @@ def process_source(src: Source, max_segments: int | None) -> tuple[str, int, str
         rows = []
         for k, (a, b) in enumerate(segments):
             speech = x[a:b]
-            for label in ("bonafide", "spoof"):
-                c = draw_conditions(label, src.split, ctx, rng)
-                y = render(speech, label, src.split, c, ctx)
-                name = _utt_name(ctx.seed, src.path, k, label)
-                row = _row(name, label, src, k, c, ctx, len(speech) / SAMPLE_RATE)
-                write_wav(ctx.out / row["path"], y)
-                rows.append(row)
+            for take in range(takes):
+                for label in ("bonafide", "spoof"):
+                    c = draw_conditions(label, src.split, ctx, rng)
+                    y = render(speech, label, src.split, c, ctx)
+                    name = _utt_name(ctx.seed, src.path, k, label if take == 0 else f"{label}{take}")
+                    row = _row(name, label, src, k, c, ctx, len(speech) / SAMPLE_RATE)
+                    write_wav(ctx.out / row["path"], y)
+                    rows.append(row)
         meta = _meta_path(ctx.out, src)
         meta.parent.mkdir(parents=True, exist_ok=True)
         tmp = meta.with_name(meta.name + ".part")
@@ -687,6 +706,7 @@ def _build_manifest(
     return {
         "version": BUILD_VERSION,
         "size": size,
+        "takes": SIZES[size].takes,
         "seed": seed,
         "sources": [asdict(s) for s in sources],
         "rooms": [r.name for r in rooms],
@@ -702,7 +722,7 @@ def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
             )
         return
     old = json.loads(path.read_text())
-    for key in ("version", "size", "seed", "sources", "rooms"):
+    for key in ("version", "size", "takes", "seed", "sources", "rooms"):
         if old.get(key) != manifest.get(key):
             raise FileExistsError(
                 f"{out}: holds a different build ({key} differs: size={old.get('size')}, seed={old.get('seed')}); "
@@ -714,13 +734,14 @@ def _run_sources(
     todo: list[Source],
     init_args: tuple,
     max_segments: int | None,
+    takes: dict[str, int],
     workers: int,
     on_done: Callable[[Source, int, str | None], None],
 ) -> None:
     if workers <= 1 or len(todo) <= 1:
         _init_worker(*init_args)
         for s in todo:
-            _, n, err = process_source(s, max_segments)
+            _, n, err = process_source(s, max_segments, takes.get(s.split, 1))
             on_done(s, n, err)
         return
     import multiprocessing as mp
@@ -729,12 +750,12 @@ def _run_sources(
     # Spawn, not fork: the caller (the pipeline) may already hold TensorFlow threads.
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-        args = [(s, max_segments) for s in todo]
+        args = [(s, max_segments, takes.get(s.split, 1)) for s in todo]
         for path, n, err in pool.imap_unordered(_process_star, args, chunksize=1):
             on_done(by_path[path], n, err)
 
 
-def _process_star(args: tuple[Source, int | None]) -> tuple[str, int, str | None]:
+def _process_star(args: tuple[Source, int | None, int]) -> tuple[str, int, str | None]:
     return process_source(*args)
 
 
@@ -796,6 +817,7 @@ def simulate(
             todo,
             (shared, rooms, rooms_by_split, out, seed),
             preset.segments_per_file,
+            preset.takes,
             workers,
             on_done,
         )

@@ -485,8 +485,10 @@ def train(
             config.train.learning_rate, decay_steps=max(1, config.train.epochs * steps), alpha=0.05
         )
         model.compile(
+            # Clipping the global gradient norm keeps one bad early batch from killing the
+            # ReLU head (a run once collapsed to a constant output in its first epoch).
             optimizer=keras.optimizers.AdamW(
-                learning_rate=schedule, weight_decay=config.train.weight_decay
+                learning_rate=schedule, weight_decay=config.train.weight_decay, global_clipnorm=1.0
             ),
             loss=keras.losses.BinaryCrossentropy(
                 from_logits=True, label_smoothing=config.train.label_smoothing

@@ -76,6 +76,15 @@ def test_tiny_build_is_a_valid_balanced_dataset(tiny: Path) -> None:
         else:
             assert all(row.conditions[c] not in ("", "-") for c in ATTACK_SIDE)
             assert row.conditions["device_quality"] in ("perfect", "high", "low")
+    # Each segment has one bona fide/spoof pair per take (tiny: 2 in train, 1 elsewhere),
+    # every take through its own conditions.
+    for split, takes in (("train", 2), ("dev", 1), ("eval", 1)):
+        by_source: dict[str, list] = {}
+        for r in prot.where(split):
+            by_source.setdefault(r.conditions["source"], []).append(r)
+        for rows in by_source.values():
+            assert sorted(r.label for r in rows) == ["bonafide"] * takes + ["spoof"] * takes
+            assert len({r.audio_path(tiny).read_bytes() for r in rows}) == 2 * takes
     assert (tiny / "datacard.md").is_file()
     card = json.loads((tiny / "datacard.json").read_text())
     assert card["n_utterances"] == len(prot.rows)
@@ -227,6 +236,26 @@ def test_parametric_phone_speaker_matches_the_measured_nexus_one(shared_dir: Pat
     assert measured[400.0] < -30 and measured[600.0] < -10 and measured[4000.0] > 8
     nexus = devices.loudspeakers["nexus-one"]
     assert nexus.measured and nexus.quality == "low" and 550 < nexus.f_min < 800
+
+
+def test_measured_device_responses_leave_their_measurement_room_behind(shared_dir: Path) -> None:
+    """The Nexus One microphone IR holds its measurement room (11 dB decay in 50 ms); the
+    simulator's microphone must not add that room to live speech, only the response."""
+    import soundfile as sf
+    from wakeguard.model.devices import NEXUS_MIC_IR, build_devices, fir_magnitude_db
+
+    raw, rate = sf.read(str(shared_dir / "devices" / NEXUS_MIC_IR))
+    raw = raw if raw.ndim == 1 else raw[:, 0]
+    peak = int(np.argmax(np.abs(raw)))
+    tail = np.sum(raw[peak + int(0.01 * rate) :] ** 2) / np.sum(raw[peak:] ** 2)
+    assert tail > 0.3  # the file itself: most of its energy comes after 10 ms
+
+    mic = build_devices(shared_dir / "devices").victim_mics["nexus-one-mic"]
+    e = np.cumsum(mic.fir**2) / np.sum(mic.fir**2)
+    assert e[int(0.005 * 16000)] > 0.99  # the device: all but 1% within 5 ms
+    # ...with the measured response kept: within about +-6 dB from 100 Hz to 4 kHz.
+    db = fir_magnitude_db(mic.fir, np.geomspace(100, 4000, 40))
+    assert np.all(np.abs(db) < 7.0)
 
 
 def test_loudspeaker_distortion_is_calibrated_and_grows_with_level_and_bass() -> None:
