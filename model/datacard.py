@@ -173,6 +173,7 @@ def build_datacard(dataset: Path) -> dict[str, Any]:
 
 def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
     """Device and room profiles of a simulator build, and the phone-speaker check."""
+    from . import devices as dev_mod
     from .devices import build_devices, compare_phone_speaker
     from .simulate import shared_dir
 
@@ -194,8 +195,19 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
     }
     out: dict[str, Any] = {
         "loudspeakers": speakers,
-        "victim_mics": sorted(devices.victim_mics),
-        "recorders": sorted(devices.recorders),
+        "microphones": {
+            name: {
+                "class": m.mic_class,
+                "measured": m.measured,
+                "splits": list(devices.mic_splits[name]),
+                "roles": [
+                    role
+                    for role, classes in (("victim", dev_mod.VICTIM_MIC_CLASSES), ("recorder", dev_mod.RECORDER_CLASSES))
+                    if m.mic_class in classes
+                ],
+            }
+            for name, m in devices.mics.items()
+        },
     }
     if "nexus-one" in devices.loudspeakers:
         chk = compare_phone_speaker(devices)
@@ -318,8 +330,17 @@ def render_markdown(card: dict[str, Any]) -> str:
             )
         lines += [
             "",
-            f"Victim microphones: {', '.join(card['victim_mics'])}. Attacker recorders: {', '.join(card['recorders'])}.",
+            "## Microphones",
+            "",
+            "Victim devices' microphones and attackers' recorders come from one pool per split "
+            "(phone and laptop microphones play both roles).",
+            "",
+            "| microphone | class | roles | splits |",
+            "|---|---|---|---|",
         ]
+        for n, m in card.get("microphones", {}).items():
+            tag = " (measured)" if m["measured"] else ""
+            lines.append(f"| {n}{tag} | {m['class']} | {', '.join(m['roles'])} | {', '.join(m['splits'])} |")
     if "phone_speaker_check" in card:
         p = card["phone_speaker_check"]
         lines += [

@@ -29,10 +29,11 @@ corpus then meet the same victim microphone. This module builds those devices:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from wakeguard.edge.audio import SAMPLE_RATE, load_audio
+from wakeguard.edge.audio import SAMPLE_RATE, AudioError
 
 FIR_TAPS = 1024
 """Length of every device FIR at 16 kHz (64 ms: resolves a 60 Hz low cut-off)."""
@@ -431,10 +432,21 @@ def load_measured_ir(path: Path, n_taps: int = FIR_TAPS) -> np.ndarray:
     structure and keeps the transducer's resonances and roll-offs), and rebuild a
     minimum-phase FIR, as a transducer is close to minimum phase.
     """
-    h = load_audio(path).astype(np.float64)
-    n_fft = max(8 * n_taps, 1 << int(np.ceil(np.log2(len(h)))))
+    import soundfile as sf
+
+    try:
+        native, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+        raise AudioError(path, f"unreadable impulse response ({exc})") from exc
+    h = native[:, 0]
+    # The magnitude at the IR's own rate, read at the 16 kHz grid's frequencies: resampling
+    # the IR first would add the resampler's anti-alias cut near 8 kHz to the device.
+    n_fft = 8 * n_taps
     freqs = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
-    mag_db = 20 * np.log10(np.maximum(np.abs(np.fft.rfft(h, n_fft)), 1e-9))
+    n_native = max(1 << int(np.ceil(np.log2(len(h)))), int(n_fft * rate / SAMPLE_RATE))
+    native_freqs = np.fft.rfftfreq(n_native, 1 / rate)
+    native_db = 20 * np.log10(np.maximum(np.abs(np.fft.rfft(h, n_native)), 1e-9))
+    mag_db = np.interp(freqs, native_freqs, native_db)
     smooth = _smooth_octave(freqs, mag_db, MEASURED_SMOOTHING_OCTAVES)
     band = (freqs >= 500) & (freqs <= 2000)
     return minimum_phase_fir(smooth - smooth[band].mean(), n_taps)
@@ -460,35 +472,62 @@ def measured_loudspeaker(devices_dir: Path, rng: np.random.Generator) -> Loudspe
 # ------------------------------------------------------------------------- microphones
 
 
+ADC_CUTOFF_HZ = (6600.0, 7300.0)
+"""Range of the -3 dB edge of a 16 kHz listening device's decimation (anti-alias) filter."""
+ADC_ORDER = 32
+"""Butterworth-magnitude order of that filter: tens of dB down by 8 kHz, as real ones are."""
+
+
 @dataclass(frozen=True)
 class Microphone:
-    """A recording device: its linear response, optionally a codec after it."""
+    """A recording device: its linear response, and the anti-alias filter of its 16 kHz
+    capture when it is the listening device."""
 
     name: str
     mic_class: str
     fir: np.ndarray
     measured: bool = False
+    adc_cutoff_hz: float = 7000.0
 
     def record(self, x: np.ndarray) -> np.ndarray:
+        """As an attacker's recorder: it records at 44.1/48 kHz, so its own anti-alias
+        filter sits above 8 kHz and only the transducer's response applies."""
         from scipy.signal import oaconvolve
 
         return oaconvolve(x, self.fir)[: len(x)]
 
+    @cached_property
+    def capture_fir(self) -> np.ndarray:
+        """As the listening device: the transducer, then the decimation filter to 16 kHz
+        that every such device has (the same for live and replayed sound)."""
+        n_fft = 8 * FIR_TAPS
+        freqs = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
+        adc = minimum_phase_fir(_lowpass_db(freqs, self.adc_cutoff_hz, ADC_ORDER), FIR_TAPS)
+        return np.convolve(self.fir, adc)
+
+    def capture(self, x: np.ndarray) -> np.ndarray:
+        from scipy.signal import oaconvolve
+
+        return oaconvolve(x, self.capture_fir)[: len(x)]
+
 
 _MIC_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    # MEMS microphones on smart speakers: flat with a 50-150 Hz corner and a HF rise.
+    # MEMS microphones on smart speakers: flat with a 50-150 Hz corner and a HF rise (the
+    # sound port's resonance, larger behind a long port).
     "mems": {
         "f_low": (50, 150),
         "f_high": (10000, 14000),
         "peak_f": (5000, 7500),
-        "peak_db": (1, 5),
+        "peak_db": (1, 10),
     },
-    # Phone electret/MEMS behind a port, with voice-band processing.
+    # Phone electret/MEMS behind a port, with voice-band processing. The port and its
+    # cavity make a Helmholtz resonance; the measured Nexus One microphone peaks +13 dB at
+    # 6 kHz, so the range reaches that far.
     "phone": {
         "f_low": (100, 250),
         "f_high": (7000, 9000),
-        "peak_f": (2500, 4500),
-        "peak_db": (1, 4),
+        "peak_f": (2500, 7000),
+        "peak_db": (1, 14),
     },
     # Laptop array mics: thin bass, a rolled-off top.
     "laptop": {
@@ -521,7 +560,8 @@ def make_microphone(name: str, mic_class: str, rng: np.random.Generator) -> Micr
     resp = Response(
         u("f_low"), 2, 0.707, u("f_high"), 2, ((u("peak_f"), u("peak_db"), 1.5),), ripple
     )
-    return Microphone(name, mic_class, fir_from_response(resp))
+    adc = float(rng.uniform(*ADC_CUTOFF_HZ))
+    return Microphone(name, mic_class, fir_from_response(resp), adc_cutoff_hz=adc)
 
 
 def measured_microphone(devices_dir: Path) -> Microphone:
@@ -568,19 +608,36 @@ class DeviceSet:
 
     loudspeakers: dict[str, Loudspeaker]
     speaker_splits: dict[str, tuple[str, ...]]
-    victim_mics: dict[str, Microphone]
-    recorders: dict[str, Microphone]
+    mics: dict[str, Microphone]
+    """Every microphone, victim device or attacker's recorder alike."""
+    mic_splits: dict[str, tuple[str, ...]]
 
     def speakers_for(self, split: str) -> list[str]:
         return [n for n, s in self.speaker_splits.items() if split in s]
 
+    def victim_mics_for(self, split: str) -> list[str]:
+        """Microphones a listening device of this split may have."""
+        return [
+            n for n, m in self.mics.items() if split in self.mic_splits[n] and m.mic_class in VICTIM_MIC_CLASSES
+        ]
+
+    def recorders_for(self, split: str) -> list[str]:
+        """Microphones an attacker of this split may record the victim's voice with."""
+        return [
+            n for n, m in self.mics.items() if split in self.mic_splits[n] and m.mic_class in RECORDER_CLASSES
+        ]
+
 
 SPEAKERS_PER_CLASS = {"phone": 8, "laptop": 6, "bluetooth": 6, "smart-speaker": 6}
 """Parametric loudspeakers per class: all but two train, one dev, one eval-only."""
-VICTIM_MICS_PER_CLASS = {"mems": 4, "phone": 2, "laptop": 2}
-"""Victim-side microphones (shared by both labels and all splits), plus the measured one."""
-RECORDERS_PER_CLASS = {"phone": 3, "laptop": 2, "studio": 1}
-"""Attackers' recording devices, plus the measured Nexus One microphone."""
+TRAIN_MICS_PER_CLASS = {"mems": 8, "phone": 8, "laptop": 6, "studio": 3}
+"""Parametric microphones per class in train; dev and eval get one new one per class each,
+and eval also the measured Nexus One microphone."""
+VICTIM_MIC_CLASSES = ("mems", "phone", "laptop")
+"""Classes a listening device's microphone comes from (smart speaker, phone, laptop)."""
+RECORDER_CLASSES = ("phone", "laptop", "studio")
+"""Classes an attacker records with. Phone and laptop microphones play both roles, so a
+microphone's own colouring says nothing about the label; a replay has two in cascade."""
 EXTRA_TRAIN_SPEAKERS_PER_CLASS = {"phone": 12, "laptop": 12, "bluetooth": 12, "smart-speaker": 12}
 """More parametric loudspeakers for train only, drawn from their own random stream after
 every other device, so the dev and eval devices are the same with or without them. A model
@@ -591,9 +648,10 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
     """Deterministic device profiles.
 
     Per class, instances 0.. go to train, one to dev and one to eval only, so eval holds
-    loudspeakers never seen in training. The measured Nexus One speaker is eval-only too: it
-    tests whether a model trained on parametric devices transfers to a measured one. The
-    "perfect" loudspeaker is in every split (it has no parameters to hold out).
+    loudspeakers and microphones never seen in training. The measured Nexus One speaker and
+    microphone are eval-only too: they test whether a model trained on parametric devices
+    transfers to measured ones. The "perfect" loudspeaker is in every split (it has no
+    parameters to hold out).
     """
     rng = np.random.default_rng([seed, 0xDE1])
     speakers: dict[str, Loudspeaker] = {}
@@ -605,14 +663,13 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
             splits[name] = ("train",) if i < n - 2 else (("dev",) if i == n - 2 else ("eval",))
     speakers["perfect"] = make_loudspeaker("perfect", "perfect", rng)
     splits["perfect"] = ("train", "dev", "eval")
-    victim: dict[str, Microphone] = {}
-    recorders: dict[str, Microphone] = {}
-    for cls, n in VICTIM_MICS_PER_CLASS.items():
-        for i in range(n):
-            victim[f"{cls}-mic-{i + 1}"] = make_microphone(f"{cls}-mic-{i + 1}", cls, rng)
-    for cls, n in RECORDERS_PER_CLASS.items():
-        for i in range(n):
-            recorders[f"rec-{cls}-{i + 1}"] = make_microphone(f"rec-{cls}-{i + 1}", cls, rng)
+    mics: dict[str, Microphone] = {}
+    mic_splits: dict[str, tuple[str, ...]] = {}
+    for cls, n in TRAIN_MICS_PER_CLASS.items():
+        for i in range(n + 2):
+            name = f"{cls}-mic-{i + 1}"
+            mics[name] = make_microphone(name, cls, rng)
+            mic_splits[name] = ("train",) if i < n else (("dev",) if i == n else ("eval",))
     extra = np.random.default_rng([seed, 0xDE2])
     for cls, n in EXTRA_TRAIN_SPEAKERS_PER_CLASS.items():
         for j in range(n):
@@ -624,9 +681,9 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
         splits["nexus-one"] = ("eval",)
     if devices_dir is not None and (devices_dir / NEXUS_MIC_IR).is_file():
         mic = measured_microphone(devices_dir)
-        victim[mic.name] = mic
-        recorders["rec-nexus-one"] = Microphone("rec-nexus-one", "phone", mic.fir, measured=True)
-    return DeviceSet(speakers, splits, victim, recorders)
+        mics[mic.name] = mic
+        mic_splits[mic.name] = ("eval",)
+    return DeviceSet(speakers, splits, mics, mic_splits)
 
 
 # ------------------------------------------------------------------------- validation

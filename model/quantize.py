@@ -14,7 +14,9 @@ off the calibrated dev scores.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,7 +79,10 @@ def convert(model: Any, variant: str, representative: np.ndarray | None = None) 
         conv.inference_output_type = tf.int8
     else:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-    return bytes(conv.convert())
+    # The converter prints its SavedModel export ("Saved artifact at ...") on stdout, which
+    # would corrupt `quantize --json`; it goes to stderr with TensorFlow's other logs.
+    with contextlib.redirect_stdout(sys.stderr):
+        return bytes(conv.convert())
 
 
 def runtime_features(feats: Features, root: Path, frontend: Any) -> Features:

@@ -360,14 +360,15 @@ class Context:
 
             irs = self.rooms[room]
             if side == "victim":
-                h, d, mic = irs.victim[key], irs.victim_delay[key], self.devices.victim_mics[device]
+                h, d, mic = irs.victim[key], irs.victim_delay[key], self.devices.mics[device]
             else:
                 h, d, mic = (
                     irs.attacker[key],
                     irs.attacker_delay[key],
-                    self.devices.recorders[device],
+                    self.devices.mics[device],
                 )
-            self._filters[ck] = (oaconvolve(h, mic.fir), d)
+            fir = mic.capture_fir if side == "victim" else mic.fir
+            self._filters[ck] = (oaconvolve(h, fir), d)
         return self._filters[ck]
 
 
@@ -441,7 +442,7 @@ def draw_conditions(
     c: dict[str, Any] = {}
     c["room"] = str(rng.choice(ctx.rooms_by_split[split]))
     c["ds"] = str(rng.choice(list(TALKER_DISTANCE_M)))
-    c["mic"] = str(rng.choice(sorted(ctx.devices.victim_mics)))
+    c["mic"] = str(rng.choice(sorted(ctx.devices.victim_mics_for(split))))
     c["snr_db"] = float(rng.uniform(*SNR_DB))
     c["level_dbfs"] = float(rng.uniform(*LEVEL_DBFS))
     c["lead_s"] = float(rng.uniform(*LEAD_S))
@@ -464,7 +465,7 @@ def draw_conditions(
         c["room"] if rng.random() < SAME_ROOM_PROB else str(rng.choice(ctx.rooms_by_split[split]))
     )
     c["da"] = str(rng.choice(list(ATTACKER_DISTANCE_M)))
-    c["recorder"] = str(rng.choice(sorted(ctx.devices.recorders)))
+    c["recorder"] = str(rng.choice(sorted(ctx.devices.recorders_for(split))))
     c["codec"] = _choose(rng, CODEC_PROBS)
     # The replayed attacker-side noise is part of the total noise at the victim, which is at
     # the drawn SNR for both labels; so it is kept at least 3 dB below that total.
@@ -508,13 +509,13 @@ def render(
     src = np.concatenate([np.zeros(lead_buf), speech.astype(np.float64), np.zeros(trail_buf)])
     talk = slice(lead_buf, lead_buf + len(speech))
     noise = ctx.noise[split]
-    mic = ctx.devices.victim_mics[c["mic"]]
+    mic = ctx.devices.mics[c["mic"]]
     h_victim, d_victim = ctx.path_filter("victim", c["room"], c["ds"], c["mic"])
 
     if label == "spoof":
         h_att, d_att = ctx.path_filter("attacker", c["attacker_room"], c["da"], c["recorder"])
         recorded = _conv(src, h_att, d_att)
-        att_noise = ctx.devices.recorders[c["recorder"]].record(
+        att_noise = ctx.devices.mics[c["recorder"]].record(
             _noise_segment(noise, len(src), rng)
         )
         att_noise *= _rms(recorded[talk]) / (_rms(att_noise) * 10 ** (c["attacker_snr_db"] / 20))
@@ -532,7 +533,7 @@ def render(
     p_speech = float(np.mean(y_clean[sound] ** 2))
     p_replayed_noise = float(np.mean((y - y_clean)[sound] ** 2))
     p_ambient = max(p_speech / 10 ** (c["snr_db"] / 10) - p_replayed_noise, 0.0)
-    ambient = mic.record(_noise_segment(noise, len(y), rng))
+    ambient = mic.capture(_noise_segment(noise, len(y), rng))
     y = y + ambient * np.sqrt(p_ambient / (np.mean(ambient**2) + 1e-30))
     lead, trail = int(c["lead_s"] * SAMPLE_RATE), int(c["trail_s"] * SAMPLE_RATE)
     a, b = max(onset - lead, 0), min(offset + trail, len(y))

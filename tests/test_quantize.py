@@ -38,8 +38,10 @@ def quantized_run(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) ->
     fast = [o for o in FAST if not o.startswith("train.epochs")] + ["train.epochs=4"]
     res = runner.invoke(app, ["train", str(ds), "--out", str(run), "--workers", "1", *fast])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["quantize", str(run), "--workers", "1"])
+    res = runner.invoke(app, ["quantize", str(run), "--workers", "1", "--json"])
     assert res.exit_code == 0, res.output
+    # --json is one parseable object: the converter's own prints go to stderr.
+    assert [v["variant"] for v in json.loads(res.stdout)["variants"]][-1] == "int8"
     return run
 
 

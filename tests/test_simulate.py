@@ -112,6 +112,16 @@ def test_splits_are_speaker_disjoint_and_eval_holds_out_rooms_and_loudspeakers(t
     assert not train_only & eval_only
     for r in prot.where("eval", "spoof"):
         assert r.conditions["speaker_device"] not in train_only - {"perfect"}
+    # Microphones are held out the same way, victim devices and recorders alike.
+    train_mics = set(devices.victim_mics_for("train")) | set(devices.recorders_for("train"))
+    for split in ("dev", "eval"):
+        for r in prot.where(split):
+            assert r.conditions["mic"] not in train_mics
+            if r.label == "spoof":
+                assert r.conditions["recorder"] not in train_mics
+    # Phone and laptop microphones record attacks and listen for live speech alike.
+    both = set(devices.victim_mics_for("train")) & set(devices.recorders_for("train"))
+    assert {devices.mics[m].mic_class for m in both} == {"phone", "laptop"}
 
 
 def test_build_is_deterministic_and_independent_of_workers(tiny: Path, tmp_path: Path) -> None:
@@ -250,7 +260,7 @@ def test_measured_device_responses_leave_their_measurement_room_behind(shared_di
     tail = np.sum(raw[peak + int(0.01 * rate) :] ** 2) / np.sum(raw[peak:] ** 2)
     assert tail > 0.3  # the file itself: most of its energy comes after 10 ms
 
-    mic = build_devices(shared_dir / "devices").victim_mics["nexus-one-mic"]
+    mic = build_devices(shared_dir / "devices").mics["nexus-one-mic"]
     e = np.cumsum(mic.fir**2) / np.sum(mic.fir**2)
     assert e[int(0.005 * 16000)] > 0.99  # the device: all but 1% within 5 ms
     # ...with the measured response kept: within about +-6 dB from 100 Hz to 4 kHz.
