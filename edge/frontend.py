@@ -193,7 +193,7 @@ def split_windows(x: np.ndarray, p: FrontendParams) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _hann(n: int) -> np.ndarray:
-    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
 
 
 def power_spectrogram(x: np.ndarray, p: FrontendParams) -> np.ndarray:
@@ -205,10 +205,8 @@ def power_spectrogram(x: np.ndarray, p: FrontendParams) -> np.ndarray:
     frames = np.lib.stride_tricks.as_strided(
         x, shape=(n_frames, p.frame_length), strides=(x.strides[0] * p.hop_length, x.strides[0])
     )
-    # The transform runs in float64: numpy's float64 FFT is several times faster than its
-    # float32 one (measured in docs/benchmarks.md), and the power is rounded to float32 after.
     spec = np.fft.rfft(frames * _hann(p.frame_length), n=p.n_fft, axis=-1)
-    return (spec.real**2 + spec.imag**2).astype(np.float32) / np.float32(p.frame_length)
+    return (spec.real**2 + spec.imag**2).astype(np.float32) / p.frame_length
 
 
 def _pool_bins(power: np.ndarray, p: FrontendParams, s: FrontendShape) -> np.ndarray:
