@@ -175,6 +175,7 @@ def write_bundle(
         "input_policy": {
             "window_seconds": frontend.window_seconds,
             "window_hop_seconds": frontend.window_hop_seconds,
+            "window_slack_seconds": frontend.window_slack_seconds,
             "short_audio": "repeat-pad",
             "aggregate": "mean of window logits",
             "min_seconds": 0.3,

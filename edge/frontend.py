@@ -60,6 +60,11 @@ class FrontendParams:
     """Length of one model input window; shorter audio is repeat-padded."""
     window_hop_seconds: float = 1.0
     """Hop between windows on longer audio; window scores are averaged in the logit domain."""
+    window_slack_seconds: float = 0.0
+    """Audio at most this much longer than a window is scored as one window, its centre:
+    a 2 s command reaches the scorer with the endpointer's 0.3 s pre-roll and 0.2 s
+    post-roll, and a second window would add 0.3 s of (mostly) silence at the cost of a
+    second inference. 0 keeps every window."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +131,8 @@ def validate(p: FrontendParams) -> None:
         raise ValueError("bin_pool and block_frames must be >= 1")
     if p.window_hop_seconds <= 0 or p.window_seconds * p.sample_rate < p.frame_length:
         raise ValueError("window must hold at least one frame and hop must be positive")
+    if not 0 <= p.window_slack_seconds < p.window_seconds:
+        raise ValueError("window_slack_seconds must be >= 0 and shorter than a window")
     if p.normalize not in ("utterance_mean", "none"):
         raise ValueError(f"unknown normalize {p.normalize!r}")
     shape = frontend_shape(p)
@@ -159,15 +166,19 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 def window_starts(n_samples: int, p: FrontendParams) -> list[int]:
     """First sample of every model window of an ``n_samples`` utterance.
 
-    Short audio (at most one window) gives one window at 0, repeat-padded. Longer audio
-    gives a window every ``window_hop_seconds`` and a last one that ends at the end of the
-    audio, moved back onto the frame grid (by less than one ``hop_length``) when the window
-    hop is a whole number of frames, so that every window's frames are frames of the whole
-    utterance and the spectrogram is computed once (:func:`compute_features`).
+    Short audio (at most one window) gives one window at 0, repeat-padded. Audio at most
+    ``window_slack_seconds`` longer gives one window in its centre. Longer audio gives a
+    window every ``window_hop_seconds`` and a last one that ends at the end of the audio.
+    Starts are moved back onto the frame grid (by less than one ``hop_length``) when the
+    window hop is a whole number of frames, so that every window's frames are frames of the
+    whole utterance and the spectrogram is computed once (:func:`compute_features`).
     """
     s = frontend_shape(p)
     if n_samples <= s.window_samples:
         return [0]
+    if n_samples - s.window_samples <= int(round(p.window_slack_seconds * p.sample_rate)):
+        centre = (n_samples - s.window_samples) // 2
+        return [centre - centre % p.hop_length if _on_frame_grid(p) else centre]
     starts = list(range(0, n_samples - s.window_samples + 1, s.window_hop_samples))
     last = n_samples - s.window_samples
     if _on_frame_grid(p):

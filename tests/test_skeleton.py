@@ -8,10 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-
 from wakeguard.edge.audio import AudioError, load_audio, resample, write_wav
 from wakeguard.edge.bundle import BundleError, load_bundle
-from wakeguard.edge.frontend import FrontendParams, compute_features, frontend_from_dict, frontend_shape
+from wakeguard.edge.frontend import (
+    FrontendParams,
+    compute_features,
+    frontend_from_dict,
+    frontend_shape,
+)
 from wakeguard.edge.scorer import Scorer
 
 
@@ -48,7 +52,9 @@ def test_unreadable_audio_names_the_file(tmp_path):
 def test_frontend_shapes_follow_params():
     for kind in ("logspec", "lfcc", "spectral_power"):
         p = FrontendParams(kind=kind)
-        f = compute_features(np.random.default_rng(0).normal(0, 0.1, 16_000 * 3).astype(np.float32), p)
+        f = compute_features(
+            np.random.default_rng(0).normal(0, 0.1, 16_000 * 3).astype(np.float32), p
+        )
         assert f.shape[1:] == frontend_shape(p).input_shape
         assert f.shape[0] == 2  # 3 s: windows at 0 s and 1 s (end-aligned)
 
@@ -82,6 +88,35 @@ def test_utterance_features_equal_per_window_features(kw, n):
     gap = n - (window_starts(n, p)[-1] + s.window_samples)
     on_grid = s.window_hop_samples % p.hop_length == 0
     assert 0 <= gap < p.hop_length if on_grid else gap == 0
+
+
+def test_audio_slightly_longer_than_a_window_is_scored_as_its_centre():
+    from wakeguard.edge.frontend import window_starts
+
+    p = FrontendParams(
+        kind="spectral_power",
+        frame_length=1024,
+        n_fft=1024,
+        hop_length=500,
+        block_frames=8,
+        window_slack_seconds=0.5,
+    )
+    s = frontend_shape(p)
+    # 2.3 s: the endpointer's 2 s command with pre- and post-roll -> one centred window
+    n = 36_800
+    (start,) = window_starts(n, p)
+    assert start % p.hop_length == 0 and abs(start - (n - s.window_samples) / 2) < p.hop_length
+    x = np.random.default_rng(5).normal(0, 0.1, n).astype(np.float32)
+    f = compute_features(x, p)
+    assert f.shape[0] == 1
+    from wakeguard.edge.frontend import window_features
+
+    assert np.array_equal(f[0], window_features(x[start : start + s.window_samples], p))
+    # beyond the slack, windows every hop again; with no slack, 2.3 s is two windows
+    assert len(window_starts(s.window_samples + 8_001, p)) == 2
+    assert len(window_starts(n, FrontendParams(window_slack_seconds=0.0))) == 2
+    with pytest.raises(ValueError, match="slack"):
+        frontend_from_dict({**p.to_dict(), "window_slack_seconds": 2.5})
 
 
 def test_frontend_is_level_invariant():
@@ -121,10 +156,26 @@ def test_bundle_round_trip_and_corruption(tiny_bundle, tmp_path, speech_file):
 def test_screen_cli_json(tiny_bundle, speech_file, tmp_path):
     write_wav(tmp_path / "silent.wav", np.zeros(16_000, dtype=np.float32))
     out = subprocess.run(
-        [sys.executable, "-m", "wakeguard.tools.cli", "screen", "--json", "--model", str(tiny_bundle), str(speech_file), str(tmp_path / "silent.wav")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "wakeguard.tools.cli",
+            "screen",
+            "--json",
+            "--model",
+            str(tiny_bundle),
+            str(speech_file),
+            str(tmp_path / "silent.wav"),
+        ],
+        capture_output=True,
+        text=True,
     )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert out.returncode == 2
-    assert lines[0]["verdict"] in ("bonafide", "spoof") and set(lines[0]) >= {"path", "score", "verdict", "latency_ms"}
+    assert lines[0]["verdict"] in ("bonafide", "spoof") and set(lines[0]) >= {
+        "path",
+        "score",
+        "verdict",
+        "latency_ms",
+    }
     assert "silent" in lines[1]["error"]
