@@ -305,10 +305,7 @@ def compute_features(x: np.ndarray, p: FrontendParams) -> np.ndarray:
     if x.size <= s.window_samples or not _on_frame_grid(p):
         return np.stack([window_features(w, p) for w in split_windows(x, p)])
     starts = window_starts(x.size, p)
-    power = power_spectrogram(x[: starts[-1] + s.window_samples], p)
-    return np.stack(
-        [
-            _features_from_power(power[i // p.hop_length : i // p.hop_length + s.n_frames], p)
-            for i in starts
-        ]
-    )
+    first = starts[0]
+    power = power_spectrogram(x[first : starts[-1] + s.window_samples], p)
+    frame = [(i - first) // p.hop_length for i in starts]
+    return np.stack([_features_from_power(power[f : f + s.n_frames], p) for f in frame])

@@ -224,6 +224,7 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
 
 def _simulation_notes() -> list[str]:
     """How the corpus was simulated, from the simulator's own constants."""
+    from . import devices as dev
     from . import simulate as sim
 
     classes = ", ".join(f"{k} {v:.0%}" for k, v in sim.SPEAKER_CLASS_WEIGHTS.items())
@@ -231,11 +232,12 @@ def _simulation_notes() -> list[str]:
     return [
         "## How it was simulated",
         "",
-        "- **bonafide**: talker → victim room → victim microphone (+ real noise).",
+        "- **bonafide**: talker → victim room → victim microphone → its 16 kHz capture "
+        f"(decimation filter, edge {dev.ADC_CUTOFF_HZ[0]:g}–{dev.ADC_CUTOFF_HZ[1]:g} Hz) (+ real noise).",
         "- **spoof**: talker → attacker's room → attacker's recorder (microphone response; codec: "
         f"{codecs}) → loudspeaker (linear response + polynomial Hammerstein distortion; "
         f"{sim.EQUALISED_PROB:.0%} of non-perfect replays inverse-equalised) → the victim room "
-        "(loudspeaker where the talker stood) → the same victim microphones (+ real noise). "
+        "(loudspeaker where the talker stood) → the same victim microphones and capture (+ real noise). "
         f"Loudspeaker classes: {classes}. Attacker records in the victim's room "
         f"{sim.SAME_ROOM_PROB:.0%} of the time.",
         "- Shared by both classes, drawn from the same distributions: victim room, talker "
@@ -249,8 +251,10 @@ def _simulation_notes() -> list[str]:
         f"sources are high-passed at {sim.RUMBLE_CUTOFF_HZ:g} Hz to drop recording rumble. "
         "A split with several takes renders every segment that many times, each take a new "
         "bona fide/spoof pair through newly drawn conditions (same speech, same `source`).",
-        "- Splits are speaker-disjoint; eval has its own rooms and loudspeakers (including the "
-        "measured Nexus One) that train never sees.",
+        "- Splits are speaker-disjoint; dev and eval have their own rooms, loudspeakers and "
+        "microphones that train never sees (eval also the measured Nexus One speaker and "
+        "microphone). Victim microphones and attackers' recorders come from one pool per split: "
+        "phone and laptop microphones play both roles, so no microphone marks a label.",
         "- Exact per-utterance values (T60, distances, SNRs, level, drive) are in `simulation.csv`; "
         "room geometry in `rooms.json`.",
         "",

@@ -32,7 +32,6 @@ def build_tiny_bundle(folder: Path, seed: int = 0) -> Path:
     for accuracy.
     """
     import tensorflow as tf
-
     from wakeguard.edge.bundle import write_bundle
     from wakeguard.edge.frontend import FrontendParams, frontend_shape
 
