@@ -61,10 +61,11 @@ class FrontendParams:
     window_hop_seconds: float = 1.0
     """Hop between windows on longer audio; window scores are averaged in the logit domain."""
     window_slack_seconds: float = 0.0
-    """Audio at most this much longer than a window is scored as one window, its centre:
+    """When the windows every ``window_hop_seconds`` leave at most this much audio
+    uncovered at the end, they are centred on the audio instead of adding a last window:
     a 2 s command reaches the scorer with the endpointer's 0.3 s pre-roll and 0.2 s
-    post-roll, and a second window would add 0.3 s of (mostly) silence at the cost of a
-    second inference. 0 keeps every window."""
+    post-roll, and a window for that last 0.3 s of (mostly) silence would cost a whole
+    inference. 0 keeps every window."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,22 +167,27 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
 def window_starts(n_samples: int, p: FrontendParams) -> list[int]:
     """First sample of every model window of an ``n_samples`` utterance.
 
-    Short audio (at most one window) gives one window at 0, repeat-padded. Audio at most
-    ``window_slack_seconds`` longer gives one window in its centre. Longer audio gives a
-    window every ``window_hop_seconds`` and a last one that ends at the end of the audio.
-    Starts are moved back onto the frame grid (by less than one ``hop_length``) when the
-    window hop is a whole number of frames, so that every window's frames are frames of the
-    whole utterance and the spectrogram is computed once (:func:`compute_features`).
+    Short audio (at most one window) gives one window at 0, repeat-padded. Longer audio
+    gives a window every ``window_hop_seconds``; if they leave at most
+    ``window_slack_seconds`` uncovered at the end they are centred on the audio (so a
+    window and a bit is one centred window), otherwise a last window ends at the end of
+    the audio. Starts are moved back onto the frame grid (by less than one ``hop_length``)
+    when the window hop is a whole number of frames, so that every window's frames are
+    frames of the whole utterance and the spectrogram is computed once
+    (:func:`compute_features`).
     """
     s = frontend_shape(p)
     if n_samples <= s.window_samples:
         return [0]
-    if n_samples - s.window_samples <= int(round(p.window_slack_seconds * p.sample_rate)):
-        centre = (n_samples - s.window_samples) // 2
-        return [centre - centre % p.hop_length if _on_frame_grid(p) else centre]
+    grid = _on_frame_grid(p)
     starts = list(range(0, n_samples - s.window_samples + 1, s.window_hop_samples))
+    tail = n_samples - (starts[-1] + s.window_samples)
+    if tail <= int(round(p.window_slack_seconds * p.sample_rate)):
+        shift = tail // 2
+        shift -= shift % p.hop_length if grid else 0
+        return [i + shift for i in starts]
     last = n_samples - s.window_samples
-    if _on_frame_grid(p):
+    if grid:
         last -= last % p.hop_length
     if starts[-1] != last:
         starts.append(last)

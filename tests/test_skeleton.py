@@ -63,6 +63,14 @@ def test_frontend_shapes_follow_params():
     "kw",
     [
         dict(kind="spectral_power", frame_length=1024, n_fft=1024, hop_length=500, block_frames=8),
+        dict(
+            kind="spectral_power",
+            frame_length=1024,
+            n_fft=1024,
+            hop_length=500,
+            block_frames=8,
+            window_slack_seconds=0.5,
+        ),
         dict(kind="logspec"),
         dict(kind="lfcc"),
         dict(kind="spectral_power", window_hop_seconds=0.333),  # 5328 samples: off the frame grid
@@ -84,10 +92,12 @@ def test_utterance_features_equal_per_window_features(kw, n):
         assert window_starts(n, p) == [0] and len(whole) == 1
         return
     # The last window ends at the end, moved back by less than one hop onto the frame grid
-    # (not moved at all when the window hop is off the grid).
+    # (not moved at all when the window hop is off the grid); with slack, a grid centred on
+    # the audio leaves at most half the slack (plus the snap) at the end.
     gap = n - (window_starts(n, p)[-1] + s.window_samples)
     on_grid = s.window_hop_samples % p.hop_length == 0
-    assert 0 <= gap < p.hop_length if on_grid else gap == 0
+    half_slack = int(round(p.window_slack_seconds * p.sample_rate)) // 2
+    assert 0 <= gap < p.hop_length + half_slack if on_grid else 0 <= gap <= half_slack
 
 
 def test_audio_slightly_longer_than_a_window_is_scored_as_its_centre():
@@ -112,7 +122,11 @@ def test_audio_slightly_longer_than_a_window_is_scored_as_its_centre():
     from wakeguard.edge.frontend import window_features
 
     assert np.array_equal(f[0], window_features(x[start : start + s.window_samples], p))
-    # beyond the slack, windows every hop again; with no slack, 2.3 s is two windows
+    # 4.3 s: three windows a second apart, centred (the 0.3 s tail is within the slack)
+    starts = window_starts(68_800, p)
+    assert len(starts) == 3 and np.diff(starts).tolist() == [16_000, 16_000]
+    assert abs(starts[0] - 2_400) < p.hop_length
+    # beyond the slack, a last window at the end again; with no slack, 2.3 s is two windows
     assert len(window_starts(s.window_samples + 8_001, p)) == 2
     assert len(window_starts(n, FrontendParams(window_slack_seconds=0.0))) == 2
     with pytest.raises(ValueError, match="slack"):
