@@ -59,18 +59,15 @@ def test_frontend_shapes_follow_params():
         assert f.shape[0] == 2  # 3 s: windows at 0 s and 1 s (end-aligned)
 
 
+HOP500 = dict(kind="spectral_power", frame_length=1024, n_fft=1024, hop_length=500, block_frames=8)
+"""The shipped front-end's frames (model/default_config.toml)."""
+
+
 @pytest.mark.parametrize(
     "kw",
     [
-        dict(kind="spectral_power", frame_length=1024, n_fft=1024, hop_length=500, block_frames=8),
-        dict(
-            kind="spectral_power",
-            frame_length=1024,
-            n_fft=1024,
-            hop_length=500,
-            block_frames=8,
-            window_slack_seconds=0.5,
-        ),
+        HOP500,
+        {**HOP500, "window_slack_seconds": 0.5},
         dict(kind="logspec"),
         dict(kind="lfcc"),
         dict(kind="spectral_power", window_hop_seconds=0.333),  # 5328 samples: off the frame grid
@@ -103,14 +100,7 @@ def test_utterance_features_equal_per_window_features(kw, n):
 def test_audio_slightly_longer_than_a_window_is_scored_as_its_centre():
     from wakeguard.edge.frontend import window_starts
 
-    p = FrontendParams(
-        kind="spectral_power",
-        frame_length=1024,
-        n_fft=1024,
-        hop_length=500,
-        block_frames=8,
-        window_slack_seconds=0.5,
-    )
+    p = FrontendParams(**HOP500, window_slack_seconds=0.5)
     s = frontend_shape(p)
     # 2.3 s: the endpointer's 2 s command with pre- and post-roll -> one centred window
     n = 36_800
