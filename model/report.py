@@ -714,7 +714,13 @@ def _model(inp: RunInputs) -> str:
         ["model file", f"{_e(mf.get('model_file'))}, {mf.get('model_bytes', 0) / 1024:.1f} KB"],
         [
             "input",
-            f"{_e(fe.get('kind'))} features, {fe.get('window_seconds')} s windows every {fe.get('window_hop_seconds')} s; input shape {_e(mf.get('input_shape'))}",
+            f"{_e(fe.get('kind'))} features, {fe.get('window_seconds')} s windows every {fe.get('window_hop_seconds')} s"
+            + (
+                f" (centred when they leave at most {fe['window_slack_seconds']} s uncovered)"
+                if fe.get("window_slack_seconds")
+                else ""
+            )
+            + f"; input shape {_e(mf.get('input_shape'))}",
         ],
         [
             "thresholds (fixed on dev)",
