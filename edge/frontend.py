@@ -268,7 +268,10 @@ def _dct_matrix(n_in: int, n_out: int) -> np.ndarray:
 def deltas(c: np.ndarray, width: int = 2) -> np.ndarray:
     """Regression deltas over time (axis 0) with edge padding, as in HTK."""
     padded = np.pad(c, ((width, width), (0, 0)), mode="edge")
-    num = sum(k * (padded[width + k : width + k + len(c)] - padded[width - k : width - k + len(c)]) for k in range(1, width + 1))
+    num = sum(
+        k * (padded[width + k : width + k + len(c)] - padded[width - k : width - k + len(c)])
+        for k in range(1, width + 1)
+    )
     return num / (2 * sum(k * k for k in range(1, width + 1)))
 
 

@@ -202,7 +202,10 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
                 "splits": list(devices.mic_splits[name]),
                 "roles": [
                     role
-                    for role, classes in (("victim", dev_mod.VICTIM_MIC_CLASSES), ("recorder", dev_mod.RECORDER_CLASSES))
+                    for role, classes in (
+                        ("victim", dev_mod.VICTIM_MIC_CLASSES),
+                        ("recorder", dev_mod.RECORDER_CLASSES),
+                    )
                     if m.mic_class in classes
                 ],
             }
@@ -344,7 +347,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         ]
         for n, m in card.get("microphones", {}).items():
             tag = " (measured)" if m["measured"] else ""
-            lines.append(f"| {n}{tag} | {m['class']} | {', '.join(m['roles'])} | {', '.join(m['splits'])} |")
+            lines.append(
+                f"| {n}{tag} | {m['class']} | {', '.join(m['roles'])} | {', '.join(m['splits'])} |"
+            )
     if "phone_speaker_check" in card:
         p = card["phone_speaker_check"]
         lines += [

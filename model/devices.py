@@ -617,14 +617,17 @@ class DeviceSet:
 
     def victim_mics_for(self, split: str) -> list[str]:
         """Microphones a listening device of this split may have."""
-        return [
-            n for n, m in self.mics.items() if split in self.mic_splits[n] and m.mic_class in VICTIM_MIC_CLASSES
-        ]
+        return self._mics_for(split, VICTIM_MIC_CLASSES)
 
     def recorders_for(self, split: str) -> list[str]:
         """Microphones an attacker of this split may record the victim's voice with."""
+        return self._mics_for(split, RECORDER_CLASSES)
+
+    def _mics_for(self, split: str, classes: tuple[str, ...]) -> list[str]:
         return [
-            n for n, m in self.mics.items() if split in self.mic_splits[n] and m.mic_class in RECORDER_CLASSES
+            n
+            for n, m in self.mics.items()
+            if split in self.mic_splits[n] and m.mic_class in classes
         ]
 
 
@@ -644,6 +647,11 @@ every other device, so the dev and eval devices are the same with or without the
 that has seen many loudspeakers of a class learns the class, not its few members."""
 
 
+def _held_out_split(i: int, n_train: int) -> tuple[str, ...]:
+    """Instances 0..n_train-1 of a class train, the next one is dev's, the one after eval's."""
+    return ("train",) if i < n_train else (("dev",) if i == n_train else ("eval",))
+
+
 def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
     """Deterministic device profiles.
 
@@ -660,7 +668,7 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
         for i in range(n):
             name = f"{cls}-{i + 1}"
             speakers[name] = make_loudspeaker(name, cls, rng)
-            splits[name] = ("train",) if i < n - 2 else (("dev",) if i == n - 2 else ("eval",))
+            splits[name] = _held_out_split(i, n - 2)
     speakers["perfect"] = make_loudspeaker("perfect", "perfect", rng)
     splits["perfect"] = ("train", "dev", "eval")
     mics: dict[str, Microphone] = {}
@@ -669,7 +677,7 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
         for i in range(n + 2):
             name = f"{cls}-mic-{i + 1}"
             mics[name] = make_microphone(name, cls, rng)
-            mic_splits[name] = ("train",) if i < n else (("dev",) if i == n else ("eval",))
+            mic_splits[name] = _held_out_split(i, n)
     extra = np.random.default_rng([seed, 0xDE2])
     for cls, n in EXTRA_TRAIN_SPEAKERS_PER_CLASS.items():
         for j in range(n):

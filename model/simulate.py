@@ -176,7 +176,11 @@ SIZES: dict[str, SizePreset] = {
         {"train": 48, "dev": 12, "eval": 24}, 1, 8, {"train": 6, "dev": 3, "eval": 3}
     ),
     "default": SizePreset(
-        None, None, None, {"train": 12, "dev": 4, "eval": 6}, {"train": TRAIN_TAKES, "dev": 1, "eval": 1}
+        None,
+        None,
+        None,
+        {"train": 12, "dev": 4, "eval": 6},
+        {"train": TRAIN_TAKES, "dev": 1, "eval": 1},
     ),
 }
 
@@ -515,9 +519,7 @@ def render(
     if label == "spoof":
         h_att, d_att = ctx.path_filter("attacker", c["attacker_room"], c["da"], c["recorder"])
         recorded = _conv(src, h_att, d_att)
-        att_noise = ctx.devices.mics[c["recorder"]].record(
-            _noise_segment(noise, len(src), rng)
-        )
+        att_noise = ctx.devices.mics[c["recorder"]].record(_noise_segment(noise, len(src), rng))
         att_noise *= _rms(recorded[talk]) / (_rms(att_noise) * 10 ** (c["attacker_snr_db"] / 20))
         rec = apply_codec(recorded + att_noise, c["codec"])
         clean_rec = apply_codec(recorded, c["codec"])
@@ -673,7 +675,9 @@ def process_source(
                 for label in ("bonafide", "spoof"):
                     c = draw_conditions(label, src.split, ctx, rng)
                     y = render(speech, label, src.split, c, ctx)
-                    name = _utt_name(ctx.seed, src.path, k, label if take == 0 else f"{label}{take}")
+                    name = _utt_name(
+                        ctx.seed, src.path, k, label if take == 0 else f"{label}{take}"
+                    )
                     row = _row(name, label, src, k, c, ctx, len(speech) / SAMPLE_RATE)
                     write_wav(ctx.out / row["path"], y)
                     rows.append(row)
