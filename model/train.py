@@ -574,7 +574,9 @@ def train(
     write_scores(out / "dev_scores.csv", dev.rows, dev_scores)
     train_best = eer_of(tr_sub, tr_sub.utterance_logits(predict_windows(best, tr_sub.windows)))
     _write_history(out, history)
-    plot_curves(out / "curves.png", history, best_epoch)
+    a = config.augment
+    augmented = a.noise_prob > 0 or a.eq_prob > 0 or a.time_masks > 0 or a.freq_masks > 0
+    plot_curves(out / "curves.png", history, best_epoch, augmented=augmented)
     result = TrainResult(
         run=out,
         best_epoch=best_epoch,
@@ -610,7 +612,9 @@ def write_scores(path: Path, rows: Sequence[Row], scores: np.ndarray) -> Path:
     return write_score_csv(path, recs, list(conds))
 
 
-def plot_curves(path: Path, history: list[dict[str, Any]], best_epoch: int) -> Path:
+def plot_curves(
+    path: Path, history: list[dict[str, Any]], best_epoch: int, *, augmented: bool
+) -> Path:
     """Loss and train/dev EER per epoch, the selected checkpoint marked."""
     import matplotlib
 
@@ -621,7 +625,7 @@ def plot_curves(path: Path, history: list[dict[str, Any]], best_epoch: int) -> P
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(ep, [h["loss"] for h in history], marker="o", ms=3)
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("training loss (augmented)")
+    ax1.set_ylabel("training loss (augmented batches)" if augmented else "training loss")
     ax1.grid(alpha=0.3)
     ax2.plot(ep, [100 * h["train_eer"] for h in history], marker="o", ms=3, label="train EER")
     ax2.plot(ep, [100 * h["dev_eer"] for h in history], marker="o", ms=3, label="dev EER")
