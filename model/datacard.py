@@ -173,7 +173,6 @@ def build_datacard(dataset: Path) -> dict[str, Any]:
 
 def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
     """Device and room profiles of a simulator build, and the phone-speaker check."""
-    from . import devices as dev_mod
     from .devices import build_devices, compare_phone_speaker
     from .simulate import shared_dir
 
@@ -200,14 +199,7 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
                 "class": m.mic_class,
                 "measured": m.measured,
                 "splits": list(devices.mic_splits[name]),
-                "roles": [
-                    role
-                    for role, classes in (
-                        ("victim", dev_mod.VICTIM_MIC_CLASSES),
-                        ("recorder", dev_mod.RECORDER_CLASSES),
-                    )
-                    if m.mic_class in classes
-                ],
+                "roles": list(m.roles),
             }
             for name, m in devices.mics.items()
         },

@@ -510,6 +510,15 @@ class Microphone:
 
         return oaconvolve(x, self.capture_fir)[: len(x)]
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """``victim`` (a listening device's microphone) and/or ``recorder`` (an attacker's)."""
+        return tuple(
+            role
+            for role, classes in (("victim", VICTIM_MIC_CLASSES), ("recorder", RECORDER_CLASSES))
+            if self.mic_class in classes
+        )
+
 
 _MIC_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     # MEMS microphones on smart speakers: flat with a 50-150 Hz corner and a HF rise (the
@@ -617,18 +626,14 @@ class DeviceSet:
 
     def victim_mics_for(self, split: str) -> list[str]:
         """Microphones a listening device of this split may have."""
-        return self._mics_for(split, VICTIM_MIC_CLASSES)
+        return self._mics_for(split, "victim")
 
     def recorders_for(self, split: str) -> list[str]:
         """Microphones an attacker of this split may record the victim's voice with."""
-        return self._mics_for(split, RECORDER_CLASSES)
+        return self._mics_for(split, "recorder")
 
-    def _mics_for(self, split: str, classes: tuple[str, ...]) -> list[str]:
-        return [
-            n
-            for n, m in self.mics.items()
-            if split in self.mic_splits[n] and m.mic_class in classes
-        ]
+    def _mics_for(self, split: str, role: str) -> list[str]:
+        return [n for n, m in self.mics.items() if split in self.mic_splits[n] and role in m.roles]
 
 
 SPEAKERS_PER_CLASS = {"phone": 8, "laptop": 6, "bluetooth": 6, "smart-speaker": 6}
