@@ -318,11 +318,19 @@ def render_markdown(card: dict[str, Any]) -> str:
             "ASVspoof 2019 PA quality terms (minimum frequency and occupied bandwidth at -10 dB re the 0.5–2 kHz mean; LNR at the reference drive).",
             "",
         ]
+        speakers = card["loudspeakers"]
+        lines += _train_only_summary(
+            "loudspeakers",
+            speakers,
+            {"f_min Hz": "f_min_hz", "bandwidth Hz": "bandwidth_hz", "LNR dB": "lnr_db"},
+        )
         lines += [
             "| device | class | quality | f_min Hz | bandwidth Hz | LNR dB | splits |",
             "|---|---|---|---|---|---|---|",
         ]
-        for n, s in card["loudspeakers"].items():
+        for n, s in speakers.items():
+            if _train_only(s):
+                continue
             tag = " (measured)" if s["measured"] else ""
             lines.append(
                 f"| {n}{tag} | {s['class']} | {s['quality']} | {s['f_min_hz']} | {s['bandwidth_hz']} | {s['lnr_db']} | {', '.join(s['splits'])} |"
@@ -334,10 +342,16 @@ def render_markdown(card: dict[str, Any]) -> str:
             "Victim devices' microphones and attackers' recorders come from one pool per split "
             "(phone and laptop microphones play both roles).",
             "",
+        ]
+        mics = card.get("microphones", {})
+        lines += _train_only_summary("microphones", mics, {})
+        lines += [
             "| microphone | class | roles | splits |",
             "|---|---|---|---|",
         ]
-        for n, m in card.get("microphones", {}).items():
+        for n, m in mics.items():
+            if _train_only(m):
+                continue
             tag = " (measured)" if m["measured"] else ""
             lines.append(
                 f"| {n}{tag} | {m['class']} | {', '.join(m['roles'])} | {', '.join(m['splits'])} |"
@@ -374,10 +388,22 @@ def render_markdown(card: dict[str, Any]) -> str:
             "Shoebox rooms (image sources to order 3 plus a stochastic late tail); T60 measured by "
             "Schroeder integration on the talker-to-victim response.",
             "",
+        ]
+        train_rooms = [r for r in card["rooms"] if r["split"] == "train"]
+        if train_rooms:
+            lines += [
+                f"Train: {len(train_rooms)} rooms, area {_span([r['area_m2'] for r in train_rooms])} m², "
+                f"T60 {_span([r['measured_t60_s'] for r in train_rooms])} s (measured; every room in "
+                "`rooms.json`). Dev and eval rooms:",
+                "",
+            ]
+        lines += [
             "| room | split | size m | area m² | T60 target s | T60 measured s | talker dist. m (a/b/c) | attacker dist. m (A/B/C) |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in card["rooms"]:
+            if r["split"] == "train":
+                continue
             dims = " x ".join(f"{v:g}" for v in r["dims_m"])
             td = "/".join(f"{v:g}" for v in r["talker_distance_m"].values())
             ad = "/".join(f"{v:g}" for v in r["attacker_distance_m"].values())
@@ -390,6 +416,42 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- **{col}**: {cells}")
     lines += ["", "## Attribution", "", card["attribution"], ""]
     return "\n".join(lines)
+
+
+def _train_only(device: dict[str, Any]) -> bool:
+    return list(device["splits"]) == ["train"]
+
+
+def _span(values: list[Any]) -> str:
+    vals = [float(v) for v in values if v is not None]
+    return f"{min(vals):g}–{max(vals):g}" if vals else "–"
+
+
+def _train_only_summary(
+    kind: str, devices: dict[str, dict[str, Any]], ranges: dict[str, str]
+) -> list[str]:
+    """Train-only devices as one row per class (there are hundreds); every one is in the JSON."""
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for d in devices.values():
+        if _train_only(d):
+            by_class.setdefault(d["class"], []).append(d)
+    if not by_class:
+        return []
+    cols = ["class", "count", "roles" if kind == "microphones" else "quality", *ranges]
+    lines = [
+        f"Train-only {kind}, by class (each one is in `datacard.json`):",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for cls, ds in by_class.items():
+        key = "roles" if kind == "microphones" else "quality"
+        kinds = Counter(", ".join(d[key]) if isinstance(d[key], list) else d[key] for d in ds)
+        label = "; ".join(k if len(kinds) == 1 else f"{k} {n}" for k, n in sorted(kinds.items()))
+        cells = [cls, str(len(ds)), label]
+        cells += [_span([d[k] for d in ds]) for k in ranges.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", f"Dev, eval and shared {kind}:", ""]
 
 
 def write_datacard(dataset: Path) -> dict[str, Any]:

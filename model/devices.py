@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from wakeguard.edge.audio import SAMPLE_RATE, AudioError
@@ -193,12 +194,17 @@ class Loudspeaker:
     """Balance of odd (cubic) to even (quadratic) distortion."""
     measured: bool = False
     """True for a response measured on hardware."""
-    nl_gain: float = field(default=0.0, init=False)
-    """Scale of the distortion branches, calibrated to ``lnr_db`` at the reference drive."""
+    _nl_gain: float | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        if np.isfinite(self.lnr_db):
-            self._calibrate()
+    @property
+    def nl_gain(self) -> float:
+        """Scale of the distortion branches, calibrated to ``lnr_db`` at the reference drive.
+
+        Calibrated on first use: a build holds hundreds of train loudspeakers and a worker
+        process plays only some of them."""
+        if self._nl_gain is None:
+            self._nl_gain = self._calibrate() if np.isfinite(self.lnr_db) else 0.0
+        return self._nl_gain
 
     @property
     def quality(self) -> str:
@@ -235,12 +241,12 @@ class Loudspeaker:
         """The static polynomial of the Hammerstein model (DC of the square removed)."""
         return (e**2 - np.mean(e**2)) + self.a3_over_a2 * e**3
 
-    def _calibrate(self) -> None:
+    def _calibrate(self) -> float:
         rng = np.random.default_rng(1234)
         x = REFERENCE_RMS * speech_shaped_noise(rng, 4 * SAMPLE_RATE)
         lin, nl = self._branches(x)
         p_lin, p_nl = np.mean(lin**2), np.mean(nl**2)
-        self.nl_gain = float(np.sqrt(p_lin / (p_nl * 10 ** (self.lnr_db / 10))))
+        return float(np.sqrt(p_lin / (p_nl * 10 ** (self.lnr_db / 10))))
 
     def play(
         self,
@@ -646,15 +652,55 @@ VICTIM_MIC_CLASSES = ("mems", "phone", "laptop")
 RECORDER_CLASSES = ("phone", "laptop", "studio")
 """Classes an attacker records with. Phone and laptop microphones play both roles, so a
 microphone's own colouring says nothing about the label; a replay has two in cascade."""
-EXTRA_TRAIN_SPEAKERS_PER_CLASS = {"phone": 12, "laptop": 12, "bluetooth": 12, "smart-speaker": 12}
+EXTRA_TRAIN_SPEAKERS_PER_CLASS = {
+    "phone": 100,
+    "laptop": 100,
+    "bluetooth": 100,
+    "smart-speaker": 100,
+}
 """More parametric loudspeakers for train only, drawn from their own random stream after
 every other device, so the dev and eval devices are the same with or without them. A model
 that has seen many loudspeakers of a class learns the class, not its few members."""
+EXTRA_TRAIN_MICS_PER_CLASS = {"mems": 40, "phone": 40, "laptop": 30, "studio": 15}
+"""More parametric microphones for train only, from the same separate stream after the extra
+loudspeakers, so the dev and eval microphones stay the same too."""
+EXTRA_DEV_SPEAKERS_PER_CLASS = {"phone": 2, "laptop": 2, "bluetooth": 2, "smart-speaker": 2}
+"""More held-out loudspeakers for dev (three per class in all), from a third stream: dev EER
+picks the checkpoint, and over one unseen device per class it moved by points per epoch."""
+EXTRA_DEV_MICS_PER_CLASS = {"mems": 2, "phone": 2, "laptop": 2, "studio": 2}
+"""More held-out microphones for dev, likewise."""
+EXTRA_SPEAKERS_PER_CLASS = {
+    "train": EXTRA_TRAIN_SPEAKERS_PER_CLASS,
+    "dev": EXTRA_DEV_SPEAKERS_PER_CLASS,
+}
+EXTRA_MICS_PER_CLASS = {"train": EXTRA_TRAIN_MICS_PER_CLASS, "dev": EXTRA_DEV_MICS_PER_CLASS}
 
 
 def _held_out_split(i: int, n_train: int) -> tuple[str, ...]:
     """Instances 0..n_train-1 of a class train, the next one is dev's, the one after eval's."""
     return ("train",) if i < n_train else (("dev",) if i == n_train else ("eval",))
+
+
+def _add_devices(
+    devices: dict[str, Any],
+    splits: dict[str, tuple[str, ...]],
+    per_class: dict[str, int],
+    split: str,
+    rng: np.random.Generator,
+    infix: str,
+) -> None:
+    """Add ``per_class[cls]`` new parametric devices of each class to one split, numbered on
+    from the class's last (``phone-9``, ``phone-mic-11``)."""
+    make = make_microphone if infix else make_loudspeaker
+    for cls, n in per_class.items():
+        first = sum(
+            (d.mic_class if isinstance(d, Microphone) else d.device_class) == cls
+            for d in devices.values()
+        )
+        for j in range(n):
+            name = f"{cls}{infix}-{first + j + 1}"
+            devices[name] = make(name, cls, rng)
+            splits[name] = (split,)
 
 
 def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
@@ -683,12 +729,10 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
             name = f"{cls}-mic-{i + 1}"
             mics[name] = make_microphone(name, cls, rng)
             mic_splits[name] = _held_out_split(i, n)
-    extra = np.random.default_rng([seed, 0xDE2])
-    for cls, n in EXTRA_TRAIN_SPEAKERS_PER_CLASS.items():
-        for j in range(n):
-            name = f"{cls}-{SPEAKERS_PER_CLASS[cls] + j + 1}"
-            speakers[name] = make_loudspeaker(name, cls, extra)
-            splits[name] = ("train",)
+    for split, stream in (("train", 0xDE2), ("dev", 0xDE3)):
+        extra = np.random.default_rng([seed, stream])
+        _add_devices(speakers, splits, EXTRA_SPEAKERS_PER_CLASS[split], split, extra, "")
+        _add_devices(mics, mic_splits, EXTRA_MICS_PER_CLASS[split], split, extra, "-mic")
     if devices_dir is not None and (devices_dir / NEXUS_SPEAKER_IR).is_file():
         speakers["nexus-one"] = measured_loudspeaker(devices_dir, rng)
         splits["nexus-one"] = ("eval",)

@@ -35,7 +35,7 @@ import os
 import shutil
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,19 @@ from .rooms import (
     range_label,
 )
 
-BUILD_VERSION = 6
+BUILD_VERSION = 7
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
 
-TRAIN_TAKES = 3
+TRAIN_TAKES = 4
 """Takes per train segment in the default build (:attr:`SizePreset.takes`)."""
+DEV_TAKES = 2
+"""Takes per dev segment in the default build: dev EER picks the checkpoint, so it needs
+more device chains than one take gives."""
+EXTRA_TRAIN_ROOMS = 72
+"""Rooms for train only in the default build (:attr:`SizePreset.extra_rooms`): with 12
+rooms a network can learn each room's reverberation; with 84 it has to learn the class."""
+EXTRA_DEV_ROOMS = 4
+"""Rooms for dev only in the default build (8 in all)."""
 
 SPLIT_SHARES = {"train": 0.6, "dev": 0.15, "eval": 0.25}
 """Share of speech (by duration) per split; speakers are never shared between splits."""
@@ -162,6 +170,9 @@ class SizePreset:
     """Renderings of every speech segment per split: each take is a bona fide utterance and
     its spoofed twin through newly drawn chains (room, microphone, loudspeaker, recorder...),
     so train sees more acoustic conditions without more speakers."""
+    extra_rooms: dict[str, int] = field(default_factory=dict)
+    """More rooms for train or dev, each split's from its own random stream after the
+    others, so the eval rooms are the same with or without them."""
 
 
 SIZES: dict[str, SizePreset] = {
@@ -180,7 +191,8 @@ SIZES: dict[str, SizePreset] = {
         None,
         None,
         {"train": 12, "dev": 4, "eval": 6},
-        {"train": TRAIN_TAKES, "dev": 1, "eval": 1},
+        {"train": TRAIN_TAKES, "dev": DEV_TAKES, "eval": 1},
+        {"train": EXTRA_TRAIN_ROOMS, "dev": EXTRA_DEV_ROOMS},
     ),
 }
 
@@ -705,6 +717,19 @@ def _source_done(out: Path, src: Source) -> bool:
 # ------------------------------------------------------------------------------- build
 
 
+def build_rooms(preset: SizePreset, seed: int) -> list[RoomConfig]:
+    """The rooms of a build: each split's own, then the extra train and dev rooms, each from
+    its own random stream so that adding them leaves every other room as it was."""
+    rng = np.random.default_rng([seed, 0x600D])
+    rooms = [r for split in SPLIT_SHARES for r in draw_rooms(split, preset.rooms[split], rng)]
+    for split, stream in (("train", 0x600E), ("dev", 0x600F)):
+        n = preset.extra_rooms.get(split, 0)
+        extra = draw_rooms(split, n, np.random.default_rng([seed, stream]))
+        first = preset.rooms[split]
+        rooms += [replace(r, name=f"{split}-room{first + i + 1:02d}") for i, r in enumerate(extra)]
+    return rooms
+
+
 def _build_manifest(
     size: str, seed: int, sources: list[Source], rooms: list[RoomConfig]
 ) -> dict[str, Any]:
@@ -791,10 +816,7 @@ def simulate(
             f"noise folder not found: {shared / 'noise'} (set WAKEGUARD_SHARED)"
         )
     sources = assign_splits(find_sources(speech_dir), preset, seed)
-    rng = np.random.default_rng([seed, 0x600D])
-    room_cfgs = [
-        r for split in ("train", "dev", "eval") for r in draw_rooms(split, preset.rooms[split], rng)
-    ]
+    room_cfgs = build_rooms(preset, seed)
     manifest = _build_manifest(size, seed, sources, room_cfgs)
     _check_resume(out, manifest)
     out.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,18 @@ def test_tiny_build_is_a_valid_balanced_dataset(tiny: Path) -> None:
     card = json.loads((tiny / "datacard.json").read_text())
     assert card["n_utterances"] == len(prot.rows)
     assert "shortcut_audit" in card and "phone_speaker_check" in card
+    # Hundreds of train-only devices are one row per class in the markdown card; every
+    # held-out device has its own row, and the JSON lists them all.
+    md = (tiny / "datacard.md").read_text()
+    for kind in ("loudspeakers", "microphones"):
+        devices = card[kind]
+        held_out = [n for n, d in devices.items() if d["splits"] != ["train"]]
+        train_only = [n for n, d in devices.items() if d["splits"] == ["train"]]
+        assert len(train_only) > 100 and held_out
+        assert all(f"| {n} |" in md or f"| {n} (measured) |" in md for n in held_out)
+        assert not any(f"| {n} |" in md for n in train_only)
+        phone = sum(d["class"] == "phone" for n, d in devices.items() if n in train_only)
+        assert f"| phone | {phone} |" in md
     # The T60 column is the bin of the room's own T60.
     rooms = {r["name"]: r for r in json.loads((tiny / "rooms.json").read_text())}
     for row in prot.rows:
@@ -266,6 +278,49 @@ def test_measured_device_responses_leave_their_measurement_room_behind(shared_di
     # ...with the measured response kept: within about +-6 dB from 100 Hz to 4 kHz.
     db = fir_magnitude_db(mic.fir, np.geomspace(100, 4000, 40))
     assert np.all(np.abs(db) < 7.0)
+
+
+def test_extra_train_and_dev_devices_leave_the_eval_devices_as_they_were(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The many train-only and the extra dev devices come from their own random streams."""
+    from wakeguard.model import devices as dv
+
+    full = dv.build_devices(None)
+    assert len(set(full.speakers_for("train")) - {"perfect"}) == sum(
+        n - 2 + dv.EXTRA_TRAIN_SPEAKERS_PER_CLASS[c] for c, n in dv.SPEAKERS_PER_CLASS.items()
+    )
+    assert len(set(full.speakers_for("dev")) - {"perfect"}) == sum(
+        1 + dv.EXTRA_DEV_SPEAKERS_PER_CLASS[c] for c in dv.SPEAKERS_PER_CLASS
+    )
+    monkeypatch.setattr(dv, "EXTRA_SPEAKERS_PER_CLASS", {"train": {}, "dev": {}})
+    monkeypatch.setattr(dv, "EXTRA_MICS_PER_CLASS", {"train": {}, "dev": {}})
+    bare = dv.build_devices(None)
+    assert full.speakers_for("eval") == bare.speakers_for("eval")
+    assert full.victim_mics_for("eval") == bare.victim_mics_for("eval")
+    for name in bare.speakers_for("eval"):
+        np.testing.assert_array_equal(full.loudspeakers[name].fir, bare.loudspeakers[name].fir)
+    for name in set(bare.victim_mics_for("eval")) | set(bare.recorders_for("eval")):
+        np.testing.assert_array_equal(full.mics[name].fir, bare.mics[name].fir)
+    assert len(set(full.loudspeakers)) == len(full.loudspeakers)  # no name reused
+
+
+def test_extra_rooms_leave_the_eval_rooms_as_they_were() -> None:
+    from dataclasses import replace
+
+    from wakeguard.model.simulate import SIZES, build_rooms
+
+    preset = SIZES["default"]
+    full = build_rooms(preset, 0)
+    bare = build_rooms(replace(preset, extra_rooms={}), 0)
+    assert [r for r in full if r.split == "eval"] == [r for r in bare if r.split == "eval"]
+    for split in ("train", "dev"):
+        n = preset.rooms[split] + preset.extra_rooms[split]
+        names = [r.name for r in full if r.split == split]
+        assert len(names) == len(set(names)) == n
+        assert [r for r in full if r.split == split][: preset.rooms[split]] == [
+            r for r in bare if r.split == split
+        ]
 
 
 def test_loudspeaker_distortion_is_calibrated_and_grows_with_level_and_bass() -> None:
