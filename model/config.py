@@ -60,6 +60,13 @@ class AugmentConfig:
     """Probability of a smooth random equaliser curve (microphone/room colouring)."""
     eq_db: float = 3.0
     """Largest gain of the random equaliser at any frequency, in dB."""
+    eq_axis: str = "linear"
+    """Frequency axis the equaliser curve is smooth on: ``linear`` or ``log`` (above 100 Hz,
+    as microphone and port responses are: the same detail per octave)."""
+
+    def __post_init__(self) -> None:
+        if self.eq_axis not in ("linear", "log"):
+            raise ValueError(f"eq_axis must be 'linear' or 'log', not {self.eq_axis!r}")
 
 
 @dataclass
@@ -82,6 +89,10 @@ class TrainConfig:
     """Utterances of the train split scored each epoch to report train EER (overfitting)."""
     label_smoothing: float = 0.0
     """Label smoothing of the binary cross-entropy."""
+    swa_start: int = 0
+    """Stochastic weight averaging (Izmailov et al., 2018): from this epoch on, the weights at
+    the end of each epoch are averaged, batch-norm statistics re-estimated on train, and the
+    average competes with the epoch's own weights for the dev-EER checkpoint (0: off)."""
     balance_classes: bool = True
     """Weight the loss so both labels count equally."""
     threads: int = 0
@@ -150,7 +161,10 @@ def _section_from_dict(name: str, d: dict[str, Any]) -> Any:
             return frontend_from_dict({**FrontendParams().to_dict(), **values})
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"[frontend]: {exc}") from exc
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"[{name}]: {exc}") from exc
 
 
 def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:

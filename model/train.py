@@ -220,6 +220,10 @@ def eer_of(feats: Features, utt_scores: np.ndarray) -> float:
 # --------------------------------------------------------------------------- augmentation
 
 
+EQ_LOG_FLOOR_HZ = 100.0
+"""Below this the log-axis equaliser curve is flat (one value down to DC)."""
+
+
 def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, Any], Any]:
     """A batched tf function: SpecAugment masks, noise floor and equaliser in the dB domain."""
     import tensorflow as tf
@@ -233,6 +237,10 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
     t_max = max(0, min(a.time_mask_max, n_time // 4))
     f_max = max(0, min(a.freq_mask_max, n_bins // 4))
     u = tf.linspace(0.0, 1.0, n_bins)
+    f_bins = np.linspace(p.fmin_hz, p.fmax_hz, n_bins)
+    f_ref = min(EQ_LOG_FLOOR_HZ, p.fmax_hz / 2)
+    u_log = np.log(np.maximum(f_bins, f_ref) / f_ref) / np.log(p.fmax_hz / f_ref)
+    u_eq = tf.constant(u_log if a.eq_axis == "log" else np.linspace(0, 1, n_bins), tf.float32)
 
     def masks(x: Any, count: int, width_max: int, axis: int) -> Any:
         b = tf.shape(x)[0]
@@ -267,7 +275,7 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
             k = tf.range(1, 5, dtype=tf.float32)[None, :, None]
             amp = tf.random.normal((b, 4, 1))
             phase = tf.random.uniform((b, 4, 1), 0, 2 * np.pi)
-            curve = tf.reduce_sum(amp * tf.cos(np.pi * k * u[None, None, :] + phase), axis=1)
+            curve = tf.reduce_sum(amp * tf.cos(np.pi * k * u_eq[None, None, :] + phase), axis=1)
             curve = curve / (tf.reduce_max(tf.abs(curve), axis=1, keepdims=True) + 1e-6)
             curve = curve * tf.random.uniform((b, 1), 0, a.eq_db)
             use = tf.random.uniform((b, 1, 1)) < a.eq_prob
@@ -285,6 +293,66 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
 
 # --------------------------------------------------------------------------- training
 
+SWA_FILE = "swa.npz"
+SWA_BN_BATCHES = 40
+"""Train batches run through the averaged network to re-estimate its batch-norm statistics
+(their plain mean, as ``torch.optim.swa_utils.update_bn`` does)."""
+
+
+class SwaState:
+    """The running mean of the trainable weights at epoch ends (stochastic weight averaging).
+
+    Averaging the weights of several epochs lands in a flatter, wider optimum than any one
+    of them, which generalises better to unseen devices; the batch-norm statistics of the
+    average are not the average of the statistics, so they are re-estimated on train.
+    """
+
+    def __init__(self, mean: list[np.ndarray], count: int) -> None:
+        self.mean, self.count = mean, count
+        self._clone: Any = None
+
+    @classmethod
+    def start(cls, model: Any) -> SwaState:
+        return cls([np.zeros(v.shape, np.float64) for v in model.trainable_weights], 0)
+
+    def add(self, model: Any) -> None:
+        self.count += 1
+        for m, v in zip(self.mean, model.trainable_weights, strict=True):
+            m += (np.asarray(v, np.float64) - m) / self.count
+
+    def model(self, model: Any, windows: np.ndarray, seed: int, batch: int) -> Any:
+        """A network with the averaged weights and re-estimated batch-norm statistics."""
+        import keras
+
+        if self._clone is None:
+            self._clone = keras.models.clone_model(model)
+        avg = self._clone
+        avg.set_weights(model.get_weights())
+        for var, m in zip(avg.trainable_weights, self.mean, strict=True):
+            var.assign(m.astype(np.float32))
+        idx = np.random.default_rng(seed).permutation(len(windows))[: SWA_BN_BATCHES * batch]
+        norms = [la for la in avg.layers if isinstance(la, keras.layers.BatchNormalization)]
+        momenta = [la.momentum for la in norms]
+        try:  # momentum i/(i+1) on batch i: the moving statistics become the plain mean
+            for i, chunk in enumerate(np.array_split(idx, max(1, -(-len(idx) // batch)))):
+                for la in norms:
+                    la.momentum = i / (i + 1)
+                avg(windows[np.sort(chunk)].astype(np.float32), training=True)
+        finally:
+            for la, m in zip(norms, momenta, strict=True):
+                la.momentum = m
+        return avg
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".part.npz")
+        np.savez(tmp, *self.mean)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, count: int) -> SwaState:
+        with np.load(path) as z:
+            return cls([z[f"arr_{i}"].astype(np.float64) for i in range(len(z.files))], count)
+
 
 @dataclass
 class TrainResult:
@@ -298,6 +366,8 @@ class TrainResult:
     stopped_early: bool
     seconds: float
     n_params: int
+    averaged_from: int = 0
+    """First epoch of the weight average kept (0: the kept model is one epoch's weights)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -463,6 +533,8 @@ def train(
 
     history: list[dict[str, Any]] = []
     start_epoch, best_eer, best_loss, best_epoch, bad = 0, float("inf"), float("inf"), -1, 0
+    swa: SwaState | None = None
+    best_kind = ""
     if resume:
         state = json.loads(state_file.read_text())
         model = keras.models.load_model(out / CHECKPOINT_DIR / KERAS_MODEL)
@@ -474,6 +546,9 @@ def train(
         )
         best_loss = state.get("best_loss", float("inf"))
         history = state["history"]
+        best_kind = state.get("best_kind", "")
+        if state.get("swa_count", 0) > 0:
+            swa = SwaState.load(out / CHECKPOINT_DIR / SWA_FILE, state["swa_count"])
         log(f"resuming after epoch {state['epoch'] + 1}")
     else:
         from .detector import build_detector
@@ -533,21 +608,36 @@ def train(
             "train_eer": train_eer,
             "dev_eer": dev_eer,
             "dev_loss": dev_loss,
-            "seconds": round(time.time() - t0, 2),
+            "seconds": 0.0,
         }
+        # Candidates for the checkpoint: this epoch's weights and, once averaging has begun,
+        # the running average of the epochs so far.
+        candidates = [(dev_eer, dev_loss, model, "")]
+        if config.train.swa_start and epoch + 1 >= config.train.swa_start:
+            swa = swa or SwaState.start(model)
+            swa.add(model)
+            swa_model = swa.model(model, windows, config.train.seed + epoch, bs)
+            swa_logits = dev.utterance_logits(predict_windows(swa_model, dev.windows))
+            row["swa_dev_eer"] = eer_of(dev, swa_logits)
+            row["swa_dev_loss"] = bce(swa_logits, dev.labels)
+            candidates.append((row["swa_dev_eer"], row["swa_dev_loss"], swa_model, "swa"))
+        row["seconds"] = round(time.time() - t0, 2)
         history.append(row)
         # dev EER first; on a tie (often at 0 % on easy data) the lower dev loss wins
-        improved = dev_eer < best_eer - 1e-9 or (
-            abs(dev_eer - best_eer) <= 1e-9 and dev_loss < best_loss
+        cand_eer, cand_loss, cand_model, kind = min(candidates, key=lambda c: (c[0], c[1]))
+        improved = cand_eer < best_eer - 1e-9 or (
+            abs(cand_eer - best_eer) <= 1e-9 and cand_loss < best_loss
         )
         if improved:
-            best_eer, best_loss, best_epoch, bad = dev_eer, dev_loss, epoch + 1, 0
-            model.save(out / KERAS_MODEL)
+            best_eer, best_loss, best_epoch, bad = cand_eer, cand_loss, epoch + 1, 0
+            best_kind = kind
+            cand_model.save(out / KERAS_MODEL)
         else:
             bad += 1
+        swa_note = f"  SWA dev EER {row['swa_dev_eer']:6.2%}" if "swa_dev_eer" in row else ""
         log(
             f"epoch {epoch + 1:3d}  loss {loss:.4f}  train EER {train_eer:6.2%}  dev EER {dev_eer:6.2%}"
-            f"{'  *' if improved else ''}  ({row['seconds']:.0f} s)"
+            f"{swa_note}{'  * ' + (kind or 'epoch') if improved else ''}  ({row['seconds']:.0f} s)"
         )
         (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
         model.save(out / CHECKPOINT_DIR / KERAS_MODEL)
@@ -560,10 +650,14 @@ def train(
                     "best_loss": best_loss,
                     "best_epoch": best_epoch,
                     "bad_epochs": bad,
+                    "best_kind": best_kind,
                     "history": history,
+                    "swa_count": swa.count if swa else 0,
                 }
             )
         )
+        if swa:
+            swa.save(out / CHECKPOINT_DIR / SWA_FILE)
         tmp.replace(state_file)
         _write_history(out, history)
     if bad >= config.train.patience and epoch + 1 < config.train.epochs:
@@ -586,6 +680,7 @@ def train(
         stopped_early=stopped_early,
         seconds=round(time.time() - t_start, 1),
         n_params=n_params,
+        averaged_from=config.train.swa_start if best_kind == "swa" else 0,
     )
     (out / "train_summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
@@ -593,9 +688,10 @@ def train(
 
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
     with (out / "history.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(
-            fh, fieldnames=["epoch", "loss", "train_eer", "dev_eer", "dev_loss", "seconds"]
-        )
+        names = ["epoch", "loss", "train_eer", "dev_eer", "dev_loss"]
+        if any("swa_dev_eer" in h for h in history):
+            names += ["swa_dev_eer", "swa_dev_loss"]
+        w = csv.DictWriter(fh, fieldnames=[*names, "seconds"], restval="")
         w.writeheader()
         for h in history:
             w.writerow(h)
@@ -615,7 +711,7 @@ def write_scores(path: Path, rows: Sequence[Row], scores: np.ndarray) -> Path:
 def plot_curves(
     path: Path, history: list[dict[str, Any]], best_epoch: int, *, augmented: bool
 ) -> Path:
-    """Loss and train/dev EER per epoch, the selected checkpoint marked."""
+    """Loss and train/dev EER per epoch (and of the weight average), the kept checkpoint marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -629,6 +725,15 @@ def plot_curves(
     ax1.grid(alpha=0.3)
     ax2.plot(ep, [100 * h["train_eer"] for h in history], marker="o", ms=3, label="train EER")
     ax2.plot(ep, [100 * h["dev_eer"] for h in history], marker="o", ms=3, label="dev EER")
+    swa = [(h["epoch"], 100 * h["swa_dev_eer"]) for h in history if "swa_dev_eer" in h]
+    if swa:
+        ax2.plot(
+            [e for e, _ in swa],
+            [v for _, v in swa],
+            marker="s",
+            ms=3,
+            label="dev EER, weight average",
+        )
     if best_epoch >= 0:
         ax2.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"selected (epoch {best_epoch})")
     ax2.set_xlabel("epoch")

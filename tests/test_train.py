@@ -98,6 +98,32 @@ def test_default_config_and_dotted_overrides() -> None:
     assert load_config().frontend.kind == "spectral_power"
 
 
+def test_log_axis_equaliser_is_smooth_per_octave_and_flat_at_the_bottom() -> None:
+    """A microphone-like colouring: as much detail in 100-200 Hz as in 4-8 kHz."""
+    pytest.importorskip("tensorflow")
+    from wakeguard.edge.frontend import frontend_shape
+    from wakeguard.model.train import EQ_LOG_FLOOR_HZ, make_augment
+
+    cfg = load_config(None, ["augment.eq_prob=1", "augment.eq_db=6", "augment.eq_axis=log"])
+    shape = frontend_shape(cfg.frontend).input_shape
+    x = np.zeros((8, *shape), np.float32)
+    ones = np.ones((8, 1), np.float32)
+    curve = np.asarray(make_augment(cfg, shape)(x, ones, ones[:, 0])[0])[:, 0, :]
+    assert np.all(np.isfinite(curve)) and np.ptp(curve) > 0.5
+    f = np.linspace(cfg.frontend.fmin_hz, cfg.frontend.fmax_hz, shape[1])
+    low = curve[:, f <= EQ_LOG_FLOOR_HZ]
+    assert np.allclose(low, low[:, :1], atol=1e-5)  # one value below the floor
+    assert np.ptp(curve, axis=1).max() <= 2 * 6 + 1e-3  # within the gain range (renormalised)
+
+    # Per octave the curve moves as much at the bottom as at the top: on a linear axis the
+    # 100-200 Hz octave would be nearly flat.
+    def swing(lo: float, hi: float) -> float:
+        band = curve[:, (f >= lo) & (f <= hi)]
+        return float(np.mean(np.ptp(band, axis=1)))
+
+    assert swing(100, 200) > 0.3 * swing(4000, 8000)
+
+
 @pytest.mark.parametrize(
     "override, problem",
     [
@@ -106,6 +132,7 @@ def test_default_config_and_dotted_overrides() -> None:
         ("train.nosuch=1", "has no key"),
         ("epochs=3", "section.key=value"),
         ("frontend.kind=mfcc", "unknown front-end kind"),
+        ("augment.eq_axis=mel", "eq_axis must be"),
     ],
 )
 def test_bad_overrides_are_refused(override: str, problem: str) -> None:
@@ -165,6 +192,59 @@ def test_resume_continues_from_the_last_checkpoint(trained_run: Path, tmp_path: 
     assert "resuming after epoch 3" in res.output
     with (run / "history.csv").open() as fh:
         assert [h["epoch"] for h in csv.DictReader(fh)] == ["1", "2", "3", "4"]
+
+
+def test_weight_average_is_the_mean_with_its_own_batch_norm_statistics() -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+    from wakeguard.model.train import SwaState
+
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.BatchNormalization()(keras.layers.Dense(2)(inp)))
+    swa = SwaState.start(model)
+    seen = []
+    for k in range(3):
+        model.set_weights([np.full(w.shape, float(k), np.float32) for w in model.get_weights()])
+        swa.add(model)
+        seen.append([np.asarray(v) for v in model.trainable_weights])
+    x = np.random.default_rng(0).normal(5.0, 1.0, (512, 3)).astype(np.float32)
+    avg = swa.model(model, x, seed=0, batch=64)
+    for v, *vs in zip(avg.trainable_weights, *seen, strict=True):
+        np.testing.assert_allclose(np.asarray(v), np.mean(vs, axis=0), rtol=1e-6)
+    # Batch norm's moving mean is re-estimated for the averaged Dense layer (weights 1,
+    # bias 1 on inputs around 5: 3 * 5 + 1 = 16), not left at the last epoch's value.
+    bn = avg.layers[-1]
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), 16.0, rtol=0.05)
+    assert model is not avg and np.asarray(model.trainable_weights[0]).max() == 2.0
+
+
+def test_weight_averaging_competes_for_the_checkpoint_and_survives_resume(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    run = tmp_path / "swa"
+    res = runner.invoke(
+        app,
+        ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST, "train.swa_start=2"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "SWA dev EER" in res.output
+
+    def history() -> list[dict[str, str]]:
+        with (run / "history.csv").open() as fh:
+            return list(csv.DictReader(fh))
+
+    assert [bool(h["swa_dev_eer"]) for h in history()] == [False, True, True]
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["swa_count"] == 2 and (run / "checkpoint" / "swa.npz").is_file()
+    res = runner.invoke(app, ["train", "--out", str(run), "--resume", "train.epochs=4"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["swa_count"] == 3
+    hist = history()
+    summary = json.loads((run / "train_summary.json").read_text())
+    kept = min(min(float(h["dev_eer"]), float(h["swa_dev_eer"] or "inf")) for h in hist)
+    assert summary["dev_eer"] == pytest.approx(kept)
+    assert summary["averaged_from"] in (0, 2)
 
 
 def test_resume_without_a_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:

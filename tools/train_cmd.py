@@ -93,8 +93,13 @@ def train_cli(
     if as_json:
         print_json(result.to_dict())
         return
+    averaged = (
+        f" (weights averaged over epochs {result.averaged_from}-{result.best_epoch})"
+        if result.averaged_from
+        else ""
+    )
     console.print(
-        f"best dev EER [bold]{result.dev_eer:.2%}[/] at epoch {result.best_epoch} "
+        f"best dev EER [bold]{result.dev_eer:.2%}[/] at epoch {result.best_epoch}{averaged} "
         f"(train EER {result.train_eer:.2%}, {result.n_params:,} parameters, {result.seconds:.0f} s)"
     )
     console.print(f"run folder: {result.run}  (next: wakeguard quantize {result.run})")
