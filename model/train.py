@@ -670,7 +670,10 @@ def train(
     _write_history(out, history)
     a = config.augment
     augmented = a.noise_prob > 0 or a.eq_prob > 0 or a.time_masks > 0 or a.freq_masks > 0
-    plot_curves(out / "curves.png", history, best_epoch, augmented=augmented)
+    averaged_from = config.train.swa_start if best_kind == "swa" else 0
+    plot_curves(
+        out / "curves.png", history, best_epoch, augmented=augmented, averaged_from=averaged_from
+    )
     result = TrainResult(
         run=out,
         best_epoch=best_epoch,
@@ -680,7 +683,7 @@ def train(
         stopped_early=stopped_early,
         seconds=round(time.time() - t_start, 1),
         n_params=n_params,
-        averaged_from=config.train.swa_start if best_kind == "swa" else 0,
+        averaged_from=averaged_from,
     )
     (out / "train_summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
@@ -709,7 +712,12 @@ def write_scores(path: Path, rows: Sequence[Row], scores: np.ndarray) -> Path:
 
 
 def plot_curves(
-    path: Path, history: list[dict[str, Any]], best_epoch: int, *, augmented: bool
+    path: Path,
+    history: list[dict[str, Any]],
+    best_epoch: int,
+    *,
+    augmented: bool,
+    averaged_from: int = 0,
 ) -> Path:
     """Loss and train/dev EER per epoch (and of the weight average), the kept checkpoint marked."""
     import matplotlib
@@ -735,10 +743,18 @@ def plot_curves(
             label="dev EER, weight average",
         )
     if best_epoch >= 0:
-        ax2.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"selected (epoch {best_epoch})")
+        kept = (
+            f"kept: average of epochs {averaged_from}-{best_epoch}"
+            if averaged_from
+            else f"kept: epoch {best_epoch}"
+        )
+        ax2.axvline(best_epoch, color="grey", ls="--", lw=1, label=kept)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("EER (%)")
     ax2.set_yscale("symlog", linthresh=1)
+    ticks = [0, 0.5, 1, 2, 5, 10, 20, 50]
+    ax2.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax2.set_ylim(-0.1, 60)
     ax2.grid(alpha=0.3)
     ax2.legend()
     fig.tight_layout()
