@@ -318,23 +318,20 @@ def render_markdown(card: dict[str, Any]) -> str:
             "ASVspoof 2019 PA quality terms (minimum frequency and occupied bandwidth at -10 dB re the 0.5–2 kHz mean; LNR at the reference drive).",
             "",
         ]
-        speakers = card["loudspeakers"]
-        lines += _train_only_summary(
+        lines += _device_section(
             "loudspeakers",
-            speakers,
+            card["loudspeakers"],
             {"f_min Hz": "f_min_hz", "bandwidth Hz": "bandwidth_hz", "LNR dB": "lnr_db"},
+            {
+                "device": "",
+                "class": "class",
+                "quality": "quality",
+                "f_min Hz": "f_min_hz",
+                "bandwidth Hz": "bandwidth_hz",
+                "LNR dB": "lnr_db",
+                "splits": "splits",
+            },
         )
-        lines += [
-            "| device | class | quality | f_min Hz | bandwidth Hz | LNR dB | splits |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for n, s in speakers.items():
-            if _train_only(s):
-                continue
-            tag = " (measured)" if s["measured"] else ""
-            lines.append(
-                f"| {n}{tag} | {s['class']} | {s['quality']} | {s['f_min_hz']} | {s['bandwidth_hz']} | {s['lnr_db']} | {', '.join(s['splits'])} |"
-            )
         lines += [
             "",
             "## Microphones",
@@ -343,19 +340,12 @@ def render_markdown(card: dict[str, Any]) -> str:
             "(phone and laptop microphones play both roles).",
             "",
         ]
-        mics = card.get("microphones", {})
-        lines += _train_only_summary("microphones", mics, {})
-        lines += [
-            "| microphone | class | roles | splits |",
-            "|---|---|---|---|",
-        ]
-        for n, m in mics.items():
-            if _train_only(m):
-                continue
-            tag = " (measured)" if m["measured"] else ""
-            lines.append(
-                f"| {n}{tag} | {m['class']} | {', '.join(m['roles'])} | {', '.join(m['splits'])} |"
-            )
+        lines += _device_section(
+            "microphones",
+            card.get("microphones", {}),
+            {},
+            {"microphone": "", "class": "class", "roles": "roles", "splits": "splits"},
+        )
     if "phone_speaker_check" in card:
         p = card["phone_speaker_check"]
         lines += [
@@ -416,6 +406,30 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- **{col}**: {cells}")
     lines += ["", "## Attribution", "", card["attribution"], ""]
     return "\n".join(lines)
+
+
+def _device_section(
+    kind: str,
+    devices: dict[str, dict[str, Any]],
+    ranges: dict[str, str],
+    columns: dict[str, str],
+) -> list[str]:
+    """Train-only devices summarised per class, then one row per held-out device.
+
+    ``columns`` maps a header to the device's key ("" for the name); lists are joined."""
+
+    def cell(name: str, d: dict[str, Any], key: str) -> str:
+        if not key:
+            return name + (" (measured)" if d["measured"] else "")
+        v = d[key]
+        return ", ".join(v) if isinstance(v, list) else f"{v}"
+
+    lines = _train_only_summary(kind, devices, ranges)
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for n, d in devices.items():
+        if not _train_only(d):
+            lines.append("| " + " | ".join(cell(n, d, k) for k in columns.values()) + " |")
+    return lines
 
 
 def _train_only(device: dict[str, Any]) -> bool:
