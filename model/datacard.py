@@ -451,7 +451,8 @@ def _train_only_summary(
             by_class.setdefault(d["class"], []).append(d)
     if not by_class:
         return []
-    cols = ["class", "count", "roles" if kind == "microphones" else "quality", *ranges]
+    key = "roles" if kind == "microphones" else "quality"
+    cols = ["class", "count", key, *ranges]
     lines = [
         f"Train-only {kind}, by class (each one is in `datacard.json`):",
         "",
@@ -459,7 +460,6 @@ def _train_only_summary(
         "|" + "---|" * len(cols),
     ]
     for cls, ds in by_class.items():
-        key = "roles" if kind == "microphones" else "quality"
         kinds = Counter(", ".join(d[key]) if isinstance(d[key], list) else d[key] for d in ds)
         label = "; ".join(k if len(kinds) == 1 else f"{k} {n}" for k, n in sorted(kinds.items()))
         cells = [cls, str(len(ds)), label]
