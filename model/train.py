@@ -3,8 +3,9 @@
 A run folder holds ``config.json`` (the resolved config and the dataset path),
 ``data_fingerprint.json``, ``history.csv``, ``curves.png``, ``dev_scores.csv`` (one score
 per dev utterance, the protocol's columns then ``score``) and ``model.keras`` (the
-checkpoint with the best dev EER). ``checkpoint/`` keeps the last epoch's model and the
-loop state so ``--resume`` continues where a run stopped.
+checkpoint with the best dev EER: one epoch's weights or, with ``train.swa_start``, the
+running average of the epochs' weights). ``checkpoint/`` keeps the last epoch's model, the
+weight average and the loop state so ``--resume`` continues where a run stopped.
 
 Features come from :mod:`wakeguard.edge.frontend` only, computed once per dataset and
 front-end parameters and cached as ``.npz`` beside the dataset. Augmentation works on
@@ -240,7 +241,7 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
     f_bins = np.linspace(p.fmin_hz, p.fmax_hz, n_bins)
     f_ref = min(EQ_LOG_FLOOR_HZ, p.fmax_hz / 2)
     u_log = np.log(np.maximum(f_bins, f_ref) / f_ref) / np.log(p.fmax_hz / f_ref)
-    u_eq = tf.constant(u_log if a.eq_axis == "log" else np.linspace(0, 1, n_bins), tf.float32)
+    u_eq = tf.constant(u_log, tf.float32) if a.eq_axis == "log" else u
 
     def masks(x: Any, count: int, width_max: int, axis: int) -> Any:
         b = tf.shape(x)[0]
@@ -303,8 +304,10 @@ class SwaState:
     """The running mean of the trainable weights at epoch ends (stochastic weight averaging).
 
     Averaging the weights of several epochs lands in a flatter, wider optimum than any one
-    of them, which generalises better to unseen devices; the batch-norm statistics of the
-    average are not the average of the statistics, so they are re-estimated on train.
+    of them, which tends to generalise better (Izmailov et al., 2018), and dev EER of an
+    average moves less from epoch to epoch than one epoch's (docs/benchmarks.md, Session 3).
+    The batch-norm statistics of the average are not the average of the statistics, so
+    they are re-estimated on train.
     """
 
     def __init__(self, mean: list[np.ndarray], count: int) -> None:
