@@ -256,7 +256,8 @@ class ServiceConfig:
             raise ServiceError(f"mode must be proxy or screen, got {mode!r}")
         if mode == "proxy" and not self.upstream:
             raise ServiceError(
-                "proxy mode needs --upstream tcp://HOST:PORT (the real wake-word service)"
+                "proxy mode needs --upstream ([serve] upstream in the config): tcp://HOST:PORT"
+                " of the real wake-word service"
             )
         for name, uri in (("uri", self.uri), ("upstream", self.upstream)):
             if uri is None:

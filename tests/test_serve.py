@@ -39,7 +39,7 @@ from wakeguard.edge.wyoming_service import (  # noqa: E402
     pcm_to_float,
 )
 from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
-from wyoming.client import AsyncTcpClient  # noqa: E402
+from wyoming.client import AsyncTcpClient, AsyncUnixClient  # noqa: E402
 from wyoming.event import Event  # noqa: E402
 from wyoming.info import Attribution, Describe, Info, WakeModel, WakeProgram  # noqa: E402
 from wyoming.server import AsyncEventHandler, AsyncTcpServer  # noqa: E402
@@ -54,6 +54,8 @@ class _Refuse(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _Refuse())
 """
 
+UNBINDABLE = ["--uri", "unix:///nonexistent-wakeguard-test/serve.sock"]
+"""Flags for CLI tests that expect an early refusal: a service that got further fails to bind."""
 CLIP_SAMPLES = 32_000  # 2.0 s at 16 kHz: one model window, and the proxy's wake_seconds
 CHUNK = 1024  # what satellites send
 
@@ -169,9 +171,14 @@ def _decider(bundle: Path, log: DecisionLog | None, telemetry: Any = None) -> De
     )
 
 
-async def _connect(uri: str) -> AsyncTcpClient:
-    host, port = uri.removeprefix("tcp://").rsplit(":", 1)
-    client = AsyncTcpClient(host, int(port), connect_timeout=10, read_timeout=20)
+async def _connect(uri: str) -> AsyncTcpClient | AsyncUnixClient:
+    if uri.startswith("unix://"):
+        client: AsyncTcpClient | AsyncUnixClient = AsyncUnixClient(
+            uri.removeprefix("unix://"), connect_timeout=10, read_timeout=20
+        )
+    else:
+        host, port = uri.removeprefix("tcp://").rsplit(":", 1)
+        client = AsyncTcpClient(host, int(port), connect_timeout=10, read_timeout=20)
     await client.connect()
     return client
 
@@ -516,16 +523,14 @@ def test_stop_finishes_the_decision_in_flight(clips_and_bundle, tmp_path: Path) 
 # -- the command ------------------------------------------------------------------------------
 
 
-def test_serve_command_sigterm_exits_zero_and_flushes(clips_and_bundle, tmp_path: Path) -> None:
-    c = clips_and_bundle
-    log_path = tmp_path / "serve.jsonl"
+def _start_serve(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """``wakeguard serve ARGS --json`` in a subprocess, as on the Pi (the training libraries
+    cannot be imported: a meta-path finder refuses them); returns it and its "listening" line."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = ["serve", "--mode", "screen", "--uri", "tcp://127.0.0.1:0", "--model", str(c["bundle"])]
-    args += ["--log", str(log_path), "--json"]
-    # As on the Pi: the training libraries cannot be imported (a meta-path finder refuses them).
+    argv = ["serve", *args, "--json"]
     code = (
         PI_IMPORTS
-        + f"sys.argv = ['wakeguard', *{args!r}]\nfrom wakeguard.tools.cli import main\nmain()\n"
+        + f"sys.argv = ['wakeguard', *{argv!r}]\nfrom wakeguard.tools.cli import main\nmain()\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
@@ -534,11 +539,51 @@ def test_serve_command_sigterm_exits_zero_and_flushes(clips_and_bundle, tmp_path
         text=True,
         env=env,
     )
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"wakeguard serve did not start: {err}")
+    ready = json.loads(line)
+    assert ready["event"] == "listening"
+    return proc, ready
+
+
+def _stop_serve(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """SIGTERM; checks the clean exit and returns the "stopped" line."""
     try:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()
-        ready = json.loads(line)
-        assert ready["event"] == "listening" and ready["uri"].startswith("tcp://127.0.0.1:")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+async def _describe_and_screen(uri: str, *clips: np.ndarray) -> tuple[Event, list[Event]]:
+    """Describe, then screen each clip in turn on one connection: the info and the answers."""
+    client = await _connect(uri)
+    answers = []
+    try:
+        await client.write_event(Describe().event())
+        info = await client.read_event()
+        for x in clips:
+            await _send_audio(client, x, stop=True)
+            answers.append(await client.read_event())
+    finally:
+        await client.disconnect()
+    return info, answers
+
+
+def test_serve_command_sigterm_exits_zero_and_flushes(clips_and_bundle, tmp_path: Path) -> None:
+    c = clips_and_bundle
+    log_path = tmp_path / "serve.jsonl"
+    args = ["--mode", "screen", "--uri", "tcp://127.0.0.1:0", "--model", str(c["bundle"])]
+    proc, ready = _start_serve([*args, "--log", str(log_path)])
+    try:
+        assert ready["uri"].startswith("tcp://127.0.0.1:") and ready["config"] == "defaults"
 
         async def ask():
             client = await _connect(ready["uri"])
@@ -549,17 +594,166 @@ def test_serve_command_sigterm_exits_zero_and_flushes(clips_and_bundle, tmp_path
 
         verdict = run(ask())
         assert verdict.type == VERDICT_EVENT and verdict.data["verdict"] == "spoof"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    stopped = json.loads(out.strip().splitlines()[-1])
+        stopped = _stop_serve(proc)
     assert stopped["event"] == "stopped" and stopped["decisions"] == 1
     records, _ = read_records(log_path)
     assert len(records) == 1 and records[0]["verdict"] == "spoof"
+
+
+@pytest.fixture(scope="module")
+def three_point_bundle(clips_and_bundle, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The test bundle with three different operating points: ``eer`` (the default) between the
+    clips, ``bpcer_1pct`` above both (everything spoof), ``bpcer_5pct`` below both."""
+    c = clips_and_bundle
+    b = load_bundle(c["bundle"])
+    thresholds = {
+        "eer": (c["live_score"] + c["spoof_score"]) / 2,
+        "bpcer_1pct": c["live_score"] + 10.0,
+        "bpcer_5pct": c["spoof_score"] - 10.0,
+    }
+    folder = write_bundle(
+        tmp_path_factory.mktemp("serve-ops") / "bundle",
+        b.model_bytes,
+        b.frontend,
+        thresholds=thresholds,
+        calibration=b.calibration,
+        extra={"version": "test-serve-ops"},
+    )
+    return {"bundle": folder, "thresholds": thresholds}
+
+
+def _serve_toml(path: Path, *, sock: Path, bundle: Path, log: Path) -> Path:
+    """A config that changes every kind of serve setting away from its default."""
+    path.write_text(
+        "[serve]\n"
+        f'uri = "unix://{sock}"\n'
+        'upstream = "tcp://127.0.0.1:9"  # set, yet mode says screen: never contacted\n'
+        'mode = "screen"\n'
+        "max_screen_seconds = 1.0\n"
+        "wake_seconds = 1.5\n"
+        "[model]\n"
+        f'bundle = "{bundle}"\n'
+        'operating_point = "bpcer_1pct"\n'
+        "[log]\n"
+        f'path = "{log}"\n'
+        "max_bytes = 200\n"
+        "backups = 1\n"
+    )
+    return path
+
+
+def test_serve_takes_its_settings_from_the_config_file(
+    clips_and_bundle, three_point_bundle, tmp_path: Path
+) -> None:
+    c, ops = clips_and_bundle, three_point_bundle
+    sock, log_path = tmp_path / "wg.sock", tmp_path / "from-config.jsonl"
+    cfg = _serve_toml(tmp_path / "wg.toml", sock=sock, bundle=ops["bundle"], log=log_path)
+    proc, ready = _start_serve(["--config", str(cfg)])
+    try:
+        assert ready["uri"] == f"unix://{sock}" and ready["config"] == str(cfg)  # [serve] uri
+        info, verdicts = run(_describe_and_screen(ready["uri"], *[c["live"]] * 3))
+    finally:
+        stopped = _stop_serve(proc)
+    assert stopped["decisions"] == 3
+    # [serve] mode = screen wins over the upstream that would otherwise make it a proxy.
+    assert info.type == "info" and info.data["wakeguard"]["mode"] == "screen"
+    assert info.data["wakeguard"]["model_version"] == "test-serve-ops"  # [model] bundle
+    assert info.data["wakeguard"]["wake_seconds"] == 1.5
+    strict = ops["thresholds"]["bpcer_1pct"]
+    for v in verdicts:
+        assert v.type == VERDICT_EVENT
+        assert v.data["threshold"] == pytest.approx(strict)  # [model] operating_point
+        assert v.data["verdict"] == "spoof"  # even the live clip, at that threshold
+        assert v.data["truncated"] is True and v.data["duration_s"] == 1.0  # max_screen_seconds
+    # [log] path; max_bytes = 200 (shorter than one record: every record rotates the log);
+    # backups = 1 (the default 3 would keep all three records).
+    assert log_path.is_file() and (tmp_path / "from-config.jsonl.1").is_file()
+    assert not (tmp_path / "from-config.jsonl.2").exists()
+    records, bad = read_records(log_path)
+    assert bad == 0 and [r["verdict"] for r in records] == ["spoof", "spoof"]
+
+
+def test_serve_flags_override_the_config_file(
+    clips_and_bundle, three_point_bundle, tmp_path: Path
+) -> None:
+    c, ops = clips_and_bundle, three_point_bundle
+    sock, cfg_log = tmp_path / "wg.sock", tmp_path / "from-config.jsonl"
+    cfg = _serve_toml(tmp_path / "wg.toml", sock=sock, bundle=ops["bundle"], log=cfg_log)
+    flag_log = tmp_path / "from-flag.jsonl"
+    args = ["--config", str(cfg), "--uri", "tcp://127.0.0.1:0", "--operating-point", "bpcer_5pct"]
+    args += ["--max-seconds", "30", "--wake-seconds", "0", "--log", str(flag_log)]
+    proc, ready = _start_serve(args)
+    try:
+        assert ready["uri"].startswith("tcp://127.0.0.1:") and not sock.exists()
+        info, (verdict,) = run(_describe_and_screen(ready["uri"], c["spoof"]))
+    finally:
+        _stop_serve(proc)
+    assert info.data["wakeguard"]["mode"] == "screen"  # not overridden: still the file's
+    assert info.data["wakeguard"]["model_version"] == "test-serve-ops"
+    window = load_bundle(ops["bundle"]).frontend.window_seconds
+    assert info.data["wakeguard"]["wake_seconds"] == window  # 0 = one model window
+    assert verdict.data["threshold"] == pytest.approx(ops["thresholds"]["bpcer_5pct"])
+    assert verdict.data["verdict"] == "bonafide"  # even the replay, at that threshold
+    assert verdict.data["truncated"] is False and verdict.data["duration_s"] == 2.0
+    assert not cfg_log.exists()
+    records, _ = read_records(flag_log)
+    assert [r["verdict"] for r in records] == ["bonafide"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[serve]\nmode = screen\n", "not valid TOML"),
+        ('[serve]\nupstrem = "tcp://127.0.0.1:10401"\n', "unknown key [serve] upstrem"),
+        ('[serve]\nwake_seconds = "2"\n', "[serve] wake_seconds must be a number"),
+        ('[metrics]\nport = "9100"\n', "[metrics] port must be an integer"),
+        (None, "configuration file not found"),
+    ],
+)
+def test_serve_bad_config_is_a_clear_error(
+    clips_and_bundle, tmp_path: Path, text: str | None, problem: str
+) -> None:
+    from wakeguard.tools.cli import app
+
+    cfg = tmp_path / "broken.toml"
+    if text is not None:
+        cfg.write_text(text)
+    # The unusable --uri makes a service that ignored the config fail at once, not serve on.
+    args = ["--config", str(cfg), "--model", str(clips_and_bundle["bundle"]), *UNBINDABLE]
+    result = CliRunner().invoke(app, ["serve", *args])
+    assert result.exit_code == 2
+    assert f"{cfg}: {problem}" in result.stderr.replace("\n", "")
+
+
+def test_serve_config_semantics(clips_and_bundle, tmp_path: Path) -> None:
+    """Empty strings and zeros mean what the config says; unusable settings are refused."""
+    from wakeguard.tools.cli import app
+    from wakeguard.tools.serve_cmd import resolve_config
+
+    cfg = tmp_path / "wg.toml"
+    cfg.write_text(
+        '[serve]\nupstream = "tcp://127.0.0.1:10401"\nwake_seconds = 1.5\n'
+        "[log]\nclip_cap_bytes = 7\n[metrics]\nport = 9100\n"
+    )
+    r = resolve_config(cfg, model=Path("b"), clip_cap_mb=2.5, metrics_port=0, upstream="")
+    assert r.serve.upstream == "" and r.serve.wake_seconds == 1.5  # "" on the command line clears
+    assert r.model.bundle == "b" and r.log.clip_cap_bytes == 2_500_000
+    assert r.metrics.port == 0  # 0 = no metrics
+    assert resolve_config(cfg).log.clip_cap_bytes == 7 and resolve_config(None).serve.upstream == ""
+
+    def serve_with(text: str) -> str:
+        cfg.write_text(text)
+        args = ["-c", str(cfg), "--model", str(clips_and_bundle["bundle"]), *UNBINDABLE]
+        result = CliRunner().invoke(app, ["serve", *args])
+        assert result.exit_code == 2
+        return result.stderr.replace("\n", "")
+
+    # Clips need a decision log, whether they were asked for by flag or by the file.
+    assert "needs --log ([log] path)" in serve_with(f'[log]\nclips_dir = "{tmp_path / "c"}"\n')
+    # [serve] mode = proxy with no upstream anywhere: refused, naming both ways to give one.
+    assert "--upstream ([serve] upstream in the config)" in serve_with('[serve]\nmode = "proxy"\n')
+    assert "mode must be proxy or screen" in serve_with('[serve]\nmode = "veto"\n')
 
 
 def test_serve_refuses_a_corrupt_or_mismatched_bundle(clips_and_bundle, tmp_path: Path) -> None:

@@ -22,8 +22,14 @@ def test_unit_policies(name):
 
 
 def test_serve_unit_runs_the_wake_proxy():
+    from wakeguard.edge.config import ServeConfig
+
     unit = (EDGE / "wakeguard-serve.service").read_text()
-    assert "wakeguard serve --uri tcp://127.0.0.1:10400 --upstream tcp://127.0.0.1:" in unit
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert "wakeguard serve --config /etc/wakeguard/wakeguard.toml " in exec_start
+    assert " --upstream tcp://127.0.0.1:" in exec_start
+    # No --uri: the config's [serve] uri applies, by default the satellite-facing localhost port.
+    assert "--uri" not in exec_start and ServeConfig().uri == "tcp://127.0.0.1:10400"
 
 
 @pytest.mark.parametrize("name", UNITS)

@@ -1,81 +1,134 @@
-"""``wakeguard serve``: a Wyoming service that screens wake-ups (proxy) or any audio (screen)."""
+"""``wakeguard serve``: a Wyoming service that screens wake-ups (proxy) or any audio (screen).
+
+Settings come from the runtime configuration (``--config FILE``, else the built-in defaults;
+see ``edge/wakeguard.toml``): the ``[serve]``, ``[model]``, ``[log]`` and ``[metrics]`` tables,
+with the command-line flags applied on top.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from .console import EXIT_BAD_INPUT, console, err_console, print_json, run_cli
 
+if TYPE_CHECKING:
+    from wakeguard.edge.config import RuntimeConfig
+    from wakeguard.edge.wyoming_service import ServeSummary
 
-def serve(
+
+def resolve_config(
+    config: Path | None,
     *,
-    uri: str = "tcp://127.0.0.1:10400",
+    uri: str | None = None,
     upstream: str | None = None,
     mode: str | None = None,
     model: Path | None = None,
     operating_point: str | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     wake_seconds: float | None = None,
-    buffer_seconds: float = 10.0,
-    max_seconds: float = 30.0,
-    log_path: Path | None = None,
+    buffer_seconds: float | None = None,
+    max_seconds: float | None = None,
+    log: Path | None = None,
     clips_dir: Path | None = None,
-    clip_cap_mb: float = 50.0,
-    borderline: float = 1.0,
+    clip_cap_mb: float | None = None,
+    borderline: float | None = None,
     metrics_port: int | None = None,
-    metrics_host: str = "127.0.0.1",
-    on_ready: Callable[[str], None] | None = None,
-) -> Any:
+    metrics_host: str | None = None,
+) -> RuntimeConfig:
+    """The TOML file (or the defaults) with the flags given (not None) applied on top."""
+    from wakeguard.edge.config import load_config, with_overrides
+
+    cfg = load_config(config)
+    return with_overrides(
+        cfg,
+        {
+            "serve.uri": uri,
+            "serve.upstream": upstream,
+            "serve.mode": mode,
+            "serve.wake_seconds": wake_seconds,
+            "serve.buffer_seconds": buffer_seconds,
+            "serve.max_screen_seconds": max_seconds,
+            "model.bundle": None if model is None else str(model),
+            "model.operating_point": operating_point,
+            "model.threads": threads,
+            "log.path": None if log is None else str(log),
+            "log.clips_dir": None if clips_dir is None else str(clips_dir),
+            "log.clip_cap_bytes": None if clip_cap_mb is None else int(clip_cap_mb * 1_000_000),
+            "log.borderline_margin": borderline,
+            "metrics.port": metrics_port,
+            "metrics.host": metrics_host,
+        },
+    )
+
+
+def serve(
+    cfg: RuntimeConfig | None = None, *, on_ready: Callable[[str], None] | None = None
+) -> ServeSummary:
     """Load the bundle (refusing a corrupt or mismatched one), then serve until SIGTERM/SIGINT.
 
-    Returns the :class:`~wakeguard.edge.wyoming_service.ServeSummary` after a clean stop.
+    ``cfg`` is the resolved configuration (None = the built-in defaults). Returns the
+    :class:`~wakeguard.edge.wyoming_service.ServeSummary` after a clean stop.
     """
     import asyncio
-    import dataclasses
 
     from wakeguard.edge.bundle import load_bundle
-    from wakeguard.edge.decisionlog import DecisionLog
+    from wakeguard.edge.config import RuntimeConfig
     from wakeguard.edge.scorer import Scorer
     from wakeguard.edge.wyoming_service import Decider, ServiceConfig, WakeguardService
 
+    cfg = cfg or RuntimeConfig()
+    s, lg = cfg.serve, cfg.log
+    if lg.clips_dir and not lg.path:
+        raise ValueError(
+            "--clips-dir ([log] clips_dir) needs --log ([log] path): clips are listed in the decision log"
+        )
+    bundle = load_bundle(cfg.model.bundle or None)
+    wake_seconds = s.wake_seconds or bundle.frontend.window_seconds  # 0 = one model window
     config = ServiceConfig(
-        uri=uri,
-        upstream=upstream,
-        mode=mode,  # type: ignore[arg-type]
-        wake_seconds=wake_seconds if wake_seconds is not None else 2.0,
-        buffer_seconds=max(buffer_seconds, wake_seconds or 0.0),
-        max_screen_seconds=max_seconds,
+        uri=s.uri,
+        upstream=s.upstream or None,
+        mode=(s.mode or None),  # type: ignore[arg-type]  # check() refuses anything else
+        wake_seconds=wake_seconds,
+        buffer_seconds=max(s.buffer_seconds, wake_seconds),
+        max_screen_seconds=s.max_screen_seconds,
+        connect_timeout_s=s.connect_timeout_s,
+        shutdown_grace_s=s.shutdown_grace_s,
     )
     config.check()
-    bundle = load_bundle(model)
-    if wake_seconds is None:  # score exactly one model window by default
-        config = dataclasses.replace(config, wake_seconds=bundle.frontend.window_seconds)
-        config.check()
-    scorer = Scorer.from_bundle(bundle, operating_point=operating_point, num_threads=threads)
+    scorer = Scorer.from_bundle(
+        bundle, operating_point=cfg.model.operating_point or None, num_threads=cfg.model.threads
+    )
     telemetry = None
-    if metrics_port is not None:
-        from wakeguard.edge.telemetry import Telemetry
-
-        telemetry = Telemetry(port=metrics_port, host=metrics_host, model_version=bundle.version)
-        telemetry.start()
     dlog = None
-    if log_path is not None:
-        dlog = DecisionLog(
-            log_path,
-            clips_dir=clips_dir,
-            clip_cap_bytes=int(clip_cap_mb * 1_000_000),
-            borderline_margin=borderline,
-        )
-    elif clips_dir is not None:
-        raise ValueError("--clips-dir needs --log (clips are listed in the decision log)")
-    decider = Decider(scorer, model_version=bundle.version, decision_log=dlog, telemetry=telemetry)
-    service = WakeguardService(config, decider)
     try:
+        if cfg.metrics.port:  # 0 = no metrics
+            from wakeguard.edge.telemetry import Telemetry
+
+            telemetry = Telemetry(
+                port=cfg.metrics.port, host=cfg.metrics.host, model_version=bundle.version
+            )
+            telemetry.start()
+        if lg.path:
+            from wakeguard.edge.decisionlog import DecisionLog
+
+            dlog = DecisionLog(
+                lg.path,
+                max_bytes=lg.max_bytes,
+                backups=lg.backups,
+                clips_dir=lg.clips_dir or None,
+                clip_cap_bytes=lg.clip_cap_bytes,
+                borderline_margin=lg.borderline_margin,
+            )
+        decider = Decider(
+            scorer, model_version=bundle.version, decision_log=dlog, telemetry=telemetry
+        )
+        service = WakeguardService(config, decider)
         return asyncio.run(service.run(on_ready=on_ready))
     finally:
         if dlog is not None:
@@ -85,16 +138,24 @@ def serve(
 
 
 def serve_cli(
-    uri: Annotated[
-        str,
+    config: Annotated[
+        Path | None,
         typer.Option(
-            help="Where to listen: tcp://HOST:PORT or unix://PATH (localhost unless told otherwise)."
+            "--config",
+            "-c",
+            help="TOML configuration: its serve, model, log and metrics tables (flags override it).",
         ),
-    ] = "tcp://127.0.0.1:10400",
+    ] = None,
+    uri: Annotated[
+        str | None,
+        typer.Option(
+            help="Where to listen: tcp://HOST:PORT or unix://PATH (default: tcp://127.0.0.1:10400, localhost only)."
+        ),
+    ] = None,
     upstream: Annotated[
         str | None,
         typer.Option(
-            help="The real wake-word service (e.g. tcp://127.0.0.1:10401): turns on the wake proxy."
+            help="The real wake-word service (e.g. tcp://127.0.0.1:10401): turns on the wake proxy (default: none)."
         ),
     ] = None,
     mode: Annotated[
@@ -112,7 +173,7 @@ def serve_cli(
             help="Threshold: eer, bpcer_1pct or bpcer_5pct (default: the bundle's).",
         ),
     ] = None,
-    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (default: 1).")] = None,
     wake_seconds: Annotated[
         float | None,
         typer.Option(
@@ -120,30 +181,38 @@ def serve_cli(
         ),
     ] = None,
     buffer_seconds: Annotated[
-        float, typer.Option(help="Audio kept per proxied connection, seconds.")
-    ] = 10.0,
+        float | None,
+        typer.Option(help="Audio kept per proxied connection, seconds (default: 10)."),
+    ] = None,
     max_seconds: Annotated[
-        float, typer.Option(help="Longest utterance held for direct screening, seconds.")
-    ] = 30.0,
+        float | None,
+        typer.Option(help="Longest utterance held for direct screening, seconds (default: 30)."),
+    ] = None,
     log: Annotated[
-        Path | None, typer.Option("--log", help="Decision log (JSON lines, rotated).")
+        Path | None,
+        typer.Option("--log", help="Decision log (JSON lines, rotated; default: none)."),
     ] = None,
     clips_dir: Annotated[
         Path | None,
-        typer.Option(help="Save rejected and borderline audio here (private, size-capped)."),
+        typer.Option(
+            help="Save rejected and borderline audio here (private, size-capped; default: none)."
+        ),
     ] = None,
     clip_cap_mb: Annotated[
-        float, typer.Option(help="Size cap of the clip folder, MB (oldest deleted first).")
-    ] = 50.0,
+        float | None,
+        typer.Option(help="Size cap of the clip folder, MB, oldest deleted first (default: 50)."),
+    ] = None,
     borderline: Annotated[
-        float, typer.Option(help="Clips are saved when |score - threshold| is below this.")
-    ] = 1.0,
+        float | None,
+        typer.Option(help="Clips are saved when |score - threshold| is below this (default: 1)."),
+    ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus metrics on this port (0 = any free port).")
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port (default: 0 = no metrics)."),
     ] = None,
     metrics_host: Annotated[
-        str, typer.Option(help="Address for the metrics endpoint.")
-    ] = "127.0.0.1",
+        str | None, typer.Option(help="Address for the metrics endpoint (default: 127.0.0.1).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Status lines as JSON.")] = False,
 ) -> None:
     """Screen wake-ups for the Home Assistant / Rhasspy voice stack over the Wyoming protocol.
@@ -151,6 +220,8 @@ def serve_cli(
     Proxy: point the satellite's --wake-uri here and --upstream at the real wake-word service; detections from replayed audio are swallowed.
 
     Screen: audio-start/chunk/stop in, a wakeguard-verdict event out.
+
+    Defaults come from --config FILE (its serve, model, log and metrics tables) when given; flags override it.
 
     SIGTERM finishes the current decision and exits 0.
     """
@@ -160,36 +231,41 @@ def serve_cli(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    cfg = run_cli(
+        resolve_config,
+        config,
+        uri=uri,
+        upstream=upstream,
+        mode=mode,
+        model=model,
+        operating_point=operating_point,
+        threads=threads,
+        wake_seconds=wake_seconds,
+        buffer_seconds=buffer_seconds,
+        max_seconds=max_seconds,
+        log=log,
+        clips_dir=clips_dir,
+        clip_cap_mb=clip_cap_mb,
+        borderline=borderline,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
 
     def ready(bound: str) -> None:
         if as_json:
-            print_json({"event": "listening", "uri": bound})
+            print_json({"event": "listening", "uri": bound, "config": cfg.source})
         else:
-            console.print(f"listening on {bound}", highlight=False)
+            console.print(
+                f"listening on {bound} (config: {cfg.source})", highlight=False, markup=False
+            )
             console.file.flush()
 
     try:
-        summary = run_cli(
-            serve,
-            uri=uri,
-            upstream=upstream,
-            mode=mode,
-            model=model,
-            operating_point=operating_point,
-            threads=threads,
-            wake_seconds=wake_seconds,
-            buffer_seconds=buffer_seconds,
-            max_seconds=max_seconds,
-            log_path=log,
-            clips_dir=clips_dir,
-            clip_cap_mb=clip_cap_mb,
-            borderline=borderline,
-            metrics_port=metrics_port,
-            metrics_host=metrics_host,
-            on_ready=ready,
-        )
+        summary = run_cli(serve, cfg, on_ready=ready)
     except (ServiceError, TelemetryError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     if as_json:
         print_json({"event": "stopped", **summary.to_dict()})
