@@ -18,7 +18,8 @@ PSI against the bona fide scores alone is reported as well.
 
 :func:`export_clips` turns the saved (rejected and borderline) clips into a dataset folder
 (``protocol.csv`` + audio): the label is the model's verdict and ``label_confirmed=no``, so
-a person listens and confirms or corrects each row before ``train --init-from`` uses it.
+a person listens and confirms or corrects each row before ``train --init-from`` uses it
+(``train`` and ``evaluate`` refuse rows still unconfirmed).
 
 numpy only; matplotlib is imported inside :func:`plot_monitor` and is optional.
 """
@@ -743,7 +744,9 @@ def _write_export_card(out: Path, n: int) -> None:
         "`label_confirmed=no`. Listen to each clip, correct `label` where the model was wrong,\n"
         "set `label_confirmed=yes`, and drop the rows you cannot decide, before fine-tuning with\n"
         "`wakeguard train --init-from BUNDLE` on this folder (merged with the original training\n"
-        "data, so the model does not forget it). `split` is train/dev by a stable hash of the name.\n\n"
+        "data, so the model does not forget it). `wakeguard train` and `wakeguard evaluate` refuse\n"
+        "rows whose `label_confirmed` is not `yes` (rows merged in from other data may leave it empty).\n"
+        "`split` is train/dev by a stable hash of the name.\n\n"
         "These are recordings made in someone's home: keep the folder private (it is created 0700).\n"
     )
     p = out / "datacard.md"

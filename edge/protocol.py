@@ -5,6 +5,10 @@ the CSV's folder, or absolute), ``label`` (``bonafide`` or ``spoof``), then opti
 ``speaker``, ``split`` (``train``/``dev``/``eval``) and any condition columns (attack, room,
 distance, playback device, recording device, quality...). Plain ``csv``: no pandas, so the
 Pi can write datasets of its own (``wakeguard monitor --export``).
+
+A ``label_confirmed`` column (:data:`LABEL_CONFIRMED`) marks labels that are a model's own
+verdicts until a person has listened and written ``yes``; :func:`require_confirmed` is how
+training and evaluation refuse rows that are still unconfirmed.
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ SPLITS = ("train", "dev", "eval")
 REQUIRED = ("path", "label")
 KNOWN = ("path", "label", "speaker", "split")
 PROTOCOL = "protocol.csv"
+LABEL_CONFIRMED = "label_confirmed"
+"""Condition column of labels a person must check: ``no`` until confirmed, then ``yes``."""
 
 
 class ProtocolError(ValueError):
     """A protocol file that does not follow the dataset format."""
+
+
+class UnconfirmedLabelsError(ProtocolError):
+    """Rows whose labels are a model's verdicts that no person has confirmed yet."""
 
 
 @dataclass
@@ -50,6 +60,8 @@ class Protocol:
     root: Path
     rows: list[Row]
     condition_columns: list[str]
+    file: Path | None = None
+    """The CSV the rows were read from (``None`` for a protocol built in memory)."""
 
     def where(self, split: str | None = None, label: str | None = None) -> list[Row]:
         return [
@@ -104,7 +116,44 @@ def read_protocol(path: str | Path) -> Protocol:
             )
     if not rows:
         raise ProtocolError(f"{csv_path}: protocol has no rows")
-    return Protocol(root=csv_path.parent, rows=rows, condition_columns=conds)
+    return Protocol(root=csv_path.parent, rows=rows, condition_columns=conds, file=csv_path)
+
+
+def is_confirmed(row: Row) -> bool:
+    """False when the row's ``label_confirmed`` holds anything but ``yes`` (any case) or nothing.
+
+    An empty cell is a row that never had the flag (rows of an imported or simulated corpus
+    merged into an exported dataset, as its data card suggests); ``wakeguard monitor
+    --export`` always writes ``no``, so every model-labelled row is caught.
+    """
+    return row.conditions.get(LABEL_CONFIRMED, "").strip().lower() in ("", "yes")
+
+
+def require_confirmed(protocol: Protocol, rows: Sequence[Row], used_for: str) -> None:
+    """Raise :class:`UnconfirmedLabelsError` if any of ``rows`` has an unconfirmed label.
+
+    Refusing, rather than skipping those rows with a warning, keeps the dataset a run
+    records (path, fingerprint, counts) the dataset it actually used, and leaves the
+    decision about each clip to the person who can listen to it: a skipped row would be a
+    quiet hole in the data; a refused run costs one edit of the CSV. Protocols without the
+    column are never affected.
+    """
+    if LABEL_CONFIRMED not in protocol.condition_columns:
+        return
+    bad = [r for r in rows if not is_confirmed(r)]
+    if not bad:
+        return
+    where = protocol.file or protocol.root / PROTOCOL
+    first = ", ".join(
+        f"{r.path} ({LABEL_CONFIRMED}={r.conditions[LABEL_CONFIRMED]!r})" for r in bad[:3]
+    )
+    raise UnconfirmedLabelsError(
+        f"{where}: {len(bad)} of the {len(rows)} rows for {used_for} have {LABEL_CONFIRMED} other than "
+        f"'yes' (first: {first}{' ...' if len(bad) > 3 else ''}). Their labels are a model's own verdicts "
+        f"(clips exported by `wakeguard monitor --export`), so using them would train or score the model "
+        f"against its own mistakes. Listen to each clip, correct `label` where it is wrong, set "
+        f"{LABEL_CONFIRMED}=yes, and delete the rows you cannot decide; then run again."
+    )
 
 
 def write_protocol(path: str | Path, rows: Iterable[Row], condition_columns: Sequence[str] | None = None) -> Path:

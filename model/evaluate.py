@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.audio import AudioError, load_audio
 from wakeguard.edge.bundle import load_bundle
-from wakeguard.edge.protocol import Protocol, Row, read_protocol
+from wakeguard.edge.protocol import Protocol, Row, read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
 from .metrics import DEFAULT_N_BOOT, compute_metrics, write_metrics, write_scores
@@ -154,12 +154,17 @@ def score_protocol(
 
     Pass a ready ``scorer`` (e.g. ``Scorer(variant_bytes, frontend, calibration=...)`` for a
     quantisation variant) or a ``bundle`` folder (default: the shipped bundle).
+
+    Rows with an unconfirmed ``label_confirmed`` are refused, as in training: their labels
+    are a model's verdicts, and scoring a model against them measures agreement with a
+    model, not errors (see :func:`wakeguard.edge.protocol.require_confirmed`).
     """
     proto = protocol if isinstance(protocol, Protocol) else read_protocol(protocol)
     use_split = resolve_split(proto, split)
+    rows = proto.where(split=use_split)
+    require_confirmed(proto, rows, f"evaluation ({use_split or 'all'} rows)")
     if scorer is None:
         scorer = Scorer.from_bundle(bundle, operating_point=operating_point, num_threads=threads)
-    rows = proto.where(split=use_split)
     scored, unscored, latency = score_rows(
         rows,
         proto.root,

@@ -37,7 +37,7 @@ from wakeguard.edge.frontend import (
     frontend_from_dict,
     frontend_shape,
 )
-from wakeguard.edge.protocol import Protocol, Row, read_protocol
+from wakeguard.edge.protocol import Protocol, Row, read_protocol, require_confirmed
 
 from .config import Config, ConfigError, config_from_dict, config_to_json, load_config
 from .metrics import compute_eer
@@ -431,7 +431,13 @@ def train(
     progress: bool = False,
     log: Log | None = None,
 ) -> TrainResult:
-    """Train on the ``train`` split, select the checkpoint on ``dev`` EER, write the run folder."""
+    """Train on the ``train`` split, select the checkpoint on ``dev`` EER, write the run folder.
+
+    Train and dev rows whose ``label_confirmed`` is not ``yes`` (clips exported by
+    ``wakeguard monitor`` and not yet checked by a person) are refused with
+    :class:`wakeguard.edge.protocol.UnconfirmedLabelsError`; see
+    :func:`wakeguard.edge.protocol.require_confirmed` for why refusing beats skipping.
+    """
     t_start = time.time()
     log = log or (lambda s: None)
     out = Path(out)
@@ -449,6 +455,11 @@ def train(
     if dataset is None:
         raise ValueError("no dataset given")
     proto = read_protocol(dataset)
+    require_confirmed(
+        proto,
+        [r for r in proto.rows if r.split in ("train", "dev")],
+        "training (train and dev splits)",
+    )
     for split in ("train", "dev"):
         labels = {r.label for r in proto.where(split=split)}
         if labels != {"bonafide", "spoof"}:

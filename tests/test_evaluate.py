@@ -237,3 +237,34 @@ def test_live_only_protocol_gives_bpcer(dataset, tiny_bundle, tmp_path):
     assert m["bpcer"] in (0.0, 0.25, 0.5, 0.75, 1.0) and "only bonafide" in m["note"]
     res = runner.invoke(app, ["evaluate", "-p", str(tmp_path), "-m", str(tiny_bundle)])
     assert res.exit_code == 0 and "BPCER" in res.output
+
+
+def test_unconfirmed_labels_are_not_scored(dataset, tiny_bundle, tmp_path):
+    """Scoring a model against its own exported verdicts is circular: such rows are refused."""
+    from wakeguard.edge.protocol import LABEL_CONFIRMED, read_protocol
+
+    proto = read_protocol(dataset)
+    rows = [
+        Row(
+            str(dataset / r.path),
+            r.label,
+            r.speaker,
+            r.split,
+            {**r.conditions, LABEL_CONFIRMED: "no" if r.split == "eval" else "yes"},
+        )
+        for r in proto.rows
+        if r.split in ("dev", "eval") and "broken" not in r.path
+    ]
+    n_eval = sum(r.split == "eval" for r in rows)
+    csv_path = write_protocol(tmp_path / "protocol.csv", rows)
+    res = runner.invoke(app, ["evaluate", "-p", str(tmp_path), "-m", str(tiny_bundle)])
+    assert res.exit_code == 2
+    assert f"{csv_path}: {n_eval} of the {n_eval} rows for evaluation (eval rows)" in res.output
+    assert "label_confirmed=yes" in res.output
+    # The confirmed dev split is scored as usual.
+    res = runner.invoke(
+        app,
+        ["evaluate", "-p", str(tmp_path), "-m", str(tiny_bundle), "--split", "dev", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["n_rows"] == 8

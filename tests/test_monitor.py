@@ -204,6 +204,12 @@ def test_export_clips_as_a_dataset_to_confirm(tmp_path: Path, reference_bundle: 
     assert exp2["exported"] == 0 and exp2["already_there"] == len(saved) - 1
     assert len(read_protocol(dataset).rows) == len(saved) - 1
 
+    # The exported labels are the model's verdicts: training on them is refused until confirmed.
+    refused = CliRunner().invoke(app, ["train", str(dataset), "--out", str(tmp_path / "run")])
+    assert refused.exit_code == 2
+    assert "label_confirmed" in refused.output and "protocol.csv" in refused.output
+    assert not (tmp_path / "run").exists()
+
 
 def test_monitor_bad_input(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["monitor", str(tmp_path / "nope.jsonl")])

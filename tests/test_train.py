@@ -300,6 +300,44 @@ def test_a_split_with_one_label_is_refused(tmp_path: Path, dataset: Path) -> Non
     assert res.exit_code == 2 and "dev split needs both" in res.output
 
 
+def test_unconfirmed_labels_are_refused(tmp_path: Path, dataset: Path) -> None:
+    """Model-labelled rows (``label_confirmed`` not ``yes``) stop training before any work.
+
+    Corpus rows merged in with an empty cell count as confirmed; eval rows are not trained on.
+    """
+    from wakeguard.edge.protocol import LABEL_CONFIRMED, read_protocol, require_confirmed
+
+    p = read_protocol(dataset)
+    rows = list(p.rows)
+    for r in rows:
+        r.path = str(r.audio_path(dataset))
+        r.conditions[LABEL_CONFIRMED] = ""  # merged corpus rows never had the flag
+    train = [r for r in rows if r.split == "train"]
+    dev = [r for r in rows if r.split == "dev"]
+    evl = [r for r in rows if r.split == "eval"]
+    train[0].conditions[LABEL_CONFIRMED] = "no"
+    train[1].conditions[LABEL_CONFIRMED] = "YES"
+    dev[0].conditions[LABEL_CONFIRMED] = "unsure"
+    dev[1].conditions[LABEL_CONFIRMED] = "no"
+    evl[0].conditions[LABEL_CONFIRMED] = "no"
+    csv_path = write_protocol(tmp_path, rows)
+    run = tmp_path / "r"
+    res = runner.invoke(app, ["train", str(tmp_path), "--out", str(run), *FAST])
+    assert res.exit_code == 2
+    n_train_dev = len(train) + len(dev)
+    assert f"{csv_path}: 3 of the {n_train_dev} rows for training" in res.output
+    assert train[0].path in res.output and "label_confirmed=yes" in res.output
+    assert not run.exists()
+    # Once a person has confirmed them, only the (untrained-on) eval row is still unconfirmed.
+    for r in (train[0], dev[0], dev[1]):
+        r.conditions[LABEL_CONFIRMED] = "yes"
+    write_protocol(tmp_path, rows)
+    proto = read_protocol(tmp_path)
+    require_confirmed(proto, [r for r in proto.rows if r.split != "eval"], "training")
+    with pytest.raises(ValueError, match="1 of the"):
+        require_confirmed(proto, proto.rows, "evaluation")
+
+
 def test_unreadable_audio_names_the_file(tmp_path: Path, dataset: Path) -> None:
     from wakeguard.edge.protocol import read_protocol
 

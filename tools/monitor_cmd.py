@@ -123,6 +123,6 @@ def monitor_cli(
         console.print(
             f"exported {e['exported']} clip(s) to {e['dataset']} ({labels}); {e['already_there']} already there, "
             f"{e['missing']} deleted by the clip cap. Labels are the model's verdicts: confirm them "
-            "(label_confirmed column) before training.",
+            "(label_confirmed column); train and evaluate refuse unconfirmed rows.",
             highlight=False,
         )
