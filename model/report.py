@@ -159,33 +159,91 @@ def _systems(inp: RunInputs) -> dict[str, ScoreTable]:
     return out
 
 
-def det_figure(systems: dict[str, ScoreTable]) -> bytes:
-    """DET curves on probit axes; the range widens past 50 % only when some system needs it."""
+@dataclass
+class DetPlot:
+    """The DET figure and what it shows: the curves drawn and those outside its axes."""
+
+    png: bytes
+    drawn: list[str]
+    """Legend labels of the curves on the plot (the EER line included)."""
+    off_plot: dict[str, float]
+    """Systems whose whole curve lies outside the plotted range, with their EER."""
+
+    def caption(self, text: str) -> str:
+        """``text`` plus a sentence naming the curves that were left off, if any."""
+        if not self.off_plot:
+            return text
+        names = ", ".join(f"{n} (EER {100 * e:.1f}%)" for n, e in self.off_plot.items())
+        return (
+            f"{text}. Not drawn: {names}, whose curves lie outside the plotted range; "
+            "the baseline table lists them"
+        )
+
+
+DET_EDGE_MARGIN = 0.03
+"""A curve must come this far (fraction of the axis span) inside the plot to count as drawn."""
+
+
+def _inside(xs: np.ndarray, ys: np.ndarray, lo: float, hi: float) -> bool:
+    """Whether a ``steps-post`` path has a visible stretch inside the square ``(lo, hi)``.
+
+    Each step is a horizontal then a vertical segment, so a sparse curve can cross the plot
+    with no vertex inside it; every segment is checked against the square shrunk by
+    :data:`DET_EDGE_MARGIN` (a curve grazing the corner is not visible either).
+    """
+    pad = DET_EDGE_MARGIN * (hi - lo)
+    a, b = lo + pad, hi - pad
+
+    def overlaps(u0: np.ndarray, u1: np.ndarray) -> np.ndarray:
+        return np.maximum(np.minimum(u0, u1), a) <= np.minimum(np.maximum(u0, u1), b)
+
+    across = (ys[:-1] > a) & (ys[:-1] < b) & overlaps(xs[:-1], xs[1:])  # horizontal parts
+    down = (xs[1:] > a) & (xs[1:] < b) & overlaps(ys[:-1], ys[1:])  # vertical parts
+    point = (xs > a) & (xs < b) & (ys > a) & (ys < b)
+    return bool(across.any() or down.any() or point.any())
+
+
+def det_figure(systems: dict[str, ScoreTable]) -> DetPlot:
+    """DET curves on probit axes; the range widens past 50 % only when some system needs it.
+
+    The range follows the real systems, so near the 50 % corner the chance and majority
+    baselines usually lie outside it (majority's curve is two corner points). A curve with
+    no visible stretch is left out of the plot and the legend rather than listed with no
+    line; :attr:`DetPlot.off_plot` and a note under the legend name it with its EER.
+    """
     fig = _figure(7.6, 5.2)
     ax = fig.add_subplot(1, 1, 1)
     worst = 0.0
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
     for name, t in systems.items():
         b, s = t.scores("bonafide"), t.scores("spoof")
         if b.size == 0 or s.size == 0:
             continue
+        eer = compute_eer(b, s)[0]
         if name not in ("chance", "majority"):  # the range follows the real systems
-            worst = max(worst, compute_eer(b, s)[0])
+            worst = max(worst, eer)
         d = det_curve(b, s)
+        curves[name] = (np.asarray(d["bpcer_probit"]), np.asarray(d["apcer_probit"]), eer)
+    upper = 0.5 if worst <= 0.35 else 0.95
+    lim = (float(probit(0.0005)), float(probit(upper)))
+    off_plot: dict[str, float] = {}
+    for name, (xs, ys, eer) in curves.items():
+        if not _inside(xs, ys, *lim):
+            off_plot[name] = eer
+            continue
         ax.plot(
-            d["bpcer_probit"],
-            d["apcer_probit"],
+            xs,
+            ys,
             label=name,
             color=_COLOURS.get(name),
             lw=2.2 if name == DETECTOR else 1.4,
             drawstyle="steps-post",
         )
-    upper = 0.5 if worst <= 0.35 else 0.95
     marks = [
         t for t in (*DET_TICKS, 0.6, 0.8, 0.9) if t < upper and not (upper > 0.5 and t == 0.002)
     ]
     ticks = probit(np.array(marks))
     labels = [f"{100 * t:g}" for t in marks]
-    lim = (float(probit(0.0005)), float(probit(upper)))
     ax.plot(lim, lim, ls=":", color="#666666", lw=0.8, label="EER line")
     ax.set_xticks(ticks, labels)
     ax.set_yticks(ticks, labels)
@@ -196,8 +254,21 @@ def det_figure(systems: dict[str, ScoreTable]) -> bytes:
     ax.set_title("DET curve (eval split; lower left is better)")
     ax.grid(True, alpha=0.3)
     ax.set_aspect("equal")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
-    return _png(fig)
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+    if off_plot:
+        note = "\n".join(f"{n}: EER {100 * e:.1f}%" for n, e in off_plot.items())
+        ax.annotate(
+            f"not drawn (outside\nthe plotted range):\n{note}",
+            xy=(0.0, 0.0),
+            xycoords=legend,
+            xytext=(4, -8),
+            textcoords="offset points",
+            va="top",
+            fontsize=7.5,
+            color="#555555",
+        )
+    drawn = ax.get_legend_handles_labels()[1]
+    return DetPlot(_png(fig), drawn, off_plot)
 
 
 def histogram_figure(table: ScoreTable, thresholds: dict[str, float]) -> bytes:
@@ -532,16 +603,13 @@ def _results(inp: RunInputs, figs: Figures) -> str:
     parts = []
     systems = _systems(inp)
     if systems:
-        parts.append(
-            _safe(
-                lambda: figs.img(
-                    "det.png",
-                    det_figure(systems),
-                    "DET curve: detector and baselines on the eval split",
-                ),
-                "DET curve",
-            )
-        )
+
+        def det() -> str:
+            plot = det_figure(systems)
+            caption = plot.caption("DET curve: detector and baselines on the eval split")
+            return figs.img("det.png", plot.png, caption)
+
+        parts.append(_safe(det, "DET curve"))
         if DETECTOR not in systems:
             parts.append(
                 _missing(

@@ -7,9 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_evaluate import make_replay_dataset
 from typer.testing import CliRunner
+from wakeguard.model.metrics import ScoreTable
 from wakeguard.tools.cli import app
 
 runner = CliRunner()
@@ -104,3 +106,37 @@ def test_report_of_an_empty_run_degrades(tmp_path):
     assert "Limits" in doc and "What the numbers mean" in doc
     res = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "run folder not found" in res.output
+
+
+def _table(bonafide: np.ndarray, spoof: np.ndarray) -> ScoreTable:
+    rows = [{"label": "bonafide", "score": float(x)} for x in bonafide]
+    rows += [{"label": "spoof", "score": float(x)} for x in spoof]
+    return ScoreTable(rows, [])
+
+
+def test_det_leaves_out_curves_outside_its_range_and_says_so():
+    """Chance and majority lie at the 50 % corner, outside the plot of a good detector:
+    they are neither drawn nor listed in the legend, but named with their EER."""
+    from wakeguard.model.report import DETECTOR, det_figure
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    systems = {
+        DETECTOR: _table(rng.normal(2.5, 1, n), rng.normal(-2.5, 1, n)),
+        "chance": _table(rng.uniform(size=n), rng.uniform(size=n)),
+        "majority": _table(np.ones(n), np.ones(n)),
+    }
+    plot = det_figure(systems)
+    assert plot.png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.drawn == [DETECTOR, "EER line"]
+    assert set(plot.off_plot) == {"chance", "majority"}
+    assert all(abs(e - 0.5) < 0.05 for e in plot.off_plot.values())
+    caption = plot.caption("DET curve")
+    assert "Not drawn: chance (EER " in caption and "majority (EER 50.0%)" in caption
+    # A weak system widens the range past 50 %: chance now crosses the plot and is drawn;
+    # majority (two corner points) never is.
+    systems["weak"] = _table(rng.normal(0.3, 1, n), rng.normal(-0.3, 1, n))
+    plot = det_figure(systems)
+    assert plot.drawn == [DETECTOR, "chance", "weak", "EER line"]
+    assert list(plot.off_plot) == ["majority"]
+    assert plot.caption("DET curve").count("Not drawn") == 1
