@@ -222,7 +222,13 @@ def _simulation_notes() -> list[str]:
     from . import devices as dev
     from . import simulate as sim
 
-    classes = ", ".join(f"{k} {v:.0%}" for k, v in sim.SPEAKER_CLASS_WEIGHTS.items())
+    def shares(weights: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.0%}" for k, v in weights.items())
+
+    classes = (
+        f"dev and eval {shares(sim.SPEAKER_CLASS_WEIGHTS)}; train "
+        f"{shares(sim.TRAIN_SPEAKER_CLASS_WEIGHTS)} (more of the good loudspeakers)"
+    )
     codecs = ", ".join(f"{k} {v:.0%}" for k, v in sim.CODEC_PROBS.items())
     return [
         "## How it was simulated",

@@ -305,6 +305,39 @@ def test_extra_train_and_dev_devices_leave_the_eval_devices_as_they_were(
     assert len(set(full.loudspeakers)) == len(full.loudspeakers)  # no name reused
 
 
+def test_train_replays_favour_good_loudspeakers_and_dev_eval_draws_do_not_depend_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from wakeguard.model import devices as dv
+    from wakeguard.model import simulate as sim
+
+    rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
+    ctx = SimpleNamespace(devices=dv.build_devices(None), rooms_by_split=rooms)
+
+    def draws(split: str, n: int) -> list[dict]:
+        rng = np.random.default_rng(7)
+        return [sim.draw_conditions("spoof", split, ctx, rng) for _ in range(n)]
+
+    def class_shares(conds: list[dict]) -> dict[str, float]:
+        cls = [ctx.devices.loudspeakers[c["speaker_device"]].device_class for c in conds]
+        return {k: cls.count(k) / len(cls) for k in sim.SPEAKER_CLASS_WEIGHTS}
+
+    train, dev = class_shares(draws("train", 2000)), class_shares(draws("dev", 2000))
+    for k in sim.SPEAKER_CLASS_WEIGHTS:
+        assert abs(train[k] - sim.TRAIN_SPEAKER_CLASS_WEIGHTS[k]) < 0.04, (k, train)
+        assert abs(dev[k] - sim.SPEAKER_CLASS_WEIGHTS[k]) < 0.04, (k, dev)
+    good = ("bluetooth", "smart-speaker", "perfect")
+    assert sum(train[k] for k in good) > sum(dev[k] for k in good) + 0.15
+    before = draws("eval", 200)
+    monkeypatch.setattr(sim, "TRAIN_SPEAKER_CLASS_WEIGHTS", {"phone": 1.0})
+    assert draws("eval", 200) == before
+    assert {c["speaker_device"] for c in draws("train", 50)} <= set(
+        n for n, d in ctx.devices.loudspeakers.items() if d.device_class == "phone"
+    )
+
+
 def test_extra_rooms_leave_the_eval_rooms_as_they_were() -> None:
     from dataclasses import replace
 
