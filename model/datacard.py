@@ -229,7 +229,7 @@ def _simulation_notes() -> list[str]:
         f"dev and eval {shares(sim.SPEAKER_CLASS_WEIGHTS)}; train "
         f"{shares(sim.TRAIN_SPEAKER_CLASS_WEIGHTS)} (more of the good loudspeakers)"
     )
-    codecs = ", ".join(f"{k} {v:.0%}" for k, v in sim.CODEC_PROBS.items())
+    codecs = shares(sim.CODEC_PROBS)
     return [
         "## How it was simulated",
         "",
