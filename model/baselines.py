@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.audio import AudioError, load_audio, require_usable
-from wakeguard.edge.protocol import Row, read_protocol
+from wakeguard.edge.protocol import Row, read_protocol, require_confirmed
 
 from .lfcc_gmm import LFCC, N_DIMS, LfccGmm, lfcc_frames
 from .metrics import DEFAULT_N_BOOT, compute_eer, compute_metrics, write_scores
@@ -205,6 +205,9 @@ def run_baselines(
     if not splits:
         raise BaselineError(f"{proto.root}: none of the splits {list(eval_splits)} has rows")
     all_rows: list[Row] = train_rows + [r for s in splits for r in proto.where(split=s)]
+    require_confirmed(
+        proto, all_rows, f"the baselines ({', '.join([train_split, *splits])} splits)"
+    )
     paths = [str(r.audio_path(proto.root)) for r in all_rows]
     unique = list(dict.fromkeys(paths))
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ import numpy as np
 from wakeguard.edge.audio import load_audio
 from wakeguard.edge.bundle import Calibration, sha256_bytes, write_bundle
 from wakeguard.edge.frontend import compute_features
-from wakeguard.edge.protocol import read_protocol
+from wakeguard.edge.protocol import read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
 from .config import config_from_dict
@@ -158,6 +158,13 @@ def quantize(
     cfg = config_from_dict(cfg_json)
     dataset = Path(dataset or cfg_json["dataset"])
     proto = read_protocol(dataset)
+    # dev labels calibrate the scores and set the thresholds, eval labels are the reported
+    # figures; train rows only supply representative inputs, so their labels do not matter
+    require_confirmed(
+        proto,
+        [r for r in proto.rows if r.split in ("dev", "eval")],
+        "calibration and evaluation (dev and eval splits)",
+    )
     fingerprint = (
         json.loads((run / "data_fingerprint.json").read_text())
         if (run / "data_fingerprint.json").is_file()

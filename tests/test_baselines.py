@@ -72,6 +72,28 @@ def baseline_run(tmp_path_factory, shared_dir):
     return ds, out, res
 
 
+def test_run_baselines_refuses_unconfirmed_labels(baseline_run, tmp_path):
+    """Every split the baselines use is labelled data: unconfirmed rows stop them early."""
+    from wakeguard.edge.protocol import (
+        LABEL_CONFIRMED,
+        UnconfirmedLabelsError,
+        read_protocol,
+        write_protocol,
+    )
+    from wakeguard.model.baselines import run_baselines
+
+    ds, _, _ = baseline_run
+    rows = list(read_protocol(ds).rows)
+    for r in rows:
+        r.path = str(r.audio_path(ds))
+        r.conditions[LABEL_CONFIRMED] = ""
+    next(r for r in rows if r.split == "train").conditions[LABEL_CONFIRMED] = "no"
+    csv_path = write_protocol(tmp_path, rows)
+    with pytest.raises(UnconfirmedLabelsError, match=f"{csv_path}: 1 of the"):
+        run_baselines(tmp_path, tmp_path / "out", workers=1, n_boot=10, n_components=4)
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_baselines_writes_scores_and_table(baseline_run):
     ds, out, res = baseline_run
     assert [r["name"] for r in res] == ["chance", "majority", "void", "lfcc_gmm"]

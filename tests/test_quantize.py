@@ -141,6 +141,29 @@ def test_quantize_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     assert "not a training run folder" in res.output
 
 
+def test_quantize_refuses_unconfirmed_dev_or_eval_labels(
+    quantized_run: Path, tmp_path: Path
+) -> None:
+    """dev labels set the calibration and thresholds and eval labels the reported EER, so a
+    model's own verdicts (``label_confirmed=no``) there are refused, naming the file; the
+    run's bundle is left as it was."""
+    from wakeguard.edge.protocol import LABEL_CONFIRMED, write_protocol
+
+    ds = Path(json.loads((quantized_run / "config.json").read_text())["dataset"])
+    rows = list(read_protocol(ds).rows)
+    for r in rows:
+        r.path = str(r.audio_path(ds))
+        r.conditions[LABEL_CONFIRMED] = "no" if r.split == "dev" else ""
+    csv_path = write_protocol(tmp_path, rows)
+    manifest = (quantized_run / "bundle" / "manifest.json").read_bytes()
+    res = runner.invoke(app, ["quantize", str(quantized_run), "--dataset", str(tmp_path)])
+    assert res.exit_code == 2
+    n_dev = sum(r.split == "dev" for r in rows)
+    n_dev_eval = sum(r.split in ("dev", "eval") for r in rows)
+    assert f"{csv_path}: {n_dev} of the {n_dev_eval} rows" in res.output
+    assert (quantized_run / "bundle" / "manifest.json").read_bytes() == manifest
+
+
 def test_train_init_from_a_bundle_fine_tunes_its_weights(
     quantized_run: Path, tmp_path: Path
 ) -> None:
