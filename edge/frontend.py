@@ -44,6 +44,11 @@ class FrontendParams:
     """Highest frequency kept."""
     bin_pool: int = 1
     """Average this many adjacent FFT bins into one feature bin (1 = none)."""
+    octave_pool_hz: float = 0.0
+    """Above this frequency, pool FFT bins so that resolution halves every octave (2 bins
+    pooled up to twice this frequency, 4 up to four times, ...): full resolution where a
+    loudspeaker's bass cut-off lies, a constant number of bins per octave above. 0 = off.
+    Applied after ``bin_pool``; logspec and spectral_power only."""
     n_filters: int = 70
     """LFCC only: number of linear triangular filters between fmin and fmax."""
     n_ceps: int = 20
@@ -100,12 +105,13 @@ def frontend_shape(p: FrontendParams) -> FrontendShape:
     bin_lo = int(np.ceil(p.fmin_hz / hz_per_bin))
     bin_hi = min(n_fft_bins, int(np.floor(p.fmax_hz / hz_per_bin)) + 1)
     n_lin = (bin_hi - bin_lo) // p.bin_pool
+    n_feat = len(octave_pool_edges(p, bin_lo, n_lin)) if p.octave_pool_hz > 0 else n_lin
     if p.kind == "logspec":
-        n_bins, n_time = n_lin, n_frames
+        n_bins, n_time = n_feat, n_frames
     elif p.kind == "lfcc":
         n_bins, n_time = p.n_ceps * (3 if p.deltas else 1), n_frames
     else:
-        n_bins, n_time = n_lin, n_frames // p.block_frames
+        n_bins, n_time = n_feat, n_frames // p.block_frames
     return FrontendShape(
         window_samples=window_samples,
         window_hop_samples=hop_samples,
@@ -116,6 +122,23 @@ def frontend_shape(p: FrontendParams) -> FrontendShape:
         n_bins=n_bins,
         n_time=n_time,
     )
+
+
+def octave_pool_edges(p: FrontendParams, bin_lo: int, n_lin: int) -> tuple[int, ...]:
+    """First (``bin_pool``-pooled) bin of every feature bin under ``octave_pool_hz``.
+
+    Bins below the knee stay single; from the knee on, a feature bin is 2 bins wide up to
+    twice the knee frequency, 4 up to four times, and so on; the last one may be narrower.
+    """
+    hz = p.sample_rate / p.n_fft * p.bin_pool
+    knee = p.octave_pool_hz / hz
+    edges, pos = [], 0
+    while pos < n_lin:
+        f = (bin_lo / p.bin_pool) + pos  # this bin's index on the pooled axis from 0 Hz
+        width = 1 if f < knee else 2 ** (int(np.floor(np.log2(f / knee))) + 1)
+        edges.append(pos)
+        pos += width
+    return tuple(edges)
 
 
 def validate(p: FrontendParams) -> None:
@@ -136,6 +159,8 @@ def validate(p: FrontendParams) -> None:
         raise ValueError("window_slack_seconds must be >= 0 and shorter than a window")
     if p.normalize not in ("utterance_mean", "none"):
         raise ValueError(f"unknown normalize {p.normalize!r}")
+    if p.octave_pool_hz < 0 or (p.octave_pool_hz > 0 and p.kind == "lfcc"):
+        raise ValueError("octave_pool_hz must be >= 0, and 0 for lfcc (it has its own filters)")
     shape = frontend_shape(p)
     if shape.n_bins < 1 or shape.n_time < 1:
         raise ValueError(f"parameters give an empty feature map {shape.input_shape}")
@@ -226,7 +251,28 @@ def power_spectrogram(x: np.ndarray, p: FrontendParams) -> np.ndarray:
     return (spec.real**2 + spec.imag**2).astype(np.float32) / p.frame_length
 
 
+@lru_cache(maxsize=8)
+def _octave_pooling(p: FrontendParams) -> tuple[np.ndarray, np.ndarray]:
+    """``reduceat`` starts and the width of every feature bin (float32) for octave pooling."""
+    s = frontend_shape(p)
+    n_lin = (s.bin_hi - s.bin_lo) // p.bin_pool
+    starts = np.asarray(octave_pool_edges(p, s.bin_lo, n_lin), dtype=np.intp)
+    widths = np.diff(np.append(starts, n_lin)).astype(np.float32)
+    return starts, widths
+
+
 def _pool_bins(power: np.ndarray, p: FrontendParams, s: FrontendShape) -> np.ndarray:
+    return _pool_octaves(_pool_uniform(power, p, s), p)
+
+
+def _pool_octaves(band: np.ndarray, p: FrontendParams) -> np.ndarray:
+    if p.octave_pool_hz <= 0:
+        return band
+    starts, widths = _octave_pooling(p)
+    return np.add.reduceat(band, starts, axis=-1) / widths
+
+
+def _pool_uniform(power: np.ndarray, p: FrontendParams, s: FrontendShape) -> np.ndarray:
     band = power[..., s.bin_lo : s.bin_hi]
     if p.bin_pool == 1:
         return band
@@ -290,8 +336,9 @@ def _features_from_power(power: np.ndarray, p: FrontendParams) -> np.ndarray:
         c = logfb @ _dct_matrix(p.n_filters, p.n_ceps)
         feats = np.concatenate([c, deltas(c), deltas(deltas(c))], axis=1) if p.deltas else c
     else:  # spectral_power: Void-style long-term power, one spectrum per block of frames
-        band = _pool_bins(power, p, s)[: s.n_time * p.block_frames]
-        blocks = band.reshape(s.n_time, p.block_frames, -1).sum(axis=1)
+        band = _pool_uniform(power, p, s)[: s.n_time * p.block_frames]
+        # pooling is linear, so octave-pool the few block sums rather than every frame
+        blocks = _pool_octaves(band.reshape(s.n_time, p.block_frames, -1).sum(axis=1), p)
         blocks = blocks / (blocks.sum(axis=1, keepdims=True) + p.log_floor)
         feats = np.log10(blocks + p.log_floor) * 10.0
     if p.normalize == "utterance_mean" and p.kind != "lfcc":

@@ -68,7 +68,9 @@ HOP500 = dict(kind="spectral_power", frame_length=1024, n_fft=1024, hop_length=5
     [
         HOP500,
         {**HOP500, "window_slack_seconds": 0.5},
+        {**HOP500, "octave_pool_hz": 1000.0},
         dict(kind="logspec"),
+        dict(kind="logspec", bin_pool=2, octave_pool_hz=500.0),
         dict(kind="lfcc"),
         dict(kind="spectral_power", window_hop_seconds=0.333),  # 5328 samples: off the frame grid
     ],
@@ -121,6 +123,39 @@ def test_audio_slightly_longer_than_a_window_is_scored_as_its_centre():
     assert len(window_starts(n, FrontendParams(window_slack_seconds=0.0))) == 2
     with pytest.raises(ValueError, match="slack"):
         frontend_from_dict({**p.to_dict(), "window_slack_seconds": 2.5})
+
+
+@pytest.mark.parametrize("kind", ["spectral_power", "logspec"])
+def test_octave_pooling_keeps_the_bass_and_halves_resolution_every_octave(kind):
+    """With ``octave_pool_hz`` every feature bin is the mean of a run of FFT bins: single
+    below the knee, 2 wide up to twice the knee, 4 up to four times, ...; and a model
+    input with it is the pooled version of the same input without it."""
+    from wakeguard.edge.frontend import octave_pool_edges
+
+    base = {**HOP500, "kind": kind}
+    flat = FrontendParams(**base, normalize="none")
+    pooled = FrontendParams(**base, normalize="none", octave_pool_hz=1000.0)
+    s = frontend_shape(flat)
+    edges = octave_pool_edges(pooled, s.bin_lo, s.bin_hi - s.bin_lo)
+    widths = np.diff(np.append(edges, s.bin_hi - s.bin_lo))
+    hz = 16_000 / 1024  # 15.6 Hz per FFT bin
+    assert (widths[: int(1000 / hz)] == 1).all()  # 0-1 kHz: 64 single bins
+    assert set(widths[(np.asarray(edges) * hz >= 1000) & (np.asarray(edges) * hz < 2000)]) == {2}
+    assert set(widths[(np.asarray(edges) * hz >= 4000) & (np.asarray(edges) < 512)]) == {8}
+    assert frontend_shape(pooled).n_bins == len(edges) == 64 + 32 + 32 + 32 + 1  # + Nyquist
+    x = np.random.default_rng(3).normal(0, 0.1, 40_000).astype(np.float32)
+    a, b = compute_features(x, flat), compute_features(x, pooled)
+    assert b.shape[1:] == frontend_shape(pooled).input_shape
+    # undo the log, pool the linear power by hand, compare
+    lin = 10 ** (a / 10.0) - flat.log_floor
+    ref = np.add.reduceat(lin, edges, axis=-1) / widths
+    if kind == "spectral_power":  # each pooled block is normalised to sum 1 before the log
+        ref = ref / ref.sum(axis=-1, keepdims=True)
+    assert np.allclose(10 ** (b / 10.0) - pooled.log_floor, ref, rtol=1e-3, atol=1e-9)
+    again = frontend_from_dict(json.loads(json.dumps(pooled.to_dict())))
+    assert again == pooled
+    with pytest.raises(ValueError, match="octave_pool_hz"):
+        frontend_from_dict({**FrontendParams(kind="lfcc").to_dict(), "octave_pool_hz": 500.0})
 
 
 def test_frontend_is_level_invariant():
