@@ -7,9 +7,12 @@ code cannot reproduce. Derived sizes (frame counts, bins, input shape) come from
 
 Replay detection lives in the low frequencies (a loudspeaker's bass cut-off, Void's
 low-frequency power) and across the whole band (the loudspeaker's high-frequency
-response, nonlinear distortion), so the default keeps the linear frequency axis at
-31 Hz resolution from 0 Hz up to Nyquist, and never normalises per frequency bin
-(that would erase the channel we are trying to detect).
+response, nonlinear distortion), so the front-end keeps a linear frequency axis at one
+resolution from 0 Hz up to Nyquist (31 Hz for these dataclass defaults, 15.6 Hz in the
+shipped configuration), and never normalises per frequency bin (that would erase the
+channel we are trying to detect). Coarser bins above 1 kHz (``octave_pool_hz``) made
+training 4-6x cheaper and eval EER much worse (docs/benchmarks.md, Session 5): the fine
+structure of the upper band carries replay cues too.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ def frontend_shape(p: FrontendParams) -> FrontendShape:
     )
 
 
+@lru_cache(maxsize=32)
 def octave_pool_edges(p: FrontendParams, bin_lo: int, n_lin: int) -> tuple[int, ...]:
     """First (``bin_pool``-pooled) bin of every feature bin under ``octave_pool_hz``.
 

@@ -82,13 +82,13 @@ class Scorer:
         model_bytes: bytes,
         frontend: FrontendParams,
         *,
-        calibration: Calibration = Calibration(),
+        calibration: Calibration | None = None,
         threshold: float = 0.0,
         num_threads: int | None = None,
         min_seconds: float = 0.3,
     ):
         self.frontend = frontend
-        self.calibration = calibration
+        self.calibration = Calibration() if calibration is None else calibration
         self.threshold = threshold
         self.min_seconds = min_seconds
         self.model = TFLiteModel(model_bytes, num_threads)
