@@ -6,6 +6,9 @@ rows; :func:`evaluate` also writes the score CSV and the metrics JSON. Quantisat
 evaluates its TFLite variants through :func:`score_protocol` too, so every number in a run
 comes from one code path.
 
+:func:`scores_from_files` takes the scores from existing score files instead (another
+system's, or several runs' averaged: a score-level ensemble), through the same metrics.
+
 Rows that cannot be scored (unreadable, too short, silent audio) are never dropped
 silently: each is kept with its file and reason, counted in the metrics, written to
 ``unscored.csv`` and, with ``strict=True``, turned into an error.
@@ -25,7 +28,7 @@ from wakeguard.edge.bundle import load_bundle
 from wakeguard.edge.protocol import Protocol, Row, read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
-from .metrics import DEFAULT_N_BOOT, compute_metrics, write_metrics, write_scores
+from .metrics import DEFAULT_N_BOOT, compute_metrics, read_scores, write_metrics, write_scores
 
 SCORES_FILE = "scores.csv"
 METRICS_FILE = "metrics.json"
@@ -183,6 +186,63 @@ def score_protocol(
     )
 
 
+def scores_from_files(
+    protocol: Path | Protocol,
+    files: Sequence[Path],
+    *,
+    split: str | None = None,
+    threshold: float = 0.0,
+) -> ScoreRun:
+    """Score every row of ``protocol`` (one split of it) by the mean of its scores in ``files``.
+
+    Each file is a score CSV as ``evaluate --out`` or ``quantize`` writes it (``path``,
+    ``label``, ..., ``score``); rows are matched on ``path`` as written in the protocol.
+    Several files make a score-level ensemble: for the mean to mean anything, their scores
+    should be on one scale (wakeguard bundles' calibrated scores are log-likelihood ratios,
+    where 0 is the equal-prior threshold). A row missing from any file is unscored, naming
+    the file; a row whose label differs between a file and the protocol is an error.
+    """
+    proto = protocol if isinstance(protocol, Protocol) else read_protocol(protocol)
+    use_split = resolve_split(proto, split)
+    rows = proto.where(split=use_split)
+    require_confirmed(proto, rows, f"evaluation ({use_split or 'all'} rows)")
+    if not files:
+        raise EvaluationError("no score files given")
+    tables = []
+    for f in files:
+        by_path = {r["path"]: r for r in read_scores(f).rows}
+        if rows and not any(r.path in by_path for r in rows):
+            raise EvaluationError(
+                f"{f}: none of the {len(rows)} rows of {proto.file or proto.root} is in it "
+                f"(paths are matched as written; first protocol path: {rows[0].path})"
+            )
+        tables.append((Path(f), by_path))
+    scored: list[dict[str, Any]] = []
+    unscored: list[Unscored] = []
+    for row in rows:
+        found = []
+        for f, by_path in tables:
+            hit = by_path.get(row.path)
+            if hit is None:
+                unscored.append(Unscored(row.path, row.label, f"not in {f}"))
+                break
+            if hit["label"] != row.label:
+                raise EvaluationError(
+                    f"{f}: {row.path} is labelled {hit['label']!r} there and {row.label!r} in the protocol"
+                )
+            found.append(float(hit["score"]))
+        else:
+            scored.append({**row.as_dict(), "score": float(np.mean(found))})
+    return ScoreRun(
+        rows=scored,
+        condition_columns=list(proto.condition_columns),
+        unscored=unscored,
+        threshold=float(threshold),
+        split=use_split,
+        n_rows=len(rows),
+    )
+
+
 def write_unscored(path: Path, unscored: Sequence[Unscored]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -270,8 +330,13 @@ def evaluate(
     progress: bool = True,
     strict: bool = False,
     n_boot: int = DEFAULT_N_BOOT,
+    score_files: Sequence[Path] = (),
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Score a protocol with a bundle and return the metrics JSON (also written to ``out``).
+
+    With ``score_files`` no model runs: the scores are the mean of those files' scores per
+    row (:func:`scores_from_files`), and APCER/BPCER are at ``threshold`` (default 0.0).
 
     ``out`` receives ``scores.csv`` (one row per scored utterance), ``metrics.json`` and,
     when rows could not be scored, ``unscored.csv``. The operating threshold is the
@@ -279,10 +344,24 @@ def evaluate(
     are computed from the scores. With ``strict`` any unscored row raises
     :class:`EvaluationError` (after the files are written).
     """
-    b = load_bundle(bundle)
-    op = operating_point or b.default_operating_point
-    scorer = Scorer.from_bundle(b, operating_point=op, num_threads=threads)
-    run = score_protocol(protocol, scorer=scorer, split=split, progress=progress)
+    if score_files:
+        if bundle is not None or operating_point is not None:
+            raise EvaluationError(
+                "give either score files or a model (with its operating point), not both"
+            )
+        b, op = None, "given"
+        run = scores_from_files(
+            protocol, score_files, split=split, threshold=0.0 if threshold is None else threshold
+        )
+    else:
+        if threshold is not None:
+            raise EvaluationError(
+                "a threshold is only given with score files; a bundle has its own (--operating-point)"
+            )
+        b = load_bundle(bundle)
+        op = operating_point or b.default_operating_point
+        scorer = Scorer.from_bundle(b, operating_point=op, num_threads=threads)
+        run = score_protocol(protocol, scorer=scorer, split=split, progress=progress)
     if out is not None:
         out = Path(out)
         write_scores(out / SCORES_FILE, run.rows, run.condition_columns)
@@ -292,10 +371,13 @@ def evaluate(
             (out / UNSCORED_FILE).unlink(missing_ok=True)
     m = metrics_for_run(run, operating_point=op, n_boot=n_boot)
     m["protocol"] = str(protocol)
-    m["bundle"] = str(b.path)
-    m["bundle_version"] = b.version
-    m["model_bytes"] = len(b.model_bytes)
-    m["threads"] = threads
+    if b is None:
+        m["score_files"] = [str(f) for f in score_files]
+    else:
+        m["bundle"] = str(b.path)
+        m["bundle_version"] = b.version
+        m["model_bytes"] = len(b.model_bytes)
+        m["threads"] = threads
     if out is not None:
         m["score_file"] = str(out / SCORES_FILE)
         write_metrics(out / METRICS_FILE, m)

@@ -268,3 +268,65 @@ def test_unconfirmed_labels_are_not_scored(dataset, tiny_bundle, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["n_rows"] == 8
+
+
+def test_score_files_are_evaluated_and_averaged(dataset, tiny_bundle, tmp_path):
+    """``--scores`` puts existing score CSVs through the same metrics without running a
+    model, and averages several per utterance (a score-level ensemble of two systems)."""
+    from wakeguard.model.metrics import compute_eer, read_scores, write_scores
+
+    proto = str(dataset / "protocol.csv")
+
+    def run(*args: str) -> tuple[int, str]:
+        res = runner.invoke(app, ["evaluate", "--protocol", proto, *args, "--bootstrap", "100"])
+        return res.exit_code, res.output
+
+    a = tmp_path / "a"
+    code, out = run("--model", str(tiny_bundle), "--out", str(a), "--json")
+    assert code == 0, out
+    m = json.loads(out.strip().splitlines()[-1])
+    # One file at the bundle's threshold gives the model's own metrics back.
+    code, out = run("--scores", str(a / "scores.csv"), "--threshold", str(m["threshold"]), "--json")
+    assert code == 0, out
+    one = json.loads(out.strip().splitlines()[-1])
+    for key in ("eer", "apcer", "bpcer", "n_bonafide", "n_spoof", "per_condition", "threshold"):
+        assert one[key] == m[key], key
+    assert one["score_files"] == [str(a / "scores.csv")] and "bundle" not in one
+    # The broken row is not in the model's score file: unscored, naming the file.
+    assert one["n_unscored"] == 1 and one["unscored"][0]["reason"] == f"not in {a / 'scores.csv'}"
+
+    # A second system's scores: every row's score is the mean of the two.
+    table = read_scores(a / "scores.csv")
+    rng = np.random.default_rng(0)
+    other = [{**r, "score": float(rng.normal(0.0, 2.0))} for r in table.rows]
+    b = write_scores(tmp_path / "b.csv", other, table.condition_columns)
+    code, out = run("--scores", str(a / "scores.csv"), "--scores", str(b), "--json")
+    assert code == 0, out
+    both = json.loads(out.strip().splitlines()[-1])
+    mean = {
+        r["path"]: (r["score"] + o["score"]) / 2 for r, o in zip(table.rows, other, strict=True)
+    }
+    label = {r["path"]: r["label"] for r in table.rows}
+    bona = [s for p, s in mean.items() if label[p] == "bonafide"]
+    spoof = [s for p, s in mean.items() if label[p] == "spoof"]
+    assert both["eer"] == pytest.approx(compute_eer(bona, spoof)[0])
+    assert both["threshold"] == 0.0 and both["threshold_source"] == "given"
+    assert both["apcer"] == pytest.approx(np.mean(np.asarray(spoof) >= 0.0))
+
+    # Errors name the file and exit 2: a label that disagrees with the protocol, a file
+    # whose paths match no row, and a model given as well as scores.
+    flipped = [
+        {
+            **table.rows[0],
+            "label": "spoof" if label[table.rows[0]["path"]] == "bonafide" else "bonafide",
+        }
+    ]
+    c = write_scores(tmp_path / "c.csv", flipped + table.rows[1:], table.condition_columns)
+    code, out = run("--scores", str(c))
+    assert code == 2 and "c.csv" in out and "labelled" in out
+    moved = [{**r, "path": "elsewhere/" + r["path"]} for r in table.rows]
+    d = write_scores(tmp_path / "d.csv", moved, table.condition_columns)
+    code, out = run("--scores", str(d))
+    assert code == 2 and "d.csv" in out and "none of the" in out
+    code, out = run("--scores", str(b), "--model", str(tiny_bundle))
+    assert code == 2 and "not both" in out

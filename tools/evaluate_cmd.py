@@ -132,8 +132,24 @@ def evaluate_cli(
             "--bootstrap", help="Bootstrap replicates for the confidence intervals (by speaker)."
         ),
     ] = 1000,
+    scores: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--scores",
+            help="Evaluate this score CSV (e.g. another system's, or RUN/quantize/int8_eval_scores.csv) "
+            "instead of running a model; repeat it to average several per utterance (an ensemble).",
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            help="With --scores: the threshold for APCER/BPCER (default 0, the equal-prior "
+            "threshold of calibrated scores).",
+        ),
+    ] = None,
 ) -> None:
-    """Score every row of a protocol with the int8 bundle and compute EER, APCER and BPCER."""
+    """Score every row of a protocol with the int8 bundle (or take scores from --scores) and compute EER, APCER and BPCER."""
     from wakeguard.model.evaluate import evaluate
 
     m = run_cli(
@@ -147,6 +163,8 @@ def evaluate_cli(
         progress=not as_json,
         strict=strict,
         n_boot=bootstrap,
+        score_files=scores or (),
+        threshold=threshold,
     )
     if as_json:
         print_json(m)
