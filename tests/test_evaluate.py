@@ -330,3 +330,5 @@ def test_score_files_are_evaluated_and_averaged(dataset, tiny_bundle, tmp_path):
     assert code == 2 and "d.csv" in out and "none of the" in out
     code, out = run("--scores", str(b), "--model", str(tiny_bundle))
     assert code == 2 and "not both" in out
+    code, out = run("--model", str(tiny_bundle), "--threshold", "0.5")
+    assert code == 2 and "--operating-point" in out
