@@ -5,10 +5,7 @@ gets the same network, augmentation and epoch budget, is trained on ``train`` an
 on ``dev`` (eval is never looked at here). The table goes to ``OUT/features_compare.json``
 and ``OUT/features_compare.md``, and every candidate's run folder stays under ``OUT/<name>``.
 
-Run it with::
-
-    python -c "from wakeguard.model.features_compare import compare_frontends as c; \\
-               c('DATASET', 'runs/frontends', overrides=['train.epochs=10'], log=print)"
+Run it with ``wakeguard compare-frontends DATASET train.epochs=10 --out runs/frontends``.
 """
 
 from __future__ import annotations

@@ -392,3 +392,30 @@ def test_augmentation_keeps_shape_and_level_normalisation(kind: str) -> None:
     np.testing.assert_array_equal(np.asarray(ya), y)
     if kind != "lfcc":  # level normalisation survives the noise floor and the equaliser
         assert np.allclose(xa.mean(axis=(1, 2)), 0.0, atol=2.0)
+
+
+def test_compare_frontends_trains_each_candidate_and_reuses_finished_ones(
+    tmp_path: Path, dataset: Path
+) -> None:
+    """``wakeguard compare-frontends``: one run per front-end, a table on dev, and a second
+    call with the same config reuses the runs instead of training again."""
+    out = tmp_path / "fe"
+    args = ["compare-frontends", str(dataset), *FAST, "train.epochs=1", "--out", str(out)]
+    res = runner.invoke(app, [*args, "--only", "lfcc", "--only", "spectral_power", "--json"])
+    assert res.exit_code == 0, res.output
+    table = json.loads(res.stdout)["results"]
+    assert [r["frontend"] for r in table] == ["lfcc", "spectral_power"]
+    for r in table:
+        assert 0.0 <= r["dev_eer"] <= 1.0 and r["epochs_run"] == 1
+        assert (Path(r["run"]) / "model.keras").is_file()
+    assert table[0]["input_shape"][1] == 60  # 20 cepstra + deltas + delta-deltas
+    doc = json.loads((out / "features_compare.json").read_text())
+    assert doc["results"] == table and "train.epochs=1" in doc["common_overrides"]
+    assert "| lfcc |" in (out / "features_compare.md").read_text()
+    again = runner.invoke(app, [*args, "--only", "lfcc"])
+    assert again.exit_code == 0, again.output
+    assert "already trained with this config" in again.output and "| lfcc |" in again.output
+    bad = runner.invoke(app, [*args, "--only", "mfcc"])
+    assert bad.exit_code == 2 and "mfcc" in bad.output
+    bad = runner.invoke(app, ["compare-frontends", str(dataset), "train.nope=1", "--out", str(out)])
+    assert bad.exit_code == 2 and "nope" in bad.output

@@ -16,6 +16,7 @@ from . import (
     demo_cmd,
     evaluate_cmd,
     flash_cmd,
+    frontends_cmd,
     listen_cmd,
     monitor_cmd,
     pipeline_cmd,
@@ -36,6 +37,7 @@ app = typer.Typer(
 
 app.add_typer(data_cmd.app, name="data", help="Build, import, record and explore datasets.")
 app.command("train")(train_cmd.train_cli)
+app.command("compare-frontends")(frontends_cmd.compare_frontends_cli)
 app.command("quantize")(quantize_cmd.quantize_cli)
 app.command("evaluate")(evaluate_cmd.evaluate_cli)
 app.command("report")(report_cmd.report_cli)
