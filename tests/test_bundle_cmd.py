@@ -79,6 +79,9 @@ def test_bundle_holds_everything_with_checksums(
     assert (unpacked / "install.sh").read_text() == install_script_path().read_text()
     assert (unpacked / "wakeguard.toml").read_text() == default_config_path().read_text()
     assert (unpacked / "wakeguard.service").read_text() == default_unit_path().read_text()
+    assert (unpacked / "wakeguard-serve.service").read_text() == (
+        default_unit_path().with_name("wakeguard-serve.service").read_text()
+    )
     assert (unpacked / "model" / "model.tflite").read_bytes() == (
         tiny_bundle / "model.tflite"
     ).read_bytes()

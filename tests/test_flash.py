@@ -312,6 +312,23 @@ def test_flash_lifecycle(
     if not service:
         assert "no systemd running here: started the service directly" in r.output
     assert 'wakeguard_model_info{version="test-tiny"}' in _metrics(port)
+    # The Wyoming proxy's unit is rendered for this layout, not started: same runtime,
+    # config and model as the screener, its own upstream and log, no metrics port.
+    serve_unit = (root / "current" / "wakeguard-serve.service").read_text()
+    (exec_start,) = [ln for ln in serve_unit.splitlines() if ln.startswith("ExecStart=")]
+    assert exec_start.split() == [
+        f"ExecStart={root}/current/venv/bin/wakeguard",
+        "serve",
+        "--upstream",
+        "tcp://127.0.0.1:10401",
+        "--log",
+        "/var/log/wakeguard/serve.jsonl",
+        "--config",
+        f"{root}/current/wakeguard.toml",
+        "--model",
+        f"{root}/current/model",
+    ]
+    assert f"Wyoming wake proxy: {root}/current/wakeguard-serve.service is ready" in r.output
     venv = root / "current" / "venv" / "bin"
     # the installed runtime screens real speech; it is the edge install: no TensorFlow in it
     out = subprocess.run(
@@ -346,6 +363,7 @@ def test_flash_lifecycle(
     assert r.exit_code == 0, r.output
     second = _current(root)
     assert second != first
+    assert (root / "current" / "wakeguard-serve.service").read_text() == serve_unit
     assert os.readlink(root / "releases" / second / "venv") == f"../{first}/venv"
     assert 'wakeguard_model_info{version="test-model-2"}' in _metrics(port)
 

@@ -37,6 +37,7 @@ DEFAULT_METRICS_PORT=9810
 TARBALL=""
 SRC_DIR=""
 UNIT_NAME=wakeguard.service
+SERVE_UNIT_NAME=wakeguard-serve.service
 CANONICAL_ROOT=/opt/wakeguard
 PY=""
 
@@ -294,7 +295,22 @@ PY
     [ "$port" != 0 ] || port=$DEFAULT_METRICS_PORT
   fi
   case $port in '' | *[!0-9]*) die "metrics port must be a number, got $port" ;; esac
-  local argv new=("$ROOT/current/venv/bin/wakeguard") i=1
+  point_exec_start "$unit" --metrics-port "$port"
+  # The Wyoming wake proxy's unit (bundles since 0.5) is rendered for this layout too, with
+  # no metrics port of its own (the screener has it), but never enabled: it needs the
+  # upstream wake service the user runs. To use it: systemctl link it and enable it.
+  if [ -f "$rel/$SERVE_UNIT_NAME" ]; then
+    sed -i -e "s#$CANONICAL_ROOT#$ROOT#g" "$rel/$SERVE_UNIT_NAME"
+    grep -q '^ExecStart=' "$rel/$SERVE_UNIT_NAME" || die "$SERVE_UNIT_NAME has no ExecStart line"
+    point_exec_start "$rel/$SERVE_UNIT_NAME"
+  fi
+}
+
+point_exec_start() {
+  # $1 unit; the rest: more options. ExecStart runs the release's runtime with the current
+  # release's config and model; its own --config, --model and --metrics-port are dropped.
+  local unit=$1 argv new=("$ROOT/current/venv/bin/wakeguard") i=1
+  shift
   read -r -a argv <<<"$(exec_start_of "$unit")"
   while [ "$i" -lt "${#argv[@]}" ]; do
     case ${argv[$i]} in
@@ -303,7 +319,7 @@ PY
       *) new+=("${argv[$i]}"); i=$((i + 1)) ;;
     esac
   done
-  new+=(--config "$ROOT/current/wakeguard.toml" --model "$ROOT/current/model" --metrics-port "$port")
+  new+=(--config "$ROOT/current/wakeguard.toml" --model "$ROOT/current/model" "$@")
   local line="ExecStart=${new[*]}"
   awk -v line="$line" 'BEGIN { done = 0 } /^ExecStart=/ && !done { print line; done = 1; next } { print }' "$unit" >"$unit.tmp"
   mv "$unit.tmp" "$unit"
@@ -324,12 +340,16 @@ validate_unit() {
   fi
   local tmp out
   tmp=$(mktemp -d)
-  sed -e "s#$ROOT/current/#$rel/#g" "$rel/wakeguard.service" >"$tmp/$UNIT_NAME"
-  if ! out=$(systemd-analyze verify "$tmp/$UNIT_NAME" 2>&1 </dev/null); then
-    rm -rf "$tmp"
-    printf '%s\n' "$out" | sed 's/^/   /'
-    return 1
-  fi
+  local u units=("$UNIT_NAME")
+  [ -f "$rel/$SERVE_UNIT_NAME" ] && units+=("$SERVE_UNIT_NAME")
+  for u in "${units[@]}"; do
+    sed -e "s#$ROOT/current/#$rel/#g" "$rel/$u" >"$tmp/$u"
+    if ! out=$(systemd-analyze verify "$tmp/$u" 2>&1 </dev/null); then
+      rm -rf "$tmp"
+      printf '%s\n' "$out" | sed 's/^/   /'
+      return 1
+    fi
+  done
   rm -rf "$tmp"
   say "unit file verified with systemd-analyze"
 }
@@ -585,6 +605,21 @@ on_exit() {
 }
 trap on_exit EXIT
 
+serve_unit_follow() {
+  # The proxy's unit is the user's to enable; once enabled, it follows every new release.
+  [ -f "$ROOT/current/$SERVE_UNIT_NAME" ] || return 0
+  if [ "$SERVICE_MODE" = systemd ] && as_root systemctl is-enabled --quiet "$SERVE_UNIT_NAME" </dev/null 2>/dev/null; then
+    as_root systemctl daemon-reload </dev/null || true
+    if as_root systemctl restart "$SERVE_UNIT_NAME" </dev/null; then
+      say "$SERVE_UNIT_NAME restarted on the new release"
+    else
+      warn "$SERVE_UNIT_NAME did not restart on the new release: journalctl -u $SERVE_UNIT_NAME"
+    fi
+  else
+    say "Wyoming wake proxy: $ROOT/current/$SERVE_UNIT_NAME is ready, not enabled (upstream tcp://127.0.0.1:10401; to use it: systemctl link $ROOT/current/$SERVE_UNIT_NAME && systemctl enable --now $SERVE_UNIT_NAME; change the upstream with systemctl edit $SERVE_UNIT_NAME)"
+  fi
+}
+
 activate() {
   # $1 release name (already unpacked, installed, rendered): preflight, switch, restart, check
   local name=$1 rel=$ROOT/releases/$1 prev
@@ -594,7 +629,7 @@ activate() {
   fi
   if ! validate_unit "$rel"; then
     rm -rf "$rel"
-    die "systemd-analyze verify rejects wakeguard.service (above), nothing changed"
+    die "systemd-analyze verify rejects a unit of the release (above), nothing changed"
   fi
   prev=$(current_name)
   resolve_service_mode
@@ -609,6 +644,7 @@ activate() {
     [ -n "$prev" ] && fact previous "$prev"
     prune
     say "release $name is live and healthy"
+    serve_unit_follow
     return 0
   fi
   local reason=$HEALTH_REASON
@@ -735,6 +771,7 @@ cmd_model() {
   rel=$ROOT/releases/$name
   mkdir -p "$rel"
   cp -a "$currel/wakeguard.toml" "$currel/wakeguard.service" "$currel/manifest.json" "$rel/" 2>/dev/null || true
+  [ -f "$currel/$SERVE_UNIT_NAME" ] && cp -a "$currel/$SERVE_UNIT_NAME" "$rel/"
   ln -s "../$owner/venv" "$rel/venv"
   if [ -n "$METRICS_PORT" ]; then
     case $METRICS_PORT in *[!0-9]*) die "metrics port must be a number, got $METRICS_PORT" ;; esac

@@ -6,7 +6,8 @@ A bundle is a ``.tar.gz`` with one top folder::
         manifest.json      format, kind, version, platform, python, sha256 of every file
         install.sh         the installer (also what ``wakeguard flash`` runs over SSH)
         wakeguard.toml     default config (written for /opt/wakeguard)
-        wakeguard.service  systemd unit
+        wakeguard.service  systemd unit (the live screener; installed and started)
+        wakeguard-serve.service  systemd unit of the Wyoming wake proxy (rendered, not enabled)
         model/             the model bundle (manifest.json + model.tflite)
         wheels/            the project wheel and every wheel of the ``edge`` extra's dependencies
 
@@ -45,6 +46,7 @@ GLIBC_MIN = (2, 28)
 """Oldest glibc the downloaded wheels may need (manylinux_2_28; Pi OS bookworm has 2.36)."""
 CONFIG_NAME = "wakeguard.toml"
 UNIT_NAME = "wakeguard.service"
+SERVE_UNIT_NAME = "wakeguard-serve.service"
 INSTALLER_NAME = "install.sh"
 DIST_NAME = "wakeguard"
 
@@ -227,6 +229,10 @@ def default_config_path() -> Path:
 
 def default_unit_path() -> Path:
     return _package_file("wakeguard.edge", UNIT_NAME)
+
+
+def default_serve_unit_path() -> Path:
+    return _package_file("wakeguard.edge", SERVE_UNIT_NAME)
 
 
 def project_version() -> str:
@@ -489,6 +495,7 @@ def build_bundle(
         wheels = collect_wheels(top / "wheels", project_wheel, platform, python, wheelhouse)
         shutil.copy2(config_path, top / CONFIG_NAME)
         shutil.copy2(unit_path, top / UNIT_NAME)
+        shutil.copy2(default_serve_unit_path(), top / SERVE_UNIT_NAME)
         shutil.copy2(install_script_path(), top / INSTALLER_NAME)
         (top / INSTALLER_NAME).chmod(0o755)
         manifest = write_manifest(
