@@ -383,6 +383,7 @@ def test_flash_lifecycle(
     r = _flash(sshd, root, "--rollback")
     assert r.exit_code == 0, r.output
     assert _current(root) == first
+    assert "Wyoming wake proxy:" in r.output
     assert 'wakeguard_model_info{version="test-tiny"}' in _metrics(port)
 
     # 4b. the installer stopping unexpectedly after the switch (here: told to use a systemd

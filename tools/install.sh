@@ -296,7 +296,7 @@ PY
   fi
   case $port in '' | *[!0-9]*) die "metrics port must be a number, got $port" ;; esac
   point_exec_start "$unit" --metrics-port "$port"
-  # The Wyoming wake proxy's unit (bundles since 0.5) is rendered for this layout too, with
+  # The Wyoming wake proxy's unit (older bundles lack it) is rendered for this layout too, with
   # no metrics port of its own (the screener has it), but never enabled: it needs the
   # upstream wake service the user runs. To use it: systemctl link it and enable it.
   if [ -f "$rel/$SERVE_UNIT_NAME" ]; then
@@ -810,6 +810,7 @@ cmd_rollback() {
     fact release "$prev"
     fact previous "$cur"
     say "release $prev is live and healthy"
+    serve_unit_follow
   else
     local reason=$HEALTH_REASON
     switch_to "$cur"
