@@ -5,12 +5,20 @@ records the front-end parameters, the input length policy, the score calibration
 named operating thresholds, the metrics measured at export, the data fingerprint and the
 version. :func:`load_bundle` refuses a bundle that is corrupt (checksum), from a newer
 format, or whose front-end this runtime cannot reproduce, with the reason.
+
+An ensemble bundle (format version 2) holds several networks, each with its own front-end.
+Every member is a complete single-network bundle in a subfolder (so ``screen --model
+BUNDLE/MEMBER`` and ``train --init-from BUNDLE/MEMBER`` work on one member alone); the top
+manifest lists the members with their model checksums, and its calibration and thresholds
+apply to the fused score: the mean of the members' calibrated scores (linear score fusion,
+as in ASVspoof system fusions), calibrated again on dev.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,7 +27,9 @@ from typing import Any
 from .frontend import FrontendParams, frontend_from_dict, frontend_shape
 
 BUNDLE_FORMAT = "wakeguard-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SINGLE_FORMAT_VERSION = 1
+"""Single-network bundles are still written as version 1, which older runtimes read."""
 MANIFEST = "manifest.json"
 OPERATING_POINTS = ("eer", "bpcer_1pct", "bpcer_5pct")
 """Named thresholds every bundle carries: equal error rate, BPCER 1 %, BPCER 5 %."""
@@ -49,16 +59,56 @@ class Calibration:
         return self.scale * logit + self.offset
 
 
+IDENTITY = Calibration()
+
+
+@dataclass(frozen=True)
+class BundleMember:
+    """One network of a bundle: its model, its front-end and the calibration of its own logit.
+
+    In a single-network bundle the member's calibration is the identity and the bundle's
+    calibration maps the logit; in an ensemble each member carries the calibration fitted
+    when it was quantised alone, so members' scores are on one scale before they are averaged.
+    """
+
+    name: str
+    frontend: FrontendParams
+    calibration: Calibration
+    model_bytes: bytes = field(repr=False)
+
+
 @dataclass(frozen=True)
 class Bundle:
-    """A validated model bundle."""
+    """A validated model bundle: one member, or an ensemble of several."""
 
     path: Path
     manifest: dict[str, Any]
-    frontend: FrontendParams
+    members: tuple[BundleMember, ...]
     calibration: Calibration
     thresholds: dict[str, float]
-    model_bytes: bytes = field(repr=False)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.members) > 1
+
+    @property
+    def frontend(self) -> FrontendParams:
+        """The first member's front-end; every member shares its sample rate and window policy."""
+        return self.members[0].frontend
+
+    @property
+    def model_bytes(self) -> bytes:
+        """The model of a single-network bundle (an ensemble has one per member)."""
+        if self.is_ensemble:
+            raise BundleError(
+                self.path, f"an ensemble of {len(self.members)} networks has no single model file"
+            )
+        return self.members[0].model_bytes
+
+    @property
+    def total_model_bytes(self) -> int:
+        """Size of every member's model together (what the device stores and loads)."""
+        return sum(len(m.model_bytes) for m in self.members)
 
     @property
     def version(self) -> str:
@@ -94,10 +144,7 @@ def default_bundle_path() -> Path:
     return Path(str(resources.files("wakeguard.edge.assets") / "default"))
 
 
-def load_bundle(path: str | Path | None = None) -> Bundle:
-    """Load and validate a bundle folder (or its ``manifest.json``); default: the shipped one."""
-    path = default_bundle_path() if path is None else Path(path)
-    folder = path.parent if path.name == MANIFEST else path
+def _read_manifest(folder: Path) -> dict[str, Any]:
     mpath = folder / MANIFEST
     if not folder.exists():
         raise BundleError(folder, "not found")
@@ -114,6 +161,22 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         raise BundleError(
             folder, f"format_version {version!r} is newer than this runtime ({FORMAT_VERSION})"
         )
+    return manifest
+
+
+def _thresholds(folder: Path, manifest: dict[str, Any]) -> dict[str, float]:
+    thresholds = manifest["thresholds"]
+    if not isinstance(thresholds, dict) or not thresholds:
+        raise BundleError(folder, "thresholds must be a non-empty mapping")
+    return {str(k): float(v) for k, v in thresholds.items()}
+
+
+def _calibration(manifest: dict[str, Any]) -> Calibration:
+    cal = manifest.get("calibration", {})
+    return Calibration(float(cal.get("scale", 1.0)), float(cal.get("offset", 0.0)))
+
+
+def _load_single(folder: Path, manifest: dict[str, Any]) -> Bundle:
     for key in ("model_file", "model_sha256", "frontend", "thresholds", "sample_rate"):
         if key not in manifest:
             raise BundleError(folder, f"{MANIFEST} lacks {key!r}")
@@ -136,18 +199,87 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             folder,
             f"model input {expected} does not match the front-end's {list(frontend_shape(frontend).input_shape)}",
         )
-    thresholds = manifest["thresholds"]
-    if not isinstance(thresholds, dict) or not thresholds:
-        raise BundleError(folder, "thresholds must be a non-empty mapping")
-    cal = manifest.get("calibration", {})
-    return Bundle(
-        path=folder,
-        manifest=manifest,
-        frontend=frontend,
-        calibration=Calibration(float(cal.get("scale", 1.0)), float(cal.get("offset", 0.0))),
-        thresholds={str(k): float(v) for k, v in thresholds.items()},
-        model_bytes=model_bytes,
-    )
+    member = BundleMember(str(manifest.get("name", "model")), frontend, IDENTITY, model_bytes)
+    return Bundle(folder, manifest, (member,), _calibration(manifest), _thresholds(folder, manifest))
+
+
+WINDOW_POLICY = ("sample_rate", "window_seconds", "window_hop_seconds", "window_slack_seconds")
+"""Front-end fields every member of an ensemble shares: one utterance, one set of windows."""
+
+
+def _load_ensemble(folder: Path, manifest: dict[str, Any]) -> Bundle:
+    for key in ("members", "thresholds", "sample_rate"):
+        if key not in manifest:
+            raise BundleError(folder, f"{MANIFEST} lacks {key!r}")
+    listed = manifest["members"]
+    if not isinstance(listed, list) or not listed:
+        raise BundleError(folder, "members must be a non-empty list")
+    members = []
+    for i, entry in enumerate(listed):
+        if not isinstance(entry, dict) or not {"name", "path", "model_sha256"} <= set(entry):
+            raise BundleError(folder, f"member {i} needs name, path and model_sha256")
+        sub = folder / str(entry["path"])
+        if sub.resolve().parent != folder.resolve():
+            raise BundleError(folder, f"member {entry['name']!r}: path {entry['path']!r} is not a subfolder")
+        try:
+            part = _load_single(sub, _read_manifest(sub))
+        except BundleError as exc:
+            raise BundleError(folder, f"member {entry['name']!r}: {exc}") from exc
+        if part.manifest.get("model_sha256") != entry["model_sha256"]:
+            raise BundleError(
+                folder, f"member {entry['name']!r}: its model is not the one this ensemble was built with"
+            )
+        only = part.members[0]
+        members.append(BundleMember(str(entry["name"]), only.frontend, part.calibration, only.model_bytes))
+    first = members[0].frontend
+    for m in members[1:]:
+        for key in WINDOW_POLICY:
+            if getattr(m.frontend, key) != getattr(first, key):
+                raise BundleError(
+                    folder,
+                    f"member {m.name!r} has {key} {getattr(m.frontend, key)}, "
+                    f"member {members[0].name!r} {getattr(first, key)}: members must share it",
+                )
+    if int(manifest["sample_rate"]) != first.sample_rate:
+        raise BundleError(folder, "sample_rate disagrees with the members' front-ends")
+    return Bundle(folder, manifest, tuple(members), _calibration(manifest), _thresholds(folder, manifest))
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Load and validate a bundle folder (or its ``manifest.json``); default: the shipped one."""
+    path = default_bundle_path() if path is None else Path(path)
+    folder = path.parent if path.name == MANIFEST else path
+    manifest = _read_manifest(folder)
+    if "members" in manifest:
+        return _load_ensemble(folder, manifest)
+    return _load_single(folder, manifest)
+
+
+def _input_policy(frontend: FrontendParams) -> dict[str, Any]:
+    return {
+        "window_seconds": frontend.window_seconds,
+        "window_hop_seconds": frontend.window_hop_seconds,
+        "window_slack_seconds": frontend.window_slack_seconds,
+        "short_audio": "repeat-pad",
+        "aggregate": "mean of window logits",
+        "min_seconds": 0.3,
+    }
+
+
+def _decision_fields(calibration: Calibration, thresholds: dict[str, float]) -> dict[str, Any]:
+    """How a bundle turns its logit into a verdict: calibration, thresholds, convention."""
+    return {
+        "calibration": {"scale": calibration.scale, "offset": calibration.offset},
+        "thresholds": thresholds,
+        "default_operating_point": "eer",
+        "score_convention": "higher = more likely bona fide (live)",
+    }
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    tmp = folder / (MANIFEST + ".part")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    tmp.replace(folder / MANIFEST)
 
 
 def write_bundle(
@@ -165,29 +297,71 @@ def write_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": SINGLE_FORMAT_VERSION,
         "model_file": model_file,
         "model_sha256": sha256_bytes(model_bytes),
         "model_bytes": len(model_bytes),
         "sample_rate": frontend.sample_rate,
         "frontend": frontend.to_dict(),
         "input_shape": list(frontend_shape(frontend).input_shape),
-        "input_policy": {
-            "window_seconds": frontend.window_seconds,
-            "window_hop_seconds": frontend.window_hop_seconds,
-            "window_slack_seconds": frontend.window_slack_seconds,
-            "short_audio": "repeat-pad",
-            "aggregate": "mean of window logits",
-            "min_seconds": 0.3,
-        },
-        "calibration": {"scale": calibration.scale, "offset": calibration.offset},
-        "thresholds": thresholds,
-        "default_operating_point": "eer",
-        "score_convention": "higher = more likely bona fide (live)",
+        "input_policy": _input_policy(frontend),
+        **_decision_fields(calibration, thresholds),
     }
     manifest.update(extra or {})
     (folder / model_file).write_bytes(model_bytes)
-    tmp = folder / (MANIFEST + ".part")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    tmp.replace(folder / MANIFEST)
+    _write_manifest(folder, manifest)
+    return folder
+
+
+def write_ensemble_bundle(
+    folder: str | Path,
+    members: list[tuple[str, Bundle]],
+    *,
+    thresholds: dict[str, float],
+    calibration: Calibration,
+    extra: dict[str, Any] | None = None,
+    copy_extra: tuple[str, ...] = (),
+) -> Path:
+    """Write an ensemble bundle: each ``(name, single-network bundle)`` is copied to ``folder/name``.
+
+    ``copy_extra`` names further files of each member folder to copy when present (the
+    Keras weights that ``train --init-from`` fine-tunes).
+    """
+    folder = Path(folder)
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    first = members[0][1].frontend
+    for name, b in members:
+        for key in WINDOW_POLICY:
+            if getattr(b.frontend, key) != getattr(first, key):
+                raise BundleError(
+                    b.path, f"member {name!r}: {key} differs from the first member's; members must share it"
+                )
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, b in members:
+        if b.is_ensemble:
+            raise BundleError(b.path, "an ensemble cannot be a member of another ensemble")
+        if not name or "/" in name or name.startswith(".") or name == MANIFEST:
+            raise ValueError(f"member name {name!r} cannot be a folder name")
+        sub = folder / name
+        sub.mkdir(exist_ok=True)
+        files = [b.manifest["model_file"], *[f for f in copy_extra if (b.path / f).is_file()]]
+        for f in [*files, MANIFEST]:  # manifest last: a half-copied member fails its checksum
+            shutil.copyfile(b.path / f, sub / (f + ".part"))
+            (sub / (f + ".part")).replace(sub / f)
+        entries.append({"name": name, "path": name, "model_sha256": b.manifest["model_sha256"]})
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "members": entries,
+        "fusion": "mean of the members' calibrated scores, then the calibration below",
+        "model_bytes": sum(b.total_model_bytes for _, b in members),
+        "sample_rate": first.sample_rate,
+        "input_policy": _input_policy(first),
+        **_decision_fields(calibration, thresholds),
+    }
+    manifest.update(extra or {})
+    _write_manifest(folder, manifest)
+    load_bundle(folder)  # read back as a Pi would
     return folder

@@ -2,6 +2,8 @@
 
 The same code path scores every model variant (int8, float16, float32) in evaluation, in
 ``screen``, in ``listen`` and in the Wyoming service, so what is measured is what ships.
+An ensemble bundle runs each member's front-end and network on the utterance, averages the
+members' calibrated scores and calibrates that mean (:mod:`wakeguard.edge.bundle`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, require_usable
-from .bundle import Bundle, Calibration, load_bundle
+from .bundle import IDENTITY, Bundle, Calibration, load_bundle
 from .frontend import FrontendParams, compute_features
 from .litert import make_interpreter
 
@@ -74,8 +76,22 @@ class TFLiteModel:
         return float(y)
 
 
+@dataclass
+class ScorerMember:
+    """One network of a scorer: front-end, model and the calibration of its own logit."""
+
+    name: str
+    frontend: FrontendParams
+    model: TFLiteModel
+    calibration: Calibration = IDENTITY
+
+    def logit(self, feats: np.ndarray) -> float:
+        """Mean window logit of one utterance's feature windows, calibrated for fusion."""
+        return self.calibration.apply(float(np.mean([self.model.logit(w) for w in feats])))
+
+
 class Scorer:
-    """Front-end + model + calibration + threshold for whole utterances."""
+    """Front-end + model(s) + calibration + threshold for whole utterances."""
 
     def __init__(
         self,
@@ -87,11 +103,32 @@ class Scorer:
         num_threads: int | None = None,
         min_seconds: float = 0.3,
     ):
-        self.frontend = frontend
         self.calibration = Calibration() if calibration is None else calibration
         self.threshold = threshold
         self.min_seconds = min_seconds
-        self.model = TFLiteModel(model_bytes, num_threads)
+        self.members = [ScorerMember("model", frontend, TFLiteModel(model_bytes, num_threads))]
+
+    @classmethod
+    def ensemble(
+        cls,
+        members: list[tuple[str, bytes, FrontendParams, Calibration]],
+        *,
+        calibration: Calibration | None = None,
+        threshold: float = 0.0,
+        num_threads: int | None = None,
+        min_seconds: float = 0.3,
+    ) -> Scorer:
+        """Several ``(name, model, front-end, member calibration)``; the score fuses them."""
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self = cls.__new__(cls)
+        self.calibration = Calibration() if calibration is None else calibration
+        self.threshold = threshold
+        self.min_seconds = min_seconds
+        self.members = [
+            ScorerMember(n, f, TFLiteModel(d, num_threads), c) for n, d, f, c in members
+        ]
+        return self
 
     @classmethod
     def from_bundle(
@@ -102,23 +139,42 @@ class Scorer:
         num_threads: int | None = None,
     ) -> Scorer:
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        return cls(
-            b.model_bytes,
-            b.frontend,
+        return cls.ensemble(
+            [(m.name, m.model_bytes, m.frontend, m.calibration) for m in b.members],
             calibration=b.calibration,
             threshold=b.threshold(operating_point),
             num_threads=num_threads,
             min_seconds=b.min_seconds,
         )
 
+    @property
+    def frontend(self) -> FrontendParams:
+        """The first member's front-end (all members share the window policy)."""
+        return self.members[0].frontend
+
+    @property
+    def model(self) -> TFLiteModel:
+        """The first member's model (the only one of a single-network scorer)."""
+        return self.members[0].model
+
     def features(self, audio: np.ndarray) -> np.ndarray:
+        """The first member's feature windows (see :meth:`member_features` for all)."""
         return compute_features(audio, self.frontend)
 
+    def member_features(self, audio: np.ndarray) -> list[np.ndarray]:
+        """Each member's feature windows of one utterance."""
+        return [compute_features(audio, m.frontend) for m in self.members]
+
+    def fused_logit(self, feats: list[np.ndarray]) -> float:
+        """Mean of the members' calibrated utterance logits (the raw logit of one network)."""
+        if len(self.members) == 1:
+            return self.members[0].logit(feats[0])
+        return float(np.mean([m.logit(f) for m, f in zip(self.members, feats, strict=True)]))
+
     def raw_logit(self, audio: np.ndarray) -> tuple[float, int]:
-        """Mean window logit and the number of windows (no calibration)."""
-        feats = self.features(audio)
-        logits = [self.model.logit(w) for w in feats]
-        return float(np.mean(logits)), len(logits)
+        """Fused logit before the bundle's calibration, and the number of windows."""
+        feats = self.member_features(audio)
+        return self.fused_logit(feats), len(feats[0])
 
     def score(self, audio: np.ndarray, path: str | Path | None = None) -> ScoreResult:
         """Score 16 kHz mono float32 audio; raises AudioError if it is too short or silent."""
@@ -131,4 +187,4 @@ class Scorer:
         return ScoreResult(score, verdict, self.threshold, latency, n)
 
 
-__all__ = ["BONAFIDE", "SPOOF", "SAMPLE_RATE", "ScoreResult", "Scorer", "TFLiteModel"]
+__all__ = ["BONAFIDE", "SPOOF", "SAMPLE_RATE", "ScoreResult", "Scorer", "ScorerMember", "TFLiteModel"]

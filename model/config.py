@@ -1,8 +1,9 @@
 """Training configuration: one dataclass per section, loaded from TOML or JSON, with dotted overrides.
 
 A config file holds the sections ``frontend`` (the fields of
-:class:`wakeguard.edge.frontend.FrontendParams`), ``model``, ``augment``, ``train`` and
-``quantize``. Anything not given takes the default from ``model/default_config.toml``
+:class:`wakeguard.edge.frontend.FrontendParams`), ``model``, ``augment``, ``train``,
+``quantize`` and ``ensemble`` (several networks, each the base config plus its own
+overrides; empty = one network). Anything not given takes the default from ``model/default_config.toml``
 (applied over the dataclass defaults below, which are generic starting points; the TOML
 holds the settings chosen by measurement). Overrides on the command line address one field
 each, ``train.epochs=20 frontend.kind=lfcc``, and are parsed to the field's type.
@@ -112,6 +113,35 @@ class QuantizeConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    """Networks trained on the same data and fused by averaging their calibrated scores.
+
+    Each member is ``{name = "...", overrides = ["section.key=value", ...]}``: the base
+    config (every other section) with those overrides, then the command line's overrides
+    again, so ``train.epochs=1`` on the command line reaches every member. No members
+    (``ensemble.members=[]``) trains the base config as one network.
+    """
+
+    members: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = []
+        for i, m in enumerate(self.members):
+            if not isinstance(m, dict) or set(m) - {"name", "overrides"} or "name" not in m:
+                raise ValueError(f"member {i} must be {{name = ..., overrides = [...]}}, not {m!r}")
+            name, over = m["name"], m.get("overrides", [])
+            if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ValueError(f"member name {name!r}: use letters, digits, - and _ (it names a folder)")
+            if not isinstance(over, list) or not all(isinstance(o, str) for o in over):
+                raise ValueError(f"member {name!r}: overrides must be a list of section.key=value strings")
+            if any(o.strip().startswith("ensemble.") for o in over):
+                raise ValueError(f"member {name!r}: a member cannot override the ensemble")
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must differ: {names}")
+
+
+@dataclass
 class Config:
     """Everything one training run needs, besides the dataset."""
 
@@ -120,6 +150,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +159,7 @@ class Config:
             "augment": asdict(self.augment),
             "train": asdict(self.train),
             "quantize": asdict(self.quantize),
+            "ensemble": asdict(self.ensemble),
         }
 
 
@@ -137,6 +169,7 @@ SECTIONS: dict[str, type] = {
     "augment": AugmentConfig,
     "train": TrainConfig,
     "quantize": QuantizeConfig,
+    "ensemble": EnsembleConfig,
 }
 
 
@@ -192,7 +225,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = config_from_dict(_read(default_config_path()), Config())
     if path is not None:
         cfg = config_from_dict(_read(Path(path)), cfg)
-    return apply_overrides(cfg, overrides or [])
+    cfg = apply_overrides(cfg, overrides or [])
+    general = [o for o in overrides or [] if not o.strip().startswith("ensemble.")]
+    if general and cfg.ensemble.members:  # the command line has the last word in every member
+        members = [
+            {**m, "overrides": [*m.get("overrides", []), *general]} for m in cfg.ensemble.members
+        ]
+        cfg = replace(cfg, ensemble=EnsembleConfig(members))
+    return cfg
+
+
+def ensemble_members(cfg: Config) -> list[tuple[str, Config]]:
+    """Each member's name and full config (one network each); empty for a single network."""
+    single = replace(cfg, ensemble=EnsembleConfig())
+    out = []
+    for m in cfg.ensemble.members:
+        try:
+            out.append((m["name"], apply_overrides(single, list(m.get("overrides", [])))))
+        except ConfigError as exc:
+            raise ConfigError(f"ensemble member {m['name']!r}: {exc}") from exc
+    return out
 
 
 def _read(path: Path) -> dict[str, Any]:

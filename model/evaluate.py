@@ -376,7 +376,7 @@ def evaluate(
     else:
         m["bundle"] = str(b.path)
         m["bundle_version"] = b.version
-        m["model_bytes"] = len(b.model_bytes)
+        m["model_bytes"] = b.total_model_bytes
         m["threads"] = threads
     if out is not None:
         m["score_file"] = str(out / SCORES_FILE)

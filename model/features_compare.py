@@ -47,7 +47,8 @@ def compare_frontends(
     out.mkdir(parents=True, exist_ok=True)
     table: list[dict[str, Any]] = []
     for name, extra in (candidates or CANDIDATES).items():
-        cfg = load_config(config, [*overrides, *extra])
+        # one network per front-end, whatever ensemble the config describes
+        cfg = load_config(config, [*overrides, *extra, "ensemble.members=[]"])
         run = out / name
         done = run / "train_summary.json"
         if done.is_file() and load_config(run / "config.json") == cfg:

@@ -60,13 +60,30 @@ def install_bundle(bundle: str | Path, target: str | Path | None = None) -> Path
     b = load_bundle(bundle)
     target = Path(target) if target is not None else default_bundle_path()
     target.mkdir(parents=True, exist_ok=True)
-    names = [b.manifest["model_file"], MANIFEST]
-    keras_name = b.manifest.get("training", {}).get("keras_model")
-    if keras_name and (b.path / keras_name).is_file():
-        names.insert(0, keras_name)
-    for name in names:  # manifest last: a half-copied bundle fails its checksum, never loads stale
-        shutil.copyfile(b.path / name, target / (name + ".part"))
-        (target / (name + ".part")).replace(target / name)
+    if b.is_ensemble:
+        names = [str(m["path"]) for m in b.manifest["members"]]
+    else:
+        names = [b.manifest["model_file"]]
+        keras_name = b.manifest.get("training", {}).get("keras_model")
+        if keras_name and (b.path / keras_name).is_file():
+            names.insert(0, keras_name)
+    for name in [*names, MANIFEST]:  # manifest last: a half-copied bundle never loads stale
+        part = target / (name + ".part")
+        if (b.path / name).is_dir():
+            shutil.rmtree(part, ignore_errors=True)
+            shutil.copytree(b.path / name, part)
+            shutil.rmtree(target / name, ignore_errors=True)
+        else:
+            shutil.copyfile(b.path / name, part)
+        part.replace(target / name)
+    # what the target held before (another bundle's model or members) must not linger
+    for old in target.iterdir():
+        if old.name in names or old.name == MANIFEST:
+            continue
+        if old.is_dir() and (old / MANIFEST).is_file():
+            shutil.rmtree(old)
+        elif old.is_file() and old.suffix in (".tflite", ".keras", ".part"):
+            old.unlink()
     load_bundle(target)
     return target
 
@@ -156,14 +173,16 @@ def pipeline(
         return run_baselines(dataset, out / "baselines", workers=workers, seed=seed)
 
     def train_step() -> Any:
+        from .ensemble import train_ensemble
         from .train import train
 
-        return train(dataset, out, cfg, workers=workers, progress=progress, log=log)
+        fit = train_ensemble if cfg.ensemble.members else train
+        return fit(dataset, out, cfg, workers=workers, progress=progress, log=log)
 
     def quantize_step() -> Any:
-        from .quantize import quantize
+        from .ensemble import quantize_any
 
-        return quantize(out, workers=workers, log=log)
+        return quantize_any(out, workers=workers, log=log)
 
     def evaluate_step() -> Any:
         from .evaluate import evaluate
@@ -199,6 +218,8 @@ def _summary(out: Path, trained: Any, quantized: Any, metrics: Any) -> dict[str,
     s: dict[str, Any] = {}
     if trained is not None:
         s["train"] = trained.to_dict()
+        if hasattr(trained, "members"):
+            s["ensemble"] = [name for name, _ in trained.members]
     if quantized is not None:
         s["variants"] = quantized.variants
     if isinstance(metrics, dict):

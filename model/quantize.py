@@ -215,33 +215,16 @@ def quantize(
         )
     (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
 
-    int8 = (qdir / "int8.tflite").read_bytes()
-    calibration = fit_calibration(logits["int8"]["dev"], dev.labels)
-    dev_scores = np.array([calibration.apply(v) for v in logits["int8"]["dev"]])
-    yd = dev.labels
-    thresholds = operating_thresholds(dev_scores[yd == 1], dev_scores[yd == 0])
-    metrics = {"dev": split_metrics(dev, dev_scores, thresholds["eer"])}
-    write_scores(qdir / "int8_dev_scores.csv", dev.rows, dev_scores)
-    if ev.rows:
-        ev_scores = np.array([calibration.apply(v) for v in logits["int8"]["eval"]])
-        ye = ev.labels
-        if len(set(ye.tolist())) == 2:
-            metrics["eval"] = split_metrics(ev, ev_scores, thresholds["eer"])
-        write_scores(qdir / "int8_eval_scores.csv", ev.rows, ev_scores)
+    write_logits(qdir / LOGITS_FILE, {"dev": dev, "eval": ev}, logits)
 
-    n_cal = cfg.quantize.calibration_scores_per_label
-    cal_scores = {}
-    for label, y in (("bonafide", 1), ("spoof", 0)):
-        s = dev_scores[yd == y]
-        pick = np.sort(rng.choice(s.size, min(n_cal, s.size), replace=False))
-        cal_scores[label] = [round(float(v), 4) for v in s[pick]]
+    int8 = (qdir / "int8.tflite").read_bytes()
+    cal = calibrate(dev, ev, logits["int8"]["dev"], logits["int8"].get("eval"), qdir, rng, cfg)
+    calibration, thresholds, metrics, cal_scores = cal
     summary = (
         json.loads((run / "train_summary.json").read_text())
         if (run / "train_summary.json").is_file()
         else {}
     )
-    created = datetime.now(UTC).replace(microsecond=0)
-    version = f"{created:%Y%m%d}-{fingerprint.get('sha256', 'nodata')[:8]}-{sha256_bytes(int8)[:8]}"
     bundle_dir = run / "bundle"
     write_bundle(
         bundle_dir,
@@ -249,24 +232,116 @@ def quantize(
         cfg.frontend,
         thresholds=thresholds,
         calibration=calibration,
-        extra={
-            "version": version,
-            "created": created.isoformat().replace("+00:00", "Z"),
-            "metrics": metrics,
-            "variants": variants,
-            "data_fingerprint": fingerprint,
-            "calibration_scores": cal_scores,
-            "training": {
+        extra=manifest_extra(
+            fingerprint,
+            sha256_bytes(int8),
+            metrics=metrics,
+            variants=variants,
+            calibration_scores=cal_scores,
+            training={
                 "summary": summary,
                 "config": {k: v for k, v in cfg_json.items() if k != "dataset"},
                 "dataset": cfg_json.get("dataset"),
                 "keras_model": KERAS_MODEL,
             },
-        },
+        ),
     )
     # the float weights (no optimizer state) let `train --init-from BUNDLE` fine-tune
     model.save(bundle_dir / KERAS_MODEL)
     return QuantizeResult(run, bundle_dir, variants, calibration, thresholds, metrics)
+
+
+def manifest_extra(
+    fingerprint: dict[str, Any], model_sha256: str, **fields: Any
+) -> dict[str, Any]:
+    """Version, creation time and the measured fields every bundle manifest records.
+
+    The version reads ``DATE-DATA-MODEL``: the day, the first 8 hex digits of the data
+    fingerprint and of the model's sha256 (for an ensemble, of its members' models joined).
+    """
+    created = datetime.now(UTC).replace(microsecond=0)
+    version = f"{created:%Y%m%d}-{fingerprint.get('sha256', 'nodata')[:8]}-{model_sha256[:8]}"
+    return {
+        "version": version,
+        "created": created.isoformat().replace("+00:00", "Z"),
+        "metrics": fields.pop("metrics"),
+        "variants": fields.pop("variants"),
+        "data_fingerprint": fingerprint,
+        "calibration_scores": fields.pop("calibration_scores"),
+        **fields,
+    }
+
+
+def calibrate(
+    dev: Features,
+    ev: Features,
+    dev_logits: np.ndarray,
+    eval_logits: np.ndarray | None,
+    qdir: Path,
+    rng: np.random.Generator,
+    cfg: Any,
+) -> tuple[Calibration, dict[str, float], dict[str, Any], dict[str, list[float]]]:
+    """Calibration, named thresholds and metrics of a bundle's raw utterance logits.
+
+    Writes ``int8_dev_scores.csv`` (and ``int8_eval_scores.csv``) to ``qdir``; returns the
+    dev scores kept in the manifest for drift monitoring too.
+    """
+    calibration = fit_calibration(dev_logits, dev.labels)
+    dev_scores = np.array([calibration.apply(v) for v in dev_logits])
+    yd = dev.labels
+    thresholds = operating_thresholds(dev_scores[yd == 1], dev_scores[yd == 0])
+    metrics = {"dev": split_metrics(dev, dev_scores, thresholds["eer"])}
+    write_scores(qdir / "int8_dev_scores.csv", dev.rows, dev_scores)
+    if ev.rows and eval_logits is not None:
+        ev_scores = np.array([calibration.apply(v) for v in eval_logits])
+        if len(set(ev.labels.tolist())) == 2:
+            metrics["eval"] = split_metrics(ev, ev_scores, thresholds["eer"])
+        write_scores(qdir / "int8_eval_scores.csv", ev.rows, ev_scores)
+    n_cal = cfg.quantize.calibration_scores_per_label
+    cal_scores = {}
+    for label, y in (("bonafide", 1), ("spoof", 0)):
+        s = dev_scores[yd == y]
+        pick = np.sort(rng.choice(s.size, min(n_cal, s.size), replace=False))
+        cal_scores[label] = [round(float(v), 4) for v in s[pick]]
+    return calibration, thresholds, metrics, cal_scores
+
+
+LOGITS_FILE = "utterance_logits.csv"
+"""Raw utterance logits of every variant on dev and eval (what an ensemble fuses)."""
+
+
+def write_logits(
+    path: Path, splits: dict[str, Features], logits: dict[str, dict[str, np.ndarray]]
+) -> Path:
+    """One line per dev/eval utterance: path, split, label, then each variant's raw logit."""
+    import csv
+
+    names = list(logits)
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "split", "label", *names])
+        for split, feats in splits.items():
+            for i, r in enumerate(feats.rows):
+                vals = [repr(float(logits[n][split][i])) for n in names]
+                w.writerow([r.path, split, r.label, *vals])
+    tmp.replace(path)
+    return path
+
+
+def read_logits(path: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{variant: {split: {utterance path: raw logit}}}`` from :func:`write_logits`."""
+    import csv
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no utterance logits (quantize the run again)")
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    with path.open(newline="") as f:
+        for rec in csv.DictReader(f):
+            for name, v in rec.items():
+                if name not in ("path", "split", "label"):
+                    out.setdefault(name, {}).setdefault(rec["split"], {})[rec["path"]] = float(v)
+    return out
 
 
 def _eer(feats: Features, logits: np.ndarray) -> float:

@@ -64,7 +64,10 @@ class RunInputs:
     baseline_scores: dict[str, ScoreTable] = field(default_factory=dict)
     variants: list[dict[str, Any]] | None = None
     manifest: dict[str, Any] | None = None
-    has_curves: bool = False
+    member_manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """An ensemble bundle's members' own manifests, by member name."""
+    curves: list[tuple[str, Path]] = field(default_factory=list)
+    """Training-curve PNGs: ``("", RUN/curves.png)`` or one per ensemble member."""
     missing: list[str] = field(default_factory=list)
 
     def note(self, what: str) -> None:
@@ -114,8 +117,24 @@ def gather(run: Path) -> RunInputs:
     inp.manifest = _read_json(run / "bundle" / "manifest.json")
     if inp.manifest is None:
         inp.note("bundle/manifest.json")
-    inp.has_curves = (run / "curves.png").is_file()
-    if not inp.has_curves:
+    for m in (inp.manifest or {}).get("members") or []:
+        mm = _read_json(run / "bundle" / str(m.get("path", "")) / "manifest.json")
+        if isinstance(mm, dict):
+            inp.member_manifests[str(m.get("name"))] = mm
+        else:
+            inp.note(f"bundle/{m.get('path')}/manifest.json")
+    record = _read_json(run / "ensemble.json")
+    if isinstance(record, dict):
+        for m in record.get("members") or []:
+            member_run = Path(str(m.get("run", "")))
+            png = (member_run if member_run.is_absolute() else run / member_run) / "curves.png"
+            if png.is_file():
+                inp.curves.append((str(m.get("name")), png))
+            else:
+                inp.note(f"{png} (training curves of member {m.get('name')})")
+    elif (run / "curves.png").is_file():
+        inp.curves.append(("", run / "curves.png"))
+    else:
         inp.note("curves.png (training curves)")
     return inp
 
@@ -482,7 +501,12 @@ def _headline(inp: RunInputs) -> str:
     ]
     size = (inp.manifest or {}).get("model_bytes") or m.get("model_bytes")
     if size:
-        rows.append(f"<div class=big>{size / 1024:.0f} KB</div><div>int8 model file</div>")
+        what = (
+            f"int8 model files ({len(inp.member_manifests)} networks)"
+            if inp.member_manifests
+            else "int8 model file"
+        )
+        rows.append(f"<div class=big>{size / 1024:.0f} KB</div><div>{what}</div>")
     lat = m.get("latency_ms")
     if lat:
         rows.append(
@@ -549,7 +573,7 @@ def _targets(inp: RunInputs) -> str:
     size = (inp.manifest or {}).get("model_bytes") or var.get("int8", {}).get("bytes")
     rows.append(
         [
-            "int8 .tflite ≤ 250 KB",
+            "int8 .tflite ≤ 250 KB" + (" (all members together)" if inp.member_manifests else ""),
             "–" if size is None else f"{size / 1024:.1f} KB",
             verdict(None if size is None else size <= TARGET_BYTES),
         ]
@@ -772,24 +796,51 @@ def _variants(inp: RunInputs) -> str:
     )
 
 
+def _input_row(mf: dict[str, Any]) -> str:
+    """One network's input: features, resolution, windows and the model's input shape."""
+    fe = mf.get("frontend", {})
+    detail = []
+    if fe.get("n_fft") and fe.get("sample_rate"):
+        detail.append(f"{fe['sample_rate'] / fe['n_fft']:.1f} Hz bins")
+    if fe.get("octave_pool_hz"):
+        detail.append(f"pooled per octave above {fe['octave_pool_hz'] / 1000:g} kHz")
+    if fe.get("block_frames") and fe.get("hop_length") and fe.get("sample_rate"):
+        detail.append(f"blocks of {fe['block_frames'] * fe['hop_length'] / fe['sample_rate']:.3g} s")
+    return (
+        f"{_e(fe.get('kind'))} features{' (' + ', '.join(detail) + ')' if detail else ''}, "
+        f"{fe.get('window_seconds')} s windows every {fe.get('window_hop_seconds')} s"
+        + (
+            f" (centred when they leave at most {fe['window_slack_seconds']} s uncovered)"
+            if fe.get("window_slack_seconds")
+            else ""
+        )
+        + f"; input shape {_e(mf.get('input_shape'))}"
+    )
+
+
 def _model(inp: RunInputs) -> str:
     mf = inp.manifest
     if mf is None:
         return _missing("bundle/manifest.json")
-    fe = mf.get("frontend", {})
-    rows = [
-        ["version", _e(mf.get("version", "unknown"))],
-        ["model file", f"{_e(mf.get('model_file'))}, {mf.get('model_bytes', 0) / 1024:.1f} KB"],
-        [
-            "input",
-            f"{_e(fe.get('kind'))} features, {fe.get('window_seconds')} s windows every {fe.get('window_hop_seconds')} s"
-            + (
-                f" (centred when they leave at most {fe['window_slack_seconds']} s uncovered)"
-                if fe.get("window_slack_seconds")
-                else ""
+    rows = [["version", _e(mf.get("version", "unknown"))]]
+    if inp.member_manifests:
+        rows.append(
+            [
+                "ensemble",
+                f"{len(inp.member_manifests)} networks, {mf.get('model_bytes', 0) / 1024:.1f} KB together; "
+                "the score is the mean of their calibrated scores, calibrated again on dev",
+            ]
+        )
+        for name, mm in inp.member_manifests.items():
+            rows.append(
+                [f"member {_e(name)}", f"{mm.get('model_bytes', 0) / 1024:.1f} KB; " + _input_row(mm)]
             )
-            + f"; input shape {_e(mf.get('input_shape'))}",
-        ],
+    else:
+        rows += [
+            ["model file", f"{_e(mf.get('model_file'))}, {mf.get('model_bytes', 0) / 1024:.1f} KB"],
+            ["input", _input_row(mf)],
+        ]
+    rows += [
         [
             "thresholds (fixed on dev)",
             ", ".join(
@@ -815,12 +866,15 @@ def _model(inp: RunInputs) -> str:
 
 
 def _curves(inp: RunInputs, figs: Figures) -> str:
-    if not inp.has_curves:
+    if not inp.curves:
         return _missing("curves.png (training curves)")
-    return figs.img(
-        "curves.png",
-        (inp.run / "curves.png").read_bytes(),
-        "Training curves (loss and dev EER per epoch)",
+    return "".join(
+        figs.img(
+            f"curves-{name}.png" if name else "curves.png",
+            png.read_bytes(),
+            f"Training curves{f' of member {name}' if name else ''} (loss and dev EER per epoch)",
+        )
+        for name, png in inp.curves
     )
 
 

@@ -39,7 +39,14 @@ from wakeguard.edge.frontend import (
 )
 from wakeguard.edge.protocol import Protocol, Row, read_protocol, require_confirmed
 
-from .config import Config, ConfigError, config_from_dict, config_to_json, load_config
+from .config import (
+    Config,
+    ConfigError,
+    EnsembleConfig,
+    config_from_dict,
+    config_to_json,
+    load_config,
+)
 from .metrics import compute_eer
 
 Log = Callable[[str], None]
@@ -452,6 +459,8 @@ def train(
         if config.frontend != config_from_dict(saved).frontend:
             raise ConfigError(f"{out}: --resume cannot change the front-end of a run")
     config = config or load_config()
+    # one network: an ensemble section is the business of `train_ensemble`, not of a run
+    config = replace(config, ensemble=EnsembleConfig())
     if dataset is None:
         raise ValueError("no dataset given")
     proto = read_protocol(dataset)

@@ -25,17 +25,17 @@ def speech_file(shared_dir: Path) -> Path:
     return sorted((SPEECH / "train-clean-100").glob("*.flac"))[0]
 
 
-def build_tiny_bundle(folder: Path, seed: int = 0) -> Path:
-    """A small random conv net over the default front-end, converted to full int8.
+def build_tiny_bundle(folder: Path, seed: int = 0, params=None, calibration=None) -> Path:
+    """A small random conv net over the default front-end (or ``params``), converted to full int8.
 
     Untrained: for testing the runtime's plumbing (loading, quantisation, latency), never
     for accuracy.
     """
     import tensorflow as tf
-    from wakeguard.edge.bundle import write_bundle
+    from wakeguard.edge.bundle import Calibration, write_bundle
     from wakeguard.edge.frontend import FrontendParams, frontend_shape
 
-    p = FrontendParams()
+    p = params or FrontendParams()
     t, f = frontend_shape(p).input_shape
     tf.keras.utils.set_random_seed(seed)
     inp = tf.keras.Input((t, f))
@@ -62,6 +62,7 @@ def build_tiny_bundle(folder: Path, seed: int = 0) -> Path:
         data,
         p,
         thresholds={"eer": 0.0, "bpcer_1pct": -1.0, "bpcer_5pct": -0.5},
+        calibration=calibration or Calibration(),
         extra={"version": "test-tiny", "calibration_scores": {"bonafide": [0.5, 1.0], "spoof": [-1.0, -0.5]}},
     )
 

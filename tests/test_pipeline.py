@@ -18,7 +18,8 @@ runner = CliRunner()
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> tuple[Path, str]:
     pytest.importorskip("tensorflow")
     out = tmp_path_factory.mktemp("pipe") / "run"
-    fast = [o for o in FAST if not o.startswith("train.epochs")] + ["train.epochs=4"]
+    # the shipped configuration: the default two-member ensemble, each member made tiny
+    fast = [o for o in FAST if not o.startswith(("train.epochs", "ensemble."))] + ["train.epochs=4"]
     res = runner.invoke(
         app, ["pipeline", "--out", str(out), "--size", "tiny", "--workers", "1", *fast]
     )
@@ -41,19 +42,30 @@ def test_pipeline_runs_every_step(pipeline_run: tuple[Path, str]) -> None:
     ]
     assert all(s["status"] == "ok" for s in record["steps"]), record["steps"]
     assert (out / "dataset" / "protocol.csv").is_file()
+    members = ("blocks4", "bass")
     for name in (
         "config.json",
-        "model.keras",
-        "history.csv",
-        "dev_scores.csv",
+        "ensemble.json",
+        *(f"members/{m}/{f}" for m in members for f in ("model.keras", "history.csv", "curves.png")),
+        *(f"members/{m}/quantize/utterance_logits.csv" for m in members),
         "quantize/variants.json",
+        "quantize/int8_dev_scores.csv",
         "eval/scores.csv",
         "eval/metrics.json",
         "baselines/baselines.json",
         "report/index.html",
     ):
         assert (out / name).is_file(), name
-    load_bundle(out / "bundle")
+    bundle = load_bundle(out / "bundle")
+    assert [m.name for m in bundle.members] == list(members)
+    assert bundle.members[1].frontend.n_fft == 2048 and bundle.members[0].frontend.block_frames == 4
+    assert record["summary"]["ensemble"] == list(members)
+    variants = json.loads((out / "quantize" / "variants.json").read_text())
+    assert [v["variant"] for v in variants] == ["float32", "float16", "dynamic", "int8"]
+    assert variants[-1]["bytes"] == bundle.total_model_bytes
+    assert set(variants[-1]["members"]) == set(members)
+    html = (out / "report" / "index.html").read_text()
+    assert "member bass" in html and "Training curves of member blocks4" in html
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["n_bonafide"] > 0 and metrics["n_spoof"] > 0
     assert record["summary"]["eval_eer_int8_bundle"] == pytest.approx(metrics["eer"])
@@ -71,8 +83,9 @@ def test_install_bundle_copies_and_validates(
     assert not output.startswith("exit"), output
     target = install_bundle(out / "bundle", tmp_path / "default")
     b = load_bundle(target)
-    assert b.manifest["model_sha256"] == load_bundle(out / "bundle").manifest["model_sha256"]
-    assert (target / "model.keras").is_file()
+    assert b.manifest["members"] == load_bundle(out / "bundle").manifest["members"]
+    # each member keeps its Keras weights, so `train --init-from BUNDLE` can fine-tune it
+    assert all((target / m.name / "model.keras").is_file() for m in b.members)
 
 
 def test_install_refuses_a_broken_bundle(tmp_path: Path) -> None:

@@ -178,3 +178,34 @@ def test_train_init_from_a_bundle_fine_tunes_its_weights(
     # the bundle's front-end and network are kept, whatever the default config says
     bundle_cfg = json.loads((quantized_run / "config.json").read_text())
     assert cfg["frontend"] == bundle_cfg["frontend"] and cfg["model"] == bundle_cfg["model"]
+
+
+def test_quantize_fuses_several_runs_into_an_ensemble(quantized_run: Path, tmp_path: Path) -> None:
+    """Two copies of one run: the fused ensemble ranks utterances exactly as the run does."""
+    out = tmp_path / "ens"
+    res = runner.invoke(app, ["quantize", str(quantized_run), str(quantized_run), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    b = load_bundle(out / "bundle")
+    assert [m.name for m in b.members] == ["r", "r-2"]
+    assert b.members[0].calibration == load_bundle(quantized_run / "bundle").calibration
+    single = {v["variant"]: v for v in json.loads((quantized_run / "quantize" / "variants.json").read_text())}
+    for v in json.loads(res.stdout)["variants"]:
+        assert v["eer_dev"] == pytest.approx(single[v["variant"]]["eer_dev"])
+        assert v["bytes"] == 2 * single[v["variant"]]["bytes"]
+    record = json.loads((out / "ensemble.json").read_text())
+    assert [m["name"] for m in record["members"]] == ["r", "r-2"]
+    # the fused dev scores are what the bundle's own scorer gives from the audio
+    proto = read_protocol(json.loads((quantized_run / "config.json").read_text())["dataset"])
+    row = proto.where(split="dev")[0]
+    scorer = Scorer.from_bundle(b, num_threads=1)
+    got = scorer.score(load_audio(row.audio_path(proto.root))).score
+    with (out / "quantize" / "int8_dev_scores.csv").open() as f:
+        import csv
+
+        want = next(float(r["score"]) for r in csv.DictReader(f) if r["path"] == row.path)
+    assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_quantize_several_runs_needs_out(quantized_run: Path) -> None:
+    res = runner.invoke(app, ["quantize", str(quantized_run), str(quantized_run)])
+    assert res.exit_code == 2 and "--out" in res.output

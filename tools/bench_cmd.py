@@ -132,13 +132,36 @@ def _conversion_call(captured: list[Any]) -> Any:
     return call
 
 
-def _find_float_model(cfg: BenchConfig, bundle_path: Path) -> Path | None:
+def _find_float_model(cfg: BenchConfig, bundle: Any) -> list[Path] | None:
+    """The float32 model of each member, or None where one is missing.
+
+    A single network's is ``RUN/quantize/float32.tflite`` beside ``RUN/bundle`` (or
+    ``--float-model``); an ensemble's members' are in the member runs its
+    ``ensemble.json`` lists.
+    """
     if cfg.float_model is not None:
+        if bundle.is_ensemble:
+            raise ValueError("--float-model is for a single-network bundle; an ensemble finds its members' own")
         if not cfg.float_model.is_file():
             raise FileNotFoundError(f"{cfg.float_model}: float32 model not found")
-        return cfg.float_model
-    guess = bundle_path.parent / "quantize" / "float32.tflite"
-    return guess if guess.is_file() else None
+        return [cfg.float_model]
+    run = bundle.path.parent
+    if not bundle.is_ensemble:
+        guess = run / "quantize" / "float32.tflite"
+        return [guess] if guess.is_file() else None
+    try:
+        record = json.loads((run / "ensemble.json").read_text())
+        runs = {str(m["name"]): Path(m["run"]) for m in record["members"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    found = []
+    for m in bundle.members:
+        r = runs.get(m.name)
+        guess = None if r is None else (r if r.is_absolute() else run / r) / "quantize" / "float32.tflite"
+        if guess is None or not guess.is_file():
+            return None
+        found.append(guess)
+    return found
 
 
 class _ListenerCase:
@@ -258,10 +281,10 @@ class ModelDetector:
         self.threshold = scorer.threshold
 
     def features(self, audio: Any) -> Any:
-        return self.scorer.features(audio)
+        return self.scorer.member_features(audio)
 
     def classify(self, feats: Any) -> float:
-        return float(sum(self.scorer.model.logit(w) for w in feats))
+        return self.scorer.fused_logit(feats)
 
     def score(self, audio: Any) -> Any:
         return self.scorer.score(audio)
@@ -405,6 +428,18 @@ def _stream_cost(cfg: BenchConfig, bundle_path: Path) -> dict[str, Any]:
     }
 
 
+def _sum_macs(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """MAC counts of several networks run on each window, added op by op."""
+    out: dict[str, Any] = {"total": 0, "by_op": {}, "n_compute_ops": 0, "other_ops": {}}
+    for p in parts:
+        out["total"] += p["total"]
+        out["n_compute_ops"] += p["n_compute_ops"]
+        for key in ("by_op", "other_ops"):
+            for op, n in p[key].items():
+                out[key][op] = out[key].get(op, 0) + n
+    return out
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Measure everything; returns the JSON-ready result."""
     from wakeguard.edge.bundle import load_bundle
@@ -430,11 +465,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     notes = list(cfg.notes)
 
     scorers: dict[str, Any] = {"int8": Scorer.from_bundle(bundle, num_threads=cfg.threads)}
-    float_path = _find_float_model(cfg, bundle.path)
-    if float_path is not None:
-        scorers["float32"] = Scorer(
-            float_path.read_bytes(),
-            bundle.frontend,
+    float_paths = _find_float_model(cfg, bundle)
+    if float_paths is not None:
+        scorers["float32"] = Scorer.ensemble(
+            [
+                (m.name, p.read_bytes(), m.frontend, m.calibration)
+                for m, p in zip(bundle.members, float_paths, strict=True)
+            ],
             calibration=bundle.calibration,
             threshold=bundle.threshold(),
             num_threads=cfg.threads,
@@ -492,23 +529,25 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     k: round(stages[other][k][stage][q] / stages["int8"][k][stage][q], 3) for k in stages["int8"]
                 }
 
-    macs = count_macs(bundle.model_bytes)
+    member_macs = {m.name: count_macs(m.model_bytes) for m in bundle.members}
+    macs_total = sum(m.total for m in member_macs.values())
     n_windows = {f"{d:g}s": len(scorers["int8"].features(commands[d][0])) for d in cfg.durations}
     physical = []
     for core in CORES:
         physical.append(
             {
                 **core.to_dict(),
-                "ms_per_window": round(core.ms_for(macs.total), 4),
-                "ms_per_command": {k: round(core.ms_for(macs.total * n), 4) for k, n in n_windows.items()},
+                "ms_per_window": round(core.ms_for(macs_total), 4),
+                "ms_per_command": {k: round(core.ms_for(macs_total * n), 4) for k, n in n_windows.items()},
             }
         )
     result: dict[str, Any] = {
         "model": str(bundle.path),
         "model_version": bundle.version,
-        "model_bytes": len(bundle.model_bytes),
-        "float_model": str(float_path) if float_path else None,
-        "float_model_bytes": float_path.stat().st_size if float_path else None,
+        "model_bytes": bundle.total_model_bytes,
+        "members": [m.name for m in bundle.members],
+        "float_model": ", ".join(str(p) for p in float_paths) if float_paths else None,
+        "float_model_bytes": sum(p.stat().st_size for p in float_paths) if float_paths else None,
         "threads": cfg.threads,
         "repeats": cfg.repeats,
         "warmup": cfg.warmup,
@@ -517,8 +556,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "rtf": rtf,
         "rtf_cpu": rtf_cpu,
         "ratios": ratios,
-        "macs": {**macs.to_dict(), "per_window": macs.total, "windows_per_command": n_windows},
-        "parameters": parameter_count(bundle.model_bytes),
+        "macs": {
+            **_sum_macs([m.to_dict() for m in member_macs.values()]),
+            "per_window": macs_total,
+            "windows_per_command": n_windows,
+            **({"members": {n: m.total for n, m in member_macs.items()}} if bundle.is_ensemble else {}),
+        },
+        "parameters": sum(parameter_count(m.model_bytes) for m in bundle.members),
         "physical": physical,
         "rss_mb_bench": round(peak_rss_mb(), 2),
         "machine": {**machine_before, "loadavg_before": machine_before["loadavg"], "loadavg": machine_info()["loadavg"]},

@@ -11,7 +11,17 @@ from .console import console, print_json, run_cli
 
 
 def quantize_cli(
-    run: Annotated[Path, typer.Argument(help="Training run folder (from `wakeguard train`).")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Training run folder (from `wakeguard train`; an ensemble run fuses its members), "
+            "or several runs to fuse into an ensemble in --out."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="With several runs: the ensemble folder to write."),
+    ] = None,
     dataset: Annotated[
         Path | None,
         typer.Option(
@@ -23,13 +33,28 @@ def quantize_cli(
         bool, typer.Option("--json", help="Print the variants and bundle as one JSON object.")
     ] = False,
 ) -> None:
-    """Convert to float32, float16, dynamic-range and full-int8 TFLite, score each on dev and eval, write RUN/bundle."""
-    from wakeguard.model.quantize import quantize
+    """Convert to float32, float16, dynamic-range and full-int8 TFLite, score each on dev and eval, write RUN/bundle.
+
+    Several runs (each trained on the same dataset, any front-ends) are fused into one
+    ensemble bundle in OUT/bundle: the mean of their calibrated scores, calibrated on dev.
+    """
+    from wakeguard.model.ensemble import ensemble_from_runs, quantize_any
 
     say = (
         (lambda s: None) if as_json else (lambda s: console.print(s, highlight=False, markup=False))
     )
-    result = run_cli(quantize, run, dataset=dataset, workers=workers, log=say)
+    if len(runs) > 1:
+        if out is None:
+            console.print("[bold red]error:[/] several runs make an ensemble: give --out DIR for it")
+            raise typer.Exit(2)
+        run = out
+        result = run_cli(ensemble_from_runs, runs, out, dataset=dataset, workers=workers, log=say)
+    else:
+        if out is not None:
+            console.print("[bold red]error:[/] --out is for fusing several runs; one run writes RUN/bundle")
+            raise typer.Exit(2)
+        run = runs[0]
+        result = run_cli(quantize_any, run, dataset=dataset, workers=workers, log=say)
     if as_json:
         print_json(
             {

@@ -444,9 +444,12 @@ def _copy_model(model: Path | None, dest: Path) -> str:
     else:
         bundle = load_bundle(model)
     dest.mkdir(parents=True)
+    members = {str(m["path"]) for m in bundle.manifest.get("members", [])}
     for p in sorted(bundle.path.iterdir()):
         if p.is_file() and not p.name.startswith("."):
             shutil.copy2(p, dest / p.name)
+        elif p.is_dir() and p.name in members:  # an ensemble's networks, one folder each
+            shutil.copytree(p, dest / p.name, ignore=shutil.ignore_patterns(".*", "*.part"))
     return bundle.version
 
 

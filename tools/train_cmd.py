@@ -78,7 +78,12 @@ def train_cli(
             if as_json
             else (lambda s: console.print(s, highlight=False, markup=False))
         )
-        return train(
+        from wakeguard.model.ensemble import is_ensemble_source, train_ensemble
+
+        # a single network to fine-tune decides the architecture: it stays one network
+        one = init_from is not None and not is_ensemble_source(init_from)
+        fit = train_ensemble if cfg.ensemble.members and not one else train
+        return fit(
             dataset,
             run,
             cfg,
@@ -93,13 +98,16 @@ def train_cli(
     if as_json:
         print_json(result.to_dict())
         return
-    averaged = (
-        f" (weights averaged over epochs {result.averaged_from}-{result.best_epoch})"
-        if result.averaged_from
-        else ""
-    )
-    console.print(
-        f"best dev EER [bold]{result.dev_eer:.2%}[/] at epoch {result.best_epoch}{averaged} "
-        f"(train EER {result.train_eer:.2%}, {result.n_params:,} parameters, {result.seconds:.0f} s)"
-    )
+    members = getattr(result, "members", None)
+    for name, r in members or [(None, result)]:
+        averaged = (
+            f" (weights averaged over epochs {r.averaged_from}-{r.best_epoch})" if r.averaged_from else ""
+        )
+        console.print(
+            (f"member {name}: " if name else "")
+            + f"best dev EER [bold]{r.dev_eer:.2%}[/] at epoch {r.best_epoch}{averaged} "
+            f"(train EER {r.train_eer:.2%}, {r.n_params:,} parameters, {r.seconds:.0f} s)"
+        )
+    if members:
+        console.print("the ensemble's fused dev EER is measured when it is quantised")
     console.print(f"run folder: {result.run}  (next: wakeguard quantize {result.run})")

@@ -1,0 +1,393 @@
+"""Ensembles: several networks with different front-ends, fused into one bundle.
+
+Training an ensemble trains one ordinary run per member in ``OUT/members/NAME`` (each the
+base config plus the member's overrides, see :class:`wakeguard.model.config.EnsembleConfig`)
+and records them in ``OUT/ensemble.json``. Quantising it quantises every member as a run
+of its own, then fuses: the ensemble's raw logit is the mean of the members' calibrated
+scores (each member's calibration was fitted on dev when it was quantised alone), and that
+mean is calibrated again on dev, so the bundle's score is a log-likelihood ratio like a
+single network's. Every variant (float32 ... int8) is fused the same way, so the float vs
+int8 table holds for the ensemble as shipped.
+
+Why fuse at all: networks that look at the audio through different front-ends make
+different mistakes; on the default corpus the mean of two such networks beat either one on
+both test splits by more than seed-to-seed noise (docs/benchmarks.md, "Session 5").
+
+``OUT`` then has the layout a single run has where the later steps look (``config.json``,
+``quantize/variants.json``, ``quantize/int8_*_scores.csv``, ``bundle/``), so evaluate,
+report and bundle work on it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from wakeguard.edge.bundle import load_bundle, sha256_bytes, write_ensemble_bundle
+from wakeguard.edge.protocol import read_protocol, require_confirmed
+from wakeguard.edge.scorer import Scorer
+
+from .config import Config, config_from_dict, config_to_json, ensemble_members
+from .quantize import (
+    LOGITS_FILE,
+    VARIANTS,
+    Log,
+    QuantizeResult,
+    _eer,
+    _latency_ms,
+    calibrate,
+    manifest_extra,
+    quantize,
+    read_logits,
+)
+from .train import KERAS_MODEL, Features, TrainResult, train
+
+ENSEMBLE_FILE = "ensemble.json"
+MEMBERS_DIR = "members"
+
+
+def is_ensemble_run(run: str | Path) -> bool:
+    return (Path(run) / ENSEMBLE_FILE).is_file()
+
+
+def is_ensemble_source(path: str | Path) -> bool:
+    """Whether ``--init-from PATH`` names an ensemble (run or bundle) rather than one network."""
+    path = Path(path)
+    if is_ensemble_run(path):
+        return True
+    try:
+        return "members" in json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class EnsembleTrainResult:
+    """What training every member produced; reads like one run's result where it can."""
+
+    run: Path
+    members: list[tuple[str, TrainResult]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def dev_eer(self) -> float:
+        """Best member dev EER (the fused dev EER is known after quantising)."""
+        return min(r.dev_eer for _, r in self.members)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": str(self.run),
+            "members": [{"name": n, **r.to_dict()} for n, r in self.members],
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def train_ensemble(
+    dataset: str | Path | None,
+    out: str | Path,
+    config: Config,
+    *,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    workers: int = 2,
+    progress: bool = False,
+    log: Log | None = None,
+) -> EnsembleTrainResult:
+    """Train each member of ``config.ensemble`` into ``OUT/members/NAME``; write ``OUT/ensemble.json``.
+
+    ``init_from`` is an ensemble bundle (or ensemble run) with the same member names: each
+    member fine-tunes from its namesake. ``resume`` continues members that have a
+    checkpoint and trains the others from scratch.
+    """
+    log = log or (lambda s: None)
+    t0 = time.time()
+    out = Path(out)
+    members = ensemble_members(config)
+    if not members:
+        raise ValueError("the config has no ensemble members (ensemble.members is empty)")
+    if resume and dataset is None:
+        dataset = json.loads((out / "config.json").read_text())["dataset"]
+    if dataset is None:
+        raise ValueError("no dataset given")
+    dataset = Path(dataset)
+    proto = read_protocol(dataset)  # a bad dataset fails before anything is written
+    require_confirmed(
+        proto,
+        [r for r in proto.rows if r.split in ("train", "dev")],
+        "training (train and dev splits)",
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(
+        json.dumps(config_to_json(config, dataset.resolve()), indent=2) + "\n"
+    )
+    result = EnsembleTrainResult(out)
+    for i, (name, cfg) in enumerate(members, 1):
+        run = out / MEMBERS_DIR / name
+        source = None
+        if init_from is not None:
+            source = _member_source(Path(init_from), name)
+        has_checkpoint = (run / "checkpoint" / "state.json").is_file()
+        log(
+            f"member {i}/{len(members)}: {name}"
+            + (" (resumed)" if resume and has_checkpoint else "")
+        )
+        res = train(
+            dataset,
+            run,
+            cfg,
+            resume=resume and has_checkpoint,
+            init_from=source,
+            workers=workers,
+            progress=progress,
+            log=log,
+        )
+        result.members.append((name, res))
+        log(f"member {name}: best dev EER {res.dev_eer:.2%} at epoch {res.best_epoch}")
+    record = {
+        "dataset": str(dataset.resolve()),
+        "fusion": "mean of the members' calibrated scores, calibrated again on dev",
+        "members": [
+            {"name": n, "run": f"{MEMBERS_DIR}/{n}", "overrides": m.get("overrides", [])}
+            for (n, _), m in zip(members, config.ensemble.members, strict=True)
+        ],
+    }
+    (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    result.seconds = time.time() - t0
+    return result
+
+
+def _member_source(init_from: Path, name: str) -> Path:
+    """Where member ``name`` fine-tunes from: ``BUNDLE/NAME`` or ``RUN/members/NAME``."""
+    for cand in (init_from / name, init_from / MEMBERS_DIR / name, init_from / "bundle" / name):
+        if (cand / KERAS_MODEL).is_file():
+            return cand
+    raise FileNotFoundError(
+        f"{init_from}: no member {name!r} to start from (an ensemble bundle or run with the same member names)"
+    )
+
+
+def write_ensemble_record(out: Path, runs: list[tuple[str, Path]], dataset: Path) -> None:
+    """``ensemble.json`` and ``config.json`` for members trained elsewhere (``wakeguard ensemble``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    members = []
+    for name, run in runs:
+        cfg = run / "config.json"
+        if not cfg.is_file():
+            raise FileNotFoundError(f"{run}: not a training run folder (no config.json)")
+        members.append({"name": name, "run": str(run.resolve())})
+    first = json.loads((runs[0][1] / "config.json").read_text())
+    (out / "config.json").write_text(
+        json.dumps({**first, "dataset": str(dataset.resolve())}, indent=2) + "\n"
+    )
+    record = {
+        "dataset": str(dataset.resolve()),
+        "fusion": "mean of the members' calibrated scores, calibrated again on dev",
+        "members": members,
+    }
+    (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def member_runs(out: Path) -> list[tuple[str, Path]]:
+    """``(name, run folder)`` of each member listed in ``OUT/ensemble.json``."""
+    try:
+        record = json.loads((out / ENSEMBLE_FILE).read_text())
+        listed = [(str(m["name"]), Path(m["run"])) for m in record["members"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{out / ENSEMBLE_FILE}: not a readable ensemble record ({exc})") from exc
+    if not listed:
+        raise ValueError(f"{out / ENSEMBLE_FILE}: no members")
+    return [(n, r if r.is_absolute() else out / r) for n, r in listed]
+
+
+def quantize_any(
+    run: str | Path, *, dataset: str | Path | None = None, workers: int = 2, log: Log | None = None
+) -> QuantizeResult:
+    """``wakeguard quantize RUN``: an ensemble run fuses its members, any other run is one network."""
+    if is_ensemble_run(run):
+        return quantize_ensemble(run, dataset=dataset, workers=workers, log=log)
+    return quantize(run, dataset=dataset, workers=workers, log=log)
+
+
+def ensemble_from_runs(
+    runs: list[str | Path],
+    out: str | Path,
+    *,
+    dataset: str | Path | None = None,
+    workers: int = 2,
+    log: Log | None = None,
+) -> QuantizeResult:
+    """Fuse runs trained separately (each quantised first if it has no bundle yet) into ``OUT``."""
+    paths = [Path(r) for r in runs]
+    if len(paths) < 2:
+        raise ValueError("an ensemble needs at least two runs")
+    names: list[str] = []
+    for p in paths:
+        if is_ensemble_run(p):
+            raise ValueError(
+                f"{p}: an ensemble run cannot be a member; list its member runs instead"
+            )
+        base, k = p.resolve().name, 2
+        name = base
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    first = (
+        json.loads((paths[0] / "config.json").read_text())
+        if (paths[0] / "config.json").is_file()
+        else {}
+    )
+    ds = Path(dataset or first.get("dataset", ""))
+    if not (ds / "protocol.csv").is_file() and not ds.is_file():
+        raise FileNotFoundError(f"no dataset at {ds} (pass --dataset)")
+    write_ensemble_record(Path(out), list(zip(names, paths, strict=True)), ds)
+    return quantize_ensemble(out, dataset=dataset, workers=workers, log=log, requantize=False)
+
+
+def quantize_ensemble(
+    out: str | Path,
+    *,
+    dataset: str | Path | None = None,
+    workers: int = 2,
+    log: Log | None = None,
+    requantize: bool = True,
+) -> QuantizeResult:
+    """Quantise each member (unless ``requantize`` is off and it has a bundle), then fuse them."""
+    log = log or (lambda s: None)
+    out = Path(out)
+    runs = member_runs(out)
+    for name, run in runs:
+        done = (run / "bundle" / "manifest.json").is_file() and (
+            run / "quantize" / LOGITS_FILE
+        ).is_file()
+        if requantize or not done:
+            log(f"member {name}: quantising {run}")
+            quantize(run, dataset=dataset, workers=workers, log=log)
+    return fuse(out, runs, dataset=dataset, log=log)
+
+
+def fuse(
+    out: Path,
+    runs: list[tuple[str, Path]],
+    *,
+    dataset: str | Path | None = None,
+    log: Log | None = None,
+) -> QuantizeResult:
+    """Fuse quantised members into ``OUT/bundle``, ``OUT/quantize/variants.json`` and score CSVs."""
+    log = log or (lambda s: None)
+    cfg_json = json.loads((out / "config.json").read_text())
+    cfg = config_from_dict(cfg_json)
+    dataset = Path(dataset or cfg_json["dataset"])
+    proto = read_protocol(dataset)
+    require_confirmed(
+        proto,
+        [r for r in proto.rows if r.split in ("dev", "eval")],
+        "calibration and evaluation (dev and eval splits)",
+    )
+    bundles = [(name, load_bundle(run / "bundle")) for name, run in runs]
+    prints = {b.manifest.get("data_fingerprint", {}).get("sha256") for _, b in bundles}
+    if len(prints) != 1:
+        raise ValueError(
+            f"{out}: the members were quantised on different datasets; quantise them on one"
+        )
+    logits = [read_logits(run / "quantize" / LOGITS_FILE) for _, run in runs]
+    dev = Features(proto.where(split="dev"), np.zeros((0, 1, 1)), np.zeros(0, dtype=np.int32))
+    ev = Features(proto.where(split="eval"), np.zeros((0, 1, 1)), np.zeros(0, dtype=np.int32))
+    if not dev.rows:
+        raise ValueError(f"{dataset}: no dev split to calibrate on")
+
+    def fused(variant: str, split: Features, name: str) -> np.ndarray:
+        """Mean over members of the member's calibrated raw logit, per utterance."""
+        cols = []
+        for (mname, b), lg in zip(bundles, logits, strict=True):
+            table = lg.get(variant, {}).get(name, {})
+            missing = [r.path for r in split.rows if r.path not in table]
+            if missing:
+                raise ValueError(
+                    f"member {mname}: no {variant} logit for {len(missing)} {name} utterance(s) "
+                    f"such as {missing[0]} (quantise it on this dataset)"
+                )
+            cols.append([b.calibration.apply(table[r.path]) for r in split.rows])
+        return np.mean(np.array(cols), axis=0)
+
+    qdir = out / "quantize"
+    qdir.mkdir(parents=True, exist_ok=True)
+    lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
+    member_variants = [
+        json.loads((run / "quantize" / "variants.json").read_text()) for _, run in runs
+    ]
+    variants: list[dict[str, Any]] = []
+    fused_logits: dict[str, dict[str, np.ndarray]] = {}
+    for variant in VARIANTS:
+        fused_logits[variant] = {"dev": fused(variant, dev, "dev")}
+        if ev.rows:
+            fused_logits[variant]["eval"] = fused(variant, ev, "eval")
+        files = [(run / "quantize" / f"{variant}.tflite").read_bytes() for _, run in runs]
+        scorer = Scorer.ensemble(
+            [
+                (name, data, b.frontend, b.calibration)
+                for (name, b), data in zip(bundles, files, strict=True)
+            ],
+            num_threads=1,
+        )
+        entry: dict[str, Any] = {
+            "variant": variant,
+            "bytes": sum(len(d) for d in files),
+            "eer_dev": _eer(dev, fused_logits[variant]["dev"]),
+            "eer_eval": _eer(ev, fused_logits[variant]["eval"]) if ev.rows else None,
+            "latency_ms": round(_latency_ms(scorer, lat_paths), 3),
+            "max_abs_logit_diff_vs_keras_dev": max(
+                next(v for v in mv if v["variant"] == variant)["max_abs_logit_diff_vs_keras_dev"]
+                for mv in member_variants
+            ),
+            "members": {
+                name: {k: v[k] for k in ("bytes", "eer_dev", "eer_eval")}
+                for (name, _), mv in zip(runs, member_variants, strict=True)
+                for v in mv
+                if v["variant"] == variant
+            },
+        }
+        variants.append(entry)
+        log(
+            f"  ensemble {variant:8s} {entry['bytes'] / 1024:7.1f} KB  dev EER {entry['eer_dev']:.2%}"
+            + (f"  eval EER {entry['eer_eval']:.2%}" if ev.rows else "")
+            + f"  {entry['latency_ms']:.1f} ms"
+        )
+    (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
+
+    rng = np.random.default_rng(cfg.train.seed)
+    calibration, thresholds, metrics, cal_scores = calibrate(
+        dev, ev, fused_logits["int8"]["dev"], fused_logits["int8"].get("eval"), qdir, rng, cfg
+    )
+    fingerprint = bundles[0][1].manifest.get("data_fingerprint", {})
+    joined = sha256_bytes(b"".join(m.model_bytes for _, b in bundles for m in b.members))
+    bundle_dir = out / "bundle"
+    write_ensemble_bundle(
+        bundle_dir,
+        [(name, b) for name, b in bundles],
+        thresholds=thresholds,
+        calibration=calibration,
+        copy_extra=(KERAS_MODEL,),
+        extra=manifest_extra(
+            fingerprint,
+            joined,
+            metrics=metrics,
+            variants=variants,
+            calibration_scores=cal_scores,
+            training={
+                "members": [
+                    {
+                        "name": name,
+                        **{k: b.manifest.get("training", {}).get(k) for k in ("summary", "config")},
+                    }
+                    for name, b in bundles
+                ],
+                "dataset": cfg_json.get("dataset"),
+            },
+        ),
+    )
+    log(f"ensemble of {len(bundles)}: " + ", ".join(n for n, _ in bundles))
+    return QuantizeResult(out, bundle_dir, variants, calibration, thresholds, metrics)
