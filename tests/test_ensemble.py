@@ -167,3 +167,18 @@ def test_ensemble_config_members_and_command_line_overrides() -> None:
     ):
         with pytest.raises(ConfigError, match=problem):
             load_config(None, [f"ensemble.members=[{member}]"])
+
+
+def test_a_model_tarball_carries_every_member(members: dict[str, Path], tmp_path: Path) -> None:
+    import tarfile
+
+    from wakeguard.tools.shipping import build_model_tarball, verify_folder
+
+    built = build_model_tarball(_ensemble(members, tmp_path / "ens"), tmp_path / "model.tar.gz")
+    with tarfile.open(built.path) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    top = next((tmp_path / "x").iterdir())
+    assert verify_folder(top) == []
+    b = load_bundle(top / "model")
+    assert b.is_ensemble and [m.name for m in b.members] == ["plain", "bass"]
+    assert built.manifest["model_version"] == "test-ensemble"
