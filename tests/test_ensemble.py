@@ -142,21 +142,26 @@ def test_install_swaps_single_and_ensemble_bundles_cleanly(
     assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "model.tflite"]
 
 
+ENSEMBLE = Path(__file__).resolve().parents[1] / "model" / "ensemble_2x64.toml"
+
+
 def test_ensemble_config_members_and_command_line_overrides() -> None:
     from wakeguard.model.config import ConfigError, ensemble_members, load_config
 
-    cfg = load_config(None, ["train.epochs=2", "model.head_units=8"])
+    assert ensemble_members(load_config()) == []  # the default is one network
+    cfg = load_config(ENSEMBLE, ["train.epochs=2", "model.head_units=8"])
     got = dict(ensemble_members(cfg))
     assert set(got) == {"blocks4", "bass"}
     assert got["bass"].frontend.n_fft == 2048 and got["blocks4"].frontend.n_fft == 1024
     assert all(c.train.epochs == 2 and c.model.head_units == 8 for c in got.values())
     assert all(not c.ensemble.members for c in got.values())
     # the command line has the last word, even over a member's own override
+    assert all(c.model.block_channels == [48, 64, 96, 64] for c in got.values())
     assert all(
         c.frontend.block_frames == 8
-        for _, c in ensemble_members(load_config(None, ["frontend.block_frames=8"]))
+        for _, c in ensemble_members(load_config(ENSEMBLE, ["frontend.block_frames=8"]))
     )
-    assert ensemble_members(load_config(None, ["ensemble.members=[]"])) == []
+    assert ensemble_members(load_config(ENSEMBLE, ["ensemble.members=[]"])) == []
     bad = load_config(None, ['ensemble.members=[{name = "x", overrides = ["frontend.n_fft=77"]}]'])
     with pytest.raises(ConfigError, match="ensemble member 'x'"):
         ensemble_members(bad)

@@ -17,7 +17,7 @@ from wakeguard.tools.cli import app
 runner = CliRunner()
 
 # A model small enough to train in seconds; the features are the real default front-end.
-# One network: tests of the shipped two-member ensemble drop the last override.
+# One network (the default; said again so a changed default cannot turn these into ensembles).
 FAST = [
     "train.epochs=3",
     "train.batch_size=8",
