@@ -187,3 +187,20 @@ def test_a_model_tarball_carries_every_member(members: dict[str, Path], tmp_path
     b = load_bundle(top / "model")
     assert b.is_ensemble and [m.name for m in b.members] == ["plain", "bass"]
     assert built.manifest["model_version"] == "test-ensemble"
+
+
+def test_bench_runs_an_ensemble_and_adds_up_its_members(
+    members: dict[str, Path], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+    from wakeguard.tools.cli import app
+
+    ens = _ensemble(members, tmp_path / "ens")
+    args = ["bench", "--json", "--model", str(ens), "--repeats", "2", "--warmup", "0"]
+    res = CliRunner().invoke(app, [*args, "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert r["members"] == ["plain", "bass"]
+    assert r["model_bytes"] == load_bundle(ens).total_model_bytes
+    assert r["macs"]["per_window"] == sum(r["macs"]["members"].values()) > 0
+    assert r["stages"]["int8"]["2s"]["e2e"]["scored_s"] > 0.3

@@ -668,6 +668,11 @@ def render(result: dict[str, Any]) -> None:
     macs = result["macs"]
     console.print(
         f"model: {result['model_bytes'] / 1024:.1f} KiB int8"
+        + (
+            f" ({len(result['members'])} networks: {', '.join(result['members'])})"
+            if len(result.get("members") or []) > 1
+            else ""
+        )
         + (f", {result['float_model_bytes'] / 1024:.1f} KiB float32" if result.get("float_model_bytes") else "")
         + f"; {result['parameters']:,} parameters; {macs['per_window'] / 1e6:.2f} M MACs per window "
         f"(windows per command: {', '.join(f'{k} {n}' for k, n in macs['windows_per_command'].items())})",
