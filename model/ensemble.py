@@ -31,7 +31,7 @@ from wakeguard.edge.bundle import load_bundle, sha256_bytes, write_ensemble_bund
 from wakeguard.edge.protocol import read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
-from .config import Config, config_from_dict, config_to_json, ensemble_members
+from .config import Config, config_to_json, ensemble_members
 from .quantize import (
     LOGITS_FILE,
     VARIANTS,
@@ -40,6 +40,7 @@ from .quantize import (
     _eer,
     _latency_ms,
     calibrate,
+    calibration_data,
     manifest_extra,
     quantize,
     read_logits,
@@ -279,14 +280,7 @@ def fuse(
     """Fuse quantised members into ``OUT/bundle``, ``OUT/quantize/variants.json`` and score CSVs."""
     log = log or (lambda s: None)
     cfg_json = json.loads((out / "config.json").read_text())
-    cfg = config_from_dict(cfg_json)
-    dataset = Path(dataset or cfg_json["dataset"])
-    proto = read_protocol(dataset)
-    require_confirmed(
-        proto,
-        [r for r in proto.rows if r.split in ("dev", "eval")],
-        "calibration and evaluation (dev and eval splits)",
-    )
+    cfg, dataset, proto = calibration_data(cfg_json, dataset)
     bundles = [(name, load_bundle(run / "bundle")) for name, run in runs]
     prints = {b.manifest.get("data_fingerprint", {}).get("sha256") for _, b in bundles}
     if len(prints) != 1:

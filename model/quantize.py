@@ -142,6 +142,26 @@ def _latency_ms(scorer: Scorer, paths: list[Path]) -> float:
     return float(np.median(times))
 
 
+def calibration_data(
+    cfg_json: dict[str, Any], dataset: str | Path | None
+) -> tuple[Any, Path, Any]:
+    """A run's config, and the protocol whose dev split calibrates and eval split reports.
+
+    Dev labels calibrate the scores and set the thresholds, eval labels are the reported
+    figures, so both must be confirmed; train rows only supply representative inputs, so
+    their labels do not matter here.
+    """
+    cfg = config_from_dict(cfg_json)
+    dataset = Path(dataset or cfg_json["dataset"])
+    proto = read_protocol(dataset)
+    require_confirmed(
+        proto,
+        [r for r in proto.rows if r.split in ("dev", "eval")],
+        "calibration and evaluation (dev and eval splits)",
+    )
+    return cfg, dataset, proto
+
+
 def quantize(
     run: str | Path, *, dataset: str | Path | None = None, workers: int = 2, log: Log | None = None
 ) -> QuantizeResult:
@@ -155,16 +175,7 @@ def quantize(
         if not f.is_file():
             raise FileNotFoundError(f"{run}: not a training run folder (no {f.name})")
     cfg_json = json.loads(cfg_file.read_text())
-    cfg = config_from_dict(cfg_json)
-    dataset = Path(dataset or cfg_json["dataset"])
-    proto = read_protocol(dataset)
-    # dev labels calibrate the scores and set the thresholds, eval labels are the reported
-    # figures; train rows only supply representative inputs, so their labels do not matter
-    require_confirmed(
-        proto,
-        [r for r in proto.rows if r.split in ("dev", "eval")],
-        "calibration and evaluation (dev and eval splits)",
-    )
+    cfg, dataset, proto = calibration_data(cfg_json, dataset)
     fingerprint = (
         json.loads((run / "data_fingerprint.json").read_text())
         if (run / "data_fingerprint.json").is_file()
