@@ -173,6 +173,10 @@ SECTIONS: dict[str, type] = {
 }
 
 
+RUN_KEYS = {"dataset", "init_from"}
+"""Keys a run's ``config.json`` records beside the sections: what it trained on and from."""
+
+
 class ConfigError(ValueError):
     """A config file or override that cannot be applied, with the reason."""
 
@@ -203,7 +207,7 @@ def _section_from_dict(name: str, d: dict[str, Any]) -> Any:
 def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
     """Build a config from nested sections; keys not given come from ``base`` (or defaults)."""
     base = base or Config()
-    unknown = sorted(set(d) - set(SECTIONS) - {"dataset"})
+    unknown = sorted(set(d) - set(SECTIONS) - RUN_KEYS)
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
     cfg = base

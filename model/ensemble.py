@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from wakeguard.edge.bundle import load_bundle, sha256_bytes, write_ensemble_bund
 from wakeguard.edge.protocol import read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
-from .config import Config, config_to_json, ensemble_members
+from .config import Config, EnsembleConfig, config_to_json, ensemble_members
 from .quantize import (
     LOGITS_FILE,
     VARIANTS,
@@ -159,6 +159,28 @@ def train_ensemble(
     (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     result.seconds = time.time() - t0
     return result
+
+
+def fine_tune_config(cfg: Config, init_from: str | Path, overrides: list[str]) -> Config:
+    """The config for ``train --init-from SOURCE``: the source's members, or one network.
+
+    A single-network source trains one network whatever the config's ``[ensemble]`` says;
+    an ensemble source (bundle or run) trains one member per source member, each starting
+    from its namesake's weights and front-end, with the command line's overrides.
+    """
+    path = Path(init_from)
+    if not is_ensemble_source(path):
+        return replace(cfg, ensemble=EnsembleConfig())
+    try:
+        if is_ensemble_run(path):
+            listed = json.loads((path / ENSEMBLE_FILE).read_text())["members"]
+        else:
+            listed = json.loads((path / "manifest.json").read_text())["members"]
+        names = [str(m["name"]) for m in listed]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: cannot read its ensemble members ({exc})") from exc
+    general = [o for o in overrides if not o.strip().startswith("ensemble.")]
+    return replace(cfg, ensemble=EnsembleConfig([{"name": n, "overrides": general} for n in names]))
 
 
 def _member_source(init_from: Path, name: str) -> Path:

@@ -138,3 +138,24 @@ def test_pipeline_on_an_existing_dataset_without_training_data_fails_clearly(
     )
     assert res.exit_code == 1
     assert "no dataset" in res.output
+
+
+@pytest.mark.slow
+def test_train_init_from_an_ensemble_bundle_fine_tunes_each_member(
+    pipeline_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, output = pipeline_run
+    assert not output.startswith("exit"), output
+    run = tmp_path / "ft"
+    args = ["train", str(out / "dataset"), "--out", str(run), "--init-from", str(out / "bundle")]
+    res = runner.invoke(app, [*args, "train.epochs=1", "train.threads=1", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    source = load_bundle(out / "bundle")
+    for m in source.members:
+        cfg = json.loads((run / "members" / m.name / "config.json").read_text())
+        assert cfg["init_from"]["path"].endswith(f"bundle/{m.name}")
+        assert cfg["frontend"] == m.frontend.to_dict() and cfg["train"]["epochs"] == 1
+    # and the result quantises into an ensemble like the one it started from
+    res = runner.invoke(app, ["quantize", str(run), "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [m.name for m in load_bundle(run / "bundle").members] == [m.name for m in source.members]

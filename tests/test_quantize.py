@@ -178,6 +178,10 @@ def test_train_init_from_a_bundle_fine_tunes_its_weights(
     # the bundle's front-end and network are kept, whatever the default config says
     bundle_cfg = json.loads((quantized_run / "config.json").read_text())
     assert cfg["frontend"] == bundle_cfg["frontend"] and cfg["model"] == bundle_cfg["model"]
+    # the fine-tuned run quantises into the next bundle (its config.json records init_from)
+    res = runner.invoke(app, ["quantize", str(run), "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert load_bundle(run / "bundle").manifest["training"]["config"]["init_from"]["kind"] == "bundle"
 
 
 def test_quantize_fuses_several_runs_into_an_ensemble(quantized_run: Path, tmp_path: Path) -> None:

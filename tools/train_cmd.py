@@ -78,11 +78,13 @@ def train_cli(
             if as_json
             else (lambda s: console.print(s, highlight=False, markup=False))
         )
-        from wakeguard.model.ensemble import is_ensemble_source, train_ensemble
+        from wakeguard.model.ensemble import fine_tune_config, train_ensemble
 
-        # a single network to fine-tune decides the architecture: it stays one network
-        one = init_from is not None and not is_ensemble_source(init_from)
-        fit = train_ensemble if cfg.ensemble.members and not one else train
+        # what is fine-tuned decides the architecture: one network stays one, an
+        # ensemble's members each start from their namesake
+        if init_from is not None and not resume:
+            cfg = fine_tune_config(cfg, init_from, overrides or [])
+        fit = train_ensemble if cfg.ensemble.members else train
         return fit(
             dataset,
             run,
