@@ -44,6 +44,7 @@ from .quantize import (
     manifest_extra,
     quantize,
     read_logits,
+    variant_line,
 )
 from .train import KERAS_MODEL, Features, TrainResult, train
 
@@ -367,11 +368,7 @@ def fuse(
             },
         }
         variants.append(entry)
-        log(
-            f"  ensemble {variant:8s} {entry['bytes'] / 1024:7.1f} KB  dev EER {entry['eer_dev']:.2%}"
-            + (f"  eval EER {entry['eer_eval']:.2%}" if ev.rows else "")
-            + f"  {entry['latency_ms']:.1f} ms"
-        )
+        log(variant_line(entry, "ensemble "))
     (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
 
     rng = np.random.default_rng(cfg.train.seed)

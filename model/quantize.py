@@ -142,6 +142,15 @@ def _latency_ms(scorer: Scorer, paths: list[Path]) -> float:
     return float(np.median(times))
 
 
+def variant_line(entry: dict[str, Any], label: str = "") -> str:
+    """One progress line of a variant: size, dev and eval EER, latency."""
+    ev = "" if entry["eer_eval"] is None else f"  eval EER {entry['eer_eval']:.2%}"
+    return (
+        f"  {label}{entry['variant']:8s} {entry['bytes'] / 1024:7.1f} KB  dev EER {entry['eer_dev']:.2%}"
+        f"{ev}  {entry['latency_ms']:.1f} ms"
+    )
+
+
 def calibration_data(
     cfg_json: dict[str, Any], dataset: str | Path | None
 ) -> tuple[Any, Path, Any]:
@@ -219,11 +228,7 @@ def quantize(
             ),
         }
         variants.append(entry)
-        log(
-            f"  {name:8s} {len(data) / 1024:7.1f} KB  dev EER {entry['eer_dev']:.2%}"
-            + (f"  eval EER {entry['eer_eval']:.2%}" if ev.rows else "")
-            + f"  {entry['latency_ms']:.1f} ms"
-        )
+        log(variant_line(entry))
     (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
 
     write_logits(qdir / LOGITS_FILE, {"dev": dev, "eval": ev}, logits)
