@@ -50,6 +50,7 @@ from .train import KERAS_MODEL, Features, TrainResult, train
 
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
+FUSION = "mean of the members' calibrated scores, calibrated again on dev"
 
 
 def is_ensemble_run(run: str | Path) -> bool:
@@ -69,16 +70,11 @@ def is_ensemble_source(path: str | Path) -> bool:
 
 @dataclass
 class EnsembleTrainResult:
-    """What training every member produced; reads like one run's result where it can."""
+    """What training every member produced (the fused dev EER is known after quantising)."""
 
     run: Path
     members: list[tuple[str, TrainResult]] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def dev_eer(self) -> float:
-        """Best member dev EER (the fused dev EER is known after quantising)."""
-        return min(r.dev_eer for _, r in self.members)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,7 +147,7 @@ def train_ensemble(
         log(f"member {name}: best dev EER {res.dev_eer:.2%} at epoch {res.best_epoch}")
     record = {
         "dataset": str(dataset.resolve()),
-        "fusion": "mean of the members' calibrated scores, calibrated again on dev",
+        "fusion": FUSION,
         "members": [
             {"name": n, "run": f"{MEMBERS_DIR}/{n}", "overrides": m.get("overrides", [])}
             for (n, _), m in zip(members, config.ensemble.members, strict=True)
@@ -194,27 +190,6 @@ def _member_source(init_from: Path, name: str) -> Path:
     )
 
 
-def write_ensemble_record(out: Path, runs: list[tuple[str, Path]], dataset: Path) -> None:
-    """``ensemble.json`` and ``config.json`` for members trained elsewhere (``wakeguard ensemble``)."""
-    out.mkdir(parents=True, exist_ok=True)
-    members = []
-    for name, run in runs:
-        cfg = run / "config.json"
-        if not cfg.is_file():
-            raise FileNotFoundError(f"{run}: not a training run folder (no config.json)")
-        members.append({"name": name, "run": str(run.resolve())})
-    first = json.loads((runs[0][1] / "config.json").read_text())
-    (out / "config.json").write_text(
-        json.dumps({**first, "dataset": str(dataset.resolve())}, indent=2) + "\n"
-    )
-    record = {
-        "dataset": str(dataset.resolve()),
-        "fusion": "mean of the members' calibrated scores, calibrated again on dev",
-        "members": members,
-    }
-    (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-
-
 def member_runs(out: Path) -> list[tuple[str, Path]]:
     """``(name, run folder)`` of each member listed in ``OUT/ensemble.json``."""
     try:
@@ -254,20 +229,25 @@ def ensemble_from_runs(
             raise ValueError(
                 f"{p}: an ensemble run cannot be a member; list its member runs instead"
             )
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"{p}: not a training run folder (no config.json)")
         base, k = p.resolve().name, 2
         name = base
         while name in names:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
-    first = (
-        json.loads((paths[0] / "config.json").read_text())
-        if (paths[0] / "config.json").is_file()
-        else {}
-    )
-    ds = Path(dataset or first.get("dataset", ""))
+    first = json.loads((paths[0] / "config.json").read_text())
+    ds = Path(dataset or first.get("dataset", "")).resolve()
     if not (ds / "protocol.csv").is_file() and not ds.is_file():
         raise FileNotFoundError(f"no dataset at {ds} (pass --dataset)")
-    write_ensemble_record(Path(out), list(zip(names, paths, strict=True)), ds)
+    # the first member's config stands for the ensemble's (its seed picks the dev scores
+    # kept for monitoring); ensemble.json lists the member runs where they are
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({**first, "dataset": str(ds)}, indent=2) + "\n")
+    members = [{"name": n, "run": str(p.resolve())} for n, p in zip(names, paths, strict=True)]
+    record = {"dataset": str(ds), "fusion": FUSION, "members": members}
+    (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return quantize_ensemble(out, dataset=dataset, workers=workers, log=log, requantize=False)
 
 
