@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.bundle import load_bundle, sha256_bytes, write_ensemble_bundle
-from wakeguard.edge.protocol import read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
 from .config import Config, EnsembleConfig, config_to_json, ensemble_members
@@ -46,7 +45,7 @@ from .quantize import (
     read_logits,
     variant_line,
 )
-from .train import KERAS_MODEL, Features, TrainResult, train
+from .train import KERAS_MODEL, Features, TrainResult, train, training_protocol
 
 ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
@@ -112,12 +111,7 @@ def train_ensemble(
     if dataset is None:
         raise ValueError("no dataset given")
     dataset = Path(dataset)
-    proto = read_protocol(dataset)  # a bad dataset fails before anything is written
-    require_confirmed(
-        proto,
-        [r for r in proto.rows if r.split in ("train", "dev")],
-        "training (train and dev splits)",
-    )
+    training_protocol(dataset)  # a dataset train() would refuse fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(
         json.dumps(config_to_json(config, dataset.resolve()), indent=2) + "\n"

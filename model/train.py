@@ -427,6 +427,23 @@ def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
     return keras.models.load_model(model_file, compile=False), cfg, kind
 
 
+def training_protocol(dataset: str | Path) -> Protocol:
+    """The protocol to train on, refused unless train and dev are confirmed and hold both labels."""
+    proto = read_protocol(dataset)
+    require_confirmed(
+        proto,
+        [r for r in proto.rows if r.split in ("train", "dev")],
+        "training (train and dev splits)",
+    )
+    for split in ("train", "dev"):
+        labels = {r.label for r in proto.where(split=split)}
+        if labels != {"bonafide", "spoof"}:
+            raise ValueError(
+                f"{dataset}: the {split} split needs both bonafide and spoof rows, has {sorted(labels) or 'none'}"
+            )
+    return proto
+
+
 def train(
     dataset: str | Path | None,
     out: str | Path,
@@ -463,18 +480,7 @@ def train(
     config = replace(config, ensemble=EnsembleConfig())
     if dataset is None:
         raise ValueError("no dataset given")
-    proto = read_protocol(dataset)
-    require_confirmed(
-        proto,
-        [r for r in proto.rows if r.split in ("train", "dev")],
-        "training (train and dev splits)",
-    )
-    for split in ("train", "dev"):
-        labels = {r.label for r in proto.where(split=split)}
-        if labels != {"bonafide", "spoof"}:
-            raise ValueError(
-                f"{dataset}: the {split} split needs both bonafide and spoof rows, has {sorted(labels) or 'none'}"
-            )
+    proto = training_protocol(dataset)
 
     init_model = None
     init_info: dict[str, Any] | None = None
