@@ -17,14 +17,15 @@ structure of the upper band carries replay cues too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 
-FrontendKind = Literal["logspec", "lfcc", "spectral_power"]
-KINDS: tuple[str, ...] = ("logspec", "lfcc", "spectral_power")
+FrontendKind = Literal["logspec", "lfcc", "spectral_power", "block_power"]
+KINDS: tuple[str, ...] = ("logspec", "lfcc", "spectral_power", "block_power")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +33,10 @@ class FrontendParams:
     """Feature front-end settings; frozen so one object describes one model's input."""
 
     kind: FrontendKind = "logspec"
-    """Representation: log-power linear spectrogram, LFCC, or Void-style block spectral power."""
+    """Representation: log-power linear spectrogram, LFCC, Void-style block spectral power
+    (each block's spectrum normalised to unit sum: spectral shape only), or ``block_power``
+    (the same blocks, not normalised: the window keeps its energy envelope over time, e.g.
+    the reverberation decaying after the speech)."""
     sample_rate: int = 16_000
     """Audio rate the front-end expects, in Hz."""
     frame_length: int = 512
@@ -339,11 +343,14 @@ def _features_from_power(power: np.ndarray, p: FrontendParams) -> np.ndarray:
         logfb = np.log10(power @ linear_filterbank(p) + p.log_floor) * 10.0
         c = logfb @ _dct_matrix(p.n_filters, p.n_ceps)
         feats = np.concatenate([c, deltas(c), deltas(deltas(c))], axis=1) if p.deltas else c
-    else:  # spectral_power: Void-style long-term power, one spectrum per block of frames
+    else:  # spectral_power / block_power: long-term power, one spectrum per block of frames
         band = _pool_uniform(power, p, s)[: s.n_time * p.block_frames]
         # pooling is linear, so octave-pool the few block sums rather than every frame
         blocks = _pool_octaves(band.reshape(s.n_time, p.block_frames, -1).sum(axis=1), p)
-        blocks = blocks / (blocks.sum(axis=1, keepdims=True) + p.log_floor)
+        if p.kind == "spectral_power":
+            blocks = blocks / (blocks.sum(axis=1, keepdims=True) + p.log_floor)
+        else:  # mean power per frame and bin: the floor means the same as for logspec
+            blocks = blocks / p.block_frames
         feats = np.log10(blocks + p.log_floor) * 10.0
     if p.normalize == "utterance_mean" and p.kind != "lfcc":
         feats = feats - feats.mean()
@@ -369,3 +376,44 @@ def compute_features(x: np.ndarray, p: FrontendParams) -> np.ndarray:
     power = power_spectrogram(x[first : starts[-1] + s.window_samples], p)
     frame = [(i - first) // p.hop_length for i in starts]
     return np.stack([_features_from_power(power[f : f + s.n_frames], p) for f in frame])
+
+
+def spectrogram_key(p: FrontendParams) -> tuple[Any, ...]:
+    """What fixes the power frames of :func:`compute_features`: front-ends with equal keys
+    transform an utterance identically, whatever they do with the frames afterwards."""
+    return (
+        p.sample_rate,
+        p.frame_length,
+        p.hop_length,
+        p.n_fft,
+        p.window_seconds,
+        p.window_hop_seconds,
+        p.window_slack_seconds,
+    )
+
+
+def compute_features_many(x: np.ndarray, params: Sequence[FrontendParams]) -> list[np.ndarray]:
+    """:func:`compute_features` of one utterance for several front-ends (an ensemble's
+    members), equal to calling it for each; front-ends with the same
+    :func:`spectrogram_key` share one power spectrogram of the utterance."""
+    x = np.asarray(x, dtype=np.float32)
+    out: list[np.ndarray | None] = [None] * len(params)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault(spectrogram_key(p), []).append(i)
+    for idx in groups.values():
+        p0 = params[idx[0]]
+        if len(idx) == 1:
+            out[idx[0]] = compute_features(x, p0)
+            continue
+        s = frontend_shape(p0)
+        if x.size <= s.window_samples or not _on_frame_grid(p0):
+            powers = [power_spectrogram(w, p0) for w in split_windows(x, p0)]
+        else:
+            starts = window_starts(x.size, p0)
+            power = power_spectrogram(x[starts[0] : starts[-1] + s.window_samples], p0)
+            frame = [(i - starts[0]) // p0.hop_length for i in starts]
+            powers = [power[f : f + s.n_frames] for f in frame]
+        for i in idx:
+            out[i] = np.stack([_features_from_power(pw, params[i]) for pw in powers])
+    return [o for o in out if o is not None]

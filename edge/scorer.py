@@ -17,7 +17,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, require_usable
 from .bundle import IDENTITY, Bundle, Calibration, load_bundle
-from .frontend import FrontendParams, compute_features
+from .frontend import FrontendParams, compute_features, compute_features_many
 from .litert import make_interpreter
 
 BONAFIDE = "bonafide"
@@ -162,8 +162,9 @@ class Scorer:
         return compute_features(audio, self.frontend)
 
     def member_features(self, audio: np.ndarray) -> list[np.ndarray]:
-        """Each member's feature windows of one utterance."""
-        return [compute_features(audio, m.frontend) for m in self.members]
+        """Each member's feature windows of one utterance (members whose front-ends frame
+        the audio alike share one spectrogram)."""
+        return compute_features_many(audio, [m.frontend for m in self.members])
 
     def fused_logit(self, feats: list[np.ndarray]) -> float:
         """Mean of the members' calibrated utterance logits (the raw logit of one network)."""

@@ -39,6 +39,10 @@ class ModelConfig:
     """How the head summarises time: ``mean`` or ``mean_max`` (average and maximum, concatenated)."""
     freq_pool: str = "keep"
     """How the head treats frequency: ``keep`` (flatten per-band features, position matters) or ``mean``."""
+    head_channels: int = 0
+    """Channels of a 1x1 convolution before the head (0 = none). With ``freq_pool="keep"`` the
+    dense head sees bands x channels inputs, so most parameters sit there; narrowing the
+    channels first shrinks it without touching the convolutional trunk."""
 
 
 @dataclass

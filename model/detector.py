@@ -51,6 +51,10 @@ def build_detector(
         x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"b{i}_pw_bn")(x)
         x = layers.ReLU(name=f"b{i}_pw_relu")(x)
         t, f = -(-t // st), -(-f // sf)
+    if cfg.head_channels > 0:
+        x = layers.Conv2D(cfg.head_channels, 1, use_bias=False, name="head_pw")(x)
+        x = layers.BatchNormalization(momentum=cfg.bn_momentum, name="head_pw_bn")(x)
+        x = layers.ReLU(name="head_pw_relu")(x)
     if cfg.time_pool not in ("mean", "mean_max"):
         raise ValueError(f"model.time_pool must be 'mean' or 'mean_max', got {cfg.time_pool!r}")
     pool_f = 1 if cfg.freq_pool == "keep" else f

@@ -239,7 +239,7 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
     a = cfg.augment
     p = cfg.frontend
     n_time, n_bins = input_shape
-    spectral = p.kind in ("logspec", "spectral_power")
+    spectral = p.kind in ("logspec", "spectral_power", "block_power")
     periodogram = p.kind == "logspec"
     renorm = p.normalize == "utterance_mean" and spectral
     t_max = max(0, min(a.time_mask_max, n_time // 4))

@@ -50,7 +50,7 @@ def test_unreadable_audio_names_the_file(tmp_path):
 
 
 def test_frontend_shapes_follow_params():
-    for kind in ("logspec", "lfcc", "spectral_power"):
+    for kind in ("logspec", "lfcc", "spectral_power", "block_power"):
         p = FrontendParams(kind=kind)
         f = compute_features(
             np.random.default_rng(0).normal(0, 0.1, 16_000 * 3).astype(np.float32), p
@@ -156,6 +156,47 @@ def test_octave_pooling_keeps_the_bass_and_halves_resolution_every_octave(kind):
     assert again == pooled
     with pytest.raises(ValueError, match="octave_pool_hz"):
         frontend_from_dict({**FrontendParams(kind="lfcc").to_dict(), "octave_pool_hz": 500.0})
+
+
+def test_block_power_keeps_the_envelope_that_spectral_power_normalises_away():
+    """The same blocks of frames; spectral_power divides each block's spectrum by its
+    sum, block_power keeps the block's level, so speech and the pause after it differ."""
+    x = np.random.default_rng(4).normal(0, 0.1, 32_000).astype(np.float32)
+    x[16_000:] *= 0.01  # the second second 40 dB quieter
+    shape = FrontendParams(**HOP500, normalize="none")
+    level = FrontendParams(**{**HOP500, "kind": "block_power"}, normalize="none")
+    a, b = compute_features(x, shape)[0], compute_features(x, level)[0]
+    assert a.shape == b.shape == frontend_shape(level).input_shape
+    lin = 10 ** (b / 10.0)
+    assert np.allclose(10 ** (a / 10.0), lin / lin.sum(axis=1, keepdims=True), rtol=1e-3)
+    loud, quiet = b[:3].mean(), b[-3:].mean()
+    assert 38 < loud - quiet < 42
+    assert abs(a[:3].mean() - a[-3:].mean()) < 1.0
+
+
+@pytest.mark.parametrize("n", [16_000, 32_000, 36_800, 70_000])
+def test_members_framing_alike_share_one_spectrogram(n):
+    """compute_features_many equals compute_features per front-end, whether or not the
+    front-ends share their frames."""
+    from dataclasses import replace
+
+    from wakeguard.edge.frontend import compute_features_many, spectrogram_key
+
+    base = FrontendParams(**HOP500, window_slack_seconds=0.5)
+    params = [
+        base,
+        replace(base, block_frames=4),
+        replace(base, kind="block_power"),
+        replace(base, n_fft=2048, frame_length=2048, octave_pool_hz=2000.0, block_frames=4),
+        replace(base, kind="spectral_power", window_hop_seconds=0.333),  # off the grid
+        replace(base, kind="spectral_power", window_hop_seconds=0.333, block_frames=4),
+    ]
+    assert spectrogram_key(params[0]) == spectrogram_key(params[2]) != spectrogram_key(params[3])
+    x = np.random.default_rng(n).normal(0, 0.1, n).astype(np.float32)
+    many = compute_features_many(x, params)
+    assert len(many) == len(params)
+    for p, f in zip(params, many, strict=True):
+        assert np.array_equal(f, compute_features(x, p))
 
 
 def test_frontend_is_level_invariant():

@@ -358,7 +358,27 @@ def test_unreadable_audio_names_the_file(tmp_path: Path, dataset: Path) -> None:
     assert "broken.wav" in res.output
 
 
-@pytest.mark.parametrize("kind", ["logspec", "spectral_power", "lfcc"])
+def test_head_channels_narrow_the_per_band_head() -> None:
+    """A 1x1 convolution before the flatten: the dense head sees bands x head_channels."""
+    pytest.importorskip("tensorflow")
+    from wakeguard.model.config import ModelConfig
+    from wakeguard.model.detector import build_detector, count_params
+
+    base = dict(stem_channels=8, block_channels=[16, 32], head_units=8, dropout=0.0)
+    wide = build_detector((7, 513), ModelConfig(**base))
+    narrow = build_detector((7, 513), ModelConfig(**base, head_channels=4))
+    bands = 513
+    for _ in range(3):  # stem and two blocks halve the frequency axis
+        bands = -(-bands // 2)
+    assert wide.get_layer("head").kernel.shape == (bands * 32, 8)
+    assert narrow.get_layer("head").kernel.shape == (bands * 4, 8)
+    assert narrow.get_layer("head_pw").kernel.shape == (1, 1, 32, 4)
+    assert count_params(wide) - count_params(narrow) == bands * 28 * 8 - (32 * 4 + 2 * 4)
+    x = np.random.default_rng(0).normal(size=(2, 7, 513)).astype(np.float32)
+    assert np.asarray(narrow(x)).shape == (2, 1)
+
+
+@pytest.mark.parametrize("kind", ["logspec", "spectral_power", "block_power", "lfcc"])
 def test_augmentation_keeps_shape_and_level_normalisation(kind: str) -> None:
     """Noise floor, equaliser and SpecAugment masks (off by default, see default_config.toml)."""
     pytest.importorskip("tensorflow")
