@@ -262,6 +262,14 @@ def _simulation_notes() -> list[str]:
     ]
 
 
+ORACLE_SHARES = {
+    "rooms": "rooms",
+    "devices": "loudspeakers, recorders and victim microphones",
+    "mics": "victim microphones",
+    "all": "rooms, loudspeakers, recorders and victim microphones",
+}
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     lines = [f"# Data card: {Path(card['dataset']).name}", ""]
     lines += [
@@ -279,8 +287,16 @@ def render_markdown(card: dict[str, Any]) -> str:
             )
             + ").",
             "",
-            *_simulation_notes(),
         ]
+        if b.get("oracle"):
+            lines += [
+                f"**Oracle build (`--oracle {b['oracle']}`): train and dev share eval's "
+                f"{ORACLE_SHARES.get(b['oracle'], b['oracle'])}.** It measures how much those "
+                "unseen conditions make eval hard; a model trained on it has met them, so its "
+                "eval EER is not an estimate for new rooms or devices. Not for shipping.",
+                "",
+            ]
+        lines += _simulation_notes()
     lines += ["## Counts", "", "| split | speakers | bonafide | spoof |", "|---|---|---|---|"]
     for split, c in card["counts"].items():
         lines.append(

@@ -166,6 +166,13 @@ EQUALISED_PROB = 0.2
 SAME_ROOM_PROB = 0.5
 """Share of replays recorded in the victim's room (as ASVspoof 2019 PA) vs another room."""
 CODEC_PROBS = {"none": 0.6, "wideband": 0.25, "narrowband": 0.15}
+ORACLES = ("rooms", "devices", "mics", "all")
+"""What an oracle build lets train and dev share with eval (``simulate(oracle=...)``):
+``rooms`` (victim and attacker rooms), ``devices`` (loudspeakers, recorders and victim
+microphones), ``mics`` (victim microphones only) or ``all``. Eval is rendered exactly as
+without it. An oracle build measures which unseen condition makes the eval split hard
+(docs/benchmarks.md, "Session 7"); a model trained on one has seen eval's conditions, so
+its eval figures say nothing about unseen rooms or devices and it is not for shipping."""
 
 
 @dataclass(frozen=True)
@@ -376,6 +383,8 @@ class Context:
     noise: dict[str, np.ndarray]
     out: Path
     seed: int
+    oracle: str = ""
+    """One of :data:`ORACLES`, or "" for a normal build."""
     _filters: dict[tuple[str, str, str, str], tuple[np.ndarray, int]] = field(default_factory=dict)
 
     def path_filter(self, side: str, room: str, key: str, device: str) -> tuple[np.ndarray, int]:
@@ -428,10 +437,12 @@ def _init_worker(
     rooms_by_split: dict[str, list[str]],
     out: Path,
     seed: int,
+    oracle: str = "",
 ) -> None:
     global _CTX
     devices = build_devices(shared / "devices" if (shared / "devices").is_dir() else None, seed)
-    _CTX = Context(devices, rooms, rooms_by_split, _noise_regions(shared / "noise"), out, seed)
+    noise = _noise_regions(shared / "noise")
+    _CTX = Context(devices, rooms, rooms_by_split, noise, out, seed, oracle)
 
 
 # ----------------------------------------------------------------------------- render
@@ -465,11 +476,18 @@ def draw_conditions(
     label: str, split: str, ctx: Context, rng: np.random.Generator
 ) -> dict[str, Any]:
     """Every random choice for one utterance. The victim side uses the same draws for both
-    labels, in the same order, so its distributions are identical by construction."""
+    labels, in the same order, so its distributions are identical by construction.
+
+    In an oracle build (:data:`ORACLES`) train and dev draw the shared conditions from the
+    eval split's lists instead of their own; the draws themselves are the same."""
+    shared = ctx.oracle if split != "eval" else ""
+    room_pool = "eval" if shared in ("rooms", "all") else split
+    device_pool = "eval" if shared in ("devices", "all") else split
+    mic_pool = "eval" if shared in ("devices", "mics", "all") else split
     c: dict[str, Any] = {}
-    c["room"] = str(rng.choice(ctx.rooms_by_split[split]))
+    c["room"] = str(rng.choice(ctx.rooms_by_split[room_pool]))
     c["ds"] = str(rng.choice(list(TALKER_DISTANCE_M)))
-    c["mic"] = str(rng.choice(sorted(ctx.devices.victim_mics_for(split))))
+    c["mic"] = str(rng.choice(sorted(ctx.devices.victim_mics_for(mic_pool))))
     c["snr_db"] = float(rng.uniform(*SNR_DB))
     c["level_dbfs"] = float(rng.uniform(*LEVEL_DBFS))
     c["lead_s"] = float(rng.uniform(*LEAD_S))
@@ -477,7 +495,7 @@ def draw_conditions(
     c["noise_seed"] = int(rng.integers(2**31))
     if label == "bonafide":
         return c
-    speakers = ctx.devices.speakers_for(split)
+    speakers = ctx.devices.speakers_for(device_pool)
     weights = TRAIN_SPEAKER_CLASS_WEIGHTS if split == "train" else SPEAKER_CLASS_WEIGHTS
     classes = {
         k: w
@@ -490,10 +508,12 @@ def draw_conditions(
     )
     c["equalised"] = bool(cls != "perfect" and rng.random() < EQUALISED_PROB)
     c["attacker_room"] = (
-        c["room"] if rng.random() < SAME_ROOM_PROB else str(rng.choice(ctx.rooms_by_split[split]))
+        c["room"]
+        if rng.random() < SAME_ROOM_PROB
+        else str(rng.choice(ctx.rooms_by_split[room_pool]))
     )
     c["da"] = str(rng.choice(list(ATTACKER_DISTANCE_M)))
-    c["recorder"] = str(rng.choice(sorted(ctx.devices.recorders_for(split))))
+    c["recorder"] = str(rng.choice(sorted(ctx.devices.recorders_for(device_pool))))
     c["codec"] = _choose(rng, CODEC_PROBS)
     # The replayed attacker-side noise is part of the total noise at the victim, which is at
     # the drawn SNR for both labels; so it is kept at least 3 dB below that total.
@@ -743,9 +763,9 @@ def build_rooms(preset: SizePreset, seed: int) -> list[RoomConfig]:
 
 
 def _build_manifest(
-    size: str, seed: int, sources: list[Source], rooms: list[RoomConfig]
+    size: str, seed: int, sources: list[Source], rooms: list[RoomConfig], oracle: str = ""
 ) -> dict[str, Any]:
-    return {
+    manifest: dict[str, Any] = {
         "version": BUILD_VERSION,
         "size": size,
         "takes": SIZES[size].takes,
@@ -753,6 +773,9 @@ def _build_manifest(
         "sources": [asdict(s) for s in sources],
         "rooms": [r.name for r in rooms],
     }
+    if oracle:
+        manifest["oracle"] = oracle
+    return manifest
 
 
 def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
@@ -764,7 +787,7 @@ def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
             )
         return
     old = json.loads(path.read_text())
-    for key in ("version", "size", "takes", "seed", "sources", "rooms"):
+    for key in ("version", "size", "takes", "seed", "sources", "rooms", "oracle"):
         if old.get(key) != manifest.get(key):
             raise FileExistsError(
                 f"{out}: holds a different build ({key} differs: size={old.get('size')}, seed={old.get('seed')}); "
@@ -809,14 +832,18 @@ def simulate(
     speech_dir: Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    oracle: str = "",
 ) -> Path:
     """Build (or resume) a simulated replay corpus in ``out``; returns the dataset folder.
 
     The folder gets ``protocol.csv``, ``audio/``, ``simulation.csv`` (exact per-utterance
-    values), ``build.json``, ``datacard.md`` and ``datacard.json``.
+    values), ``build.json``, ``datacard.md`` and ``datacard.json``. ``oracle`` (one of
+    :data:`ORACLES`) makes an oracle build, for studies only.
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    if oracle and oracle not in ORACLES:
+        raise ValueError(f"unknown oracle {oracle!r}; choose one of {', '.join(ORACLES)}")
     preset = SIZES[size]
     out = Path(out)
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
@@ -829,7 +856,7 @@ def simulate(
         )
     sources = assign_splits(find_sources(speech_dir), preset, seed)
     room_cfgs = build_rooms(preset, seed)
-    manifest = _build_manifest(size, seed, sources, room_cfgs)
+    manifest = _build_manifest(size, seed, sources, room_cfgs, oracle)
     _check_resume(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     (out / "build.json").write_text(json.dumps(manifest, indent=1))
@@ -854,7 +881,7 @@ def simulate(
 
         _run_sources(
             todo,
-            (shared, rooms, rooms_by_split, out, seed),
+            (shared, rooms, rooms_by_split, out, seed, oracle),
             preset.segments_per_file,
             preset.takes,
             workers,

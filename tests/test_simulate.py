@@ -314,7 +314,7 @@ def test_train_replays_favour_good_loudspeakers_and_dev_eval_draws_do_not_depend
     from wakeguard.model import simulate as sim
 
     rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
-    ctx = SimpleNamespace(devices=dv.build_devices(None), rooms_by_split=rooms)
+    ctx = SimpleNamespace(devices=dv.build_devices(None), rooms_by_split=rooms, oracle="")
 
     def draws(split: str, n: int) -> list[dict]:
         rng = np.random.default_rng(7)
@@ -336,6 +336,72 @@ def test_train_replays_favour_good_loudspeakers_and_dev_eval_draws_do_not_depend
     assert {c["speaker_device"] for c in draws("train", 50)} <= set(
         n for n, d in ctx.devices.loudspeakers.items() if d.device_class == "phone"
     )
+
+
+@pytest.mark.parametrize("oracle", ["rooms", "devices", "mics", "all"])
+def test_oracle_builds_share_only_the_named_conditions_with_eval(oracle: str) -> None:
+    """Train and dev draw the named conditions from eval's lists, the rest from their own;
+    eval draws exactly as in a normal build."""
+    from types import SimpleNamespace
+
+    from wakeguard.model import devices as dv
+    from wakeguard.model import simulate as sim
+
+    rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
+    devices = dv.build_devices(None)
+    normal = SimpleNamespace(devices=devices, rooms_by_split=rooms, oracle="")
+    study = SimpleNamespace(devices=devices, rooms_by_split=rooms, oracle=oracle)
+
+    def draws(ctx: SimpleNamespace, split: str) -> list[dict]:
+        rng = np.random.default_rng(3)
+        return [sim.draw_conditions("spoof", split, ctx, rng) for _ in range(300)]
+
+    assert draws(study, "eval") == draws(normal, "eval")
+    eval_spk = set(devices.speakers_for("eval"))
+    eval_mics = set(devices.victim_mics_for("eval"))
+    eval_rec = set(devices.recorders_for("eval"))
+    for split in ("train", "dev"):
+        got = draws(study, split)
+        in_eval = {
+            "rooms": all(c["room"] in rooms["eval"] and c["attacker_room"] in rooms["eval"] for c in got),
+            "speakers": all(c["speaker_device"] in eval_spk for c in got),
+            "recorders": all(c["recorder"] in eval_rec for c in got),
+            "mics": all(c["mic"] in eval_mics for c in got),
+        }
+        want = {
+            "rooms": oracle in ("rooms", "all"),
+            "speakers": oracle in ("devices", "all"),
+            "recorders": oracle in ("devices", "all"),
+            "mics": oracle in ("devices", "mics", "all"),
+        }
+        assert in_eval == want, (split, in_eval)
+        # what is not shared stays the split's own, drawn as in a normal build
+        mine = draws(normal, split)
+        if not want["mics"]:
+            assert [c["mic"] for c in got] == [c["mic"] for c in mine]
+
+
+def test_an_oracle_build_keeps_eval_and_says_what_it_is(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "oracle"
+    res = _simulate(out, "--workers", "2", "--oracle", "rooms")
+    assert res.exit_code == 0, res.output
+    prot = read_protocol(out)
+    eval_rooms = {r.conditions["room"] for r in prot.where("eval")}
+    assert {r.conditions["room"] for r in prot.where("train")} <= eval_rooms
+    ours, theirs = _snapshot(out), _snapshot(tiny)
+    evals = [k for k in theirs if k.startswith("audio/eval/")]
+    assert evals and all(ours[k] == theirs[k] for k in evals)
+    assert json.loads((out / "build.json").read_text())["oracle"] == "rooms"
+    assert "Oracle build (`--oracle rooms`)" in (out / "datacard.md").read_text()
+    # a normal build is not resumed into an oracle one, nor the other way round
+    normal = tmp_path / "normal"
+    shutil.copytree(tiny, normal)
+    res = _simulate(normal, "--oracle", "rooms")
+    assert res.exit_code != 0 and "different build" in res.output
+    res = _simulate(out)
+    assert res.exit_code != 0 and "different build" in res.output
+    res = _simulate(tmp_path / "x", "--oracle", "speakers")
+    assert res.exit_code == 2 and "unknown oracle" in res.output
 
 
 def test_extra_rooms_leave_the_eval_rooms_as_they_were() -> None:

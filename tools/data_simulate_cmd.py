@@ -20,6 +20,7 @@ def simulate_dataset(
     workers: int,
     overwrite: bool,
     progress: bool,
+    oracle: str = "",
 ) -> dict[str, Any]:
     """Build (or resume) the corpus; returns the data card plus the build time."""
     from wakeguard.model.simulate import remove_build, simulate
@@ -28,7 +29,13 @@ def simulate_dataset(
         remove_build(out)
     t0 = time.perf_counter()
     folder = simulate(
-        out, size=size, seed=seed, speech_dir=speech, workers=workers, progress=progress
+        out,
+        size=size,
+        seed=seed,
+        speech_dir=speech,
+        workers=workers,
+        progress=progress,
+        oracle=oracle,
     )
     card = json.loads((folder / "datacard.json").read_text())
     card["build_seconds"] = round(time.perf_counter() - t0, 1)
@@ -60,12 +67,22 @@ def simulate_cli(
         bool, typer.Option(help="Delete an earlier build in --out first (only a simulator build).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the data card as JSON.")] = False,
+    oracle: Annotated[
+        str,
+        typer.Option(
+            help="Study builds only: train and dev share eval's rooms, devices (loudspeakers, "
+            "recorders, microphones), mics (victim microphones) or all; eval is unchanged. "
+            "Shows which unseen condition makes eval hard; never train a model to ship on one."
+        ),
+    ] = "",
 ) -> None:
     """Simulate live and replayed commands (rooms, loudspeakers, microphones, noise) from real speech.
 
     An interrupted build resumes where it stopped when run again with the same options.
     """
-    card = run_cli(simulate_dataset, out, size, seed, speech, workers, overwrite, not as_json)
+    card = run_cli(
+        simulate_dataset, out, size, seed, speech, workers, overwrite, not as_json, oracle
+    )
     if as_json:
         print_json(card)
         return
