@@ -359,6 +359,18 @@ def _features_from_power(power: np.ndarray, p: FrontendParams) -> np.ndarray:
     return feats.astype(np.float32)
 
 
+def window_powers(x: np.ndarray, p: FrontendParams) -> list[np.ndarray]:
+    """The power frames of every model window of an utterance (see :func:`compute_features`)."""
+    s = frontend_shape(p)
+    x = np.asarray(x, dtype=np.float32)
+    if x.size <= s.window_samples or not _on_frame_grid(p):
+        return [power_spectrogram(w, p) for w in split_windows(x, p)]
+    starts = window_starts(x.size, p)
+    first = starts[0]
+    power = power_spectrogram(x[first : starts[-1] + s.window_samples], p)
+    return [power[(i - first) // p.hop_length :][: s.n_frames] for i in starts]
+
+
 def compute_features(x: np.ndarray, p: FrontendParams) -> np.ndarray:
     """All windows of an utterance: ``(n_windows, n_time, n_bins)`` float32.
 
@@ -367,15 +379,7 @@ def compute_features(x: np.ndarray, p: FrontendParams) -> np.ndarray:
     spectrogram is computed once for the utterance and each window takes its frames from
     it: overlapping windows do not transform the same audio twice.
     """
-    s = frontend_shape(p)
-    x = np.asarray(x, dtype=np.float32)
-    if x.size <= s.window_samples or not _on_frame_grid(p):
-        return np.stack([window_features(w, p) for w in split_windows(x, p)])
-    starts = window_starts(x.size, p)
-    first = starts[0]
-    power = power_spectrogram(x[first : starts[-1] + s.window_samples], p)
-    frame = [(i - first) // p.hop_length for i in starts]
-    return np.stack([_features_from_power(power[f : f + s.n_frames], p) for f in frame])
+    return np.stack([_features_from_power(pw, p) for pw in window_powers(x, p)])
 
 
 def spectrogram_key(p: FrontendParams) -> tuple[Any, ...]:
@@ -396,24 +400,12 @@ def compute_features_many(x: np.ndarray, params: Sequence[FrontendParams]) -> li
     """:func:`compute_features` of one utterance for several front-ends (an ensemble's
     members), equal to calling it for each; front-ends with the same
     :func:`spectrogram_key` share one power spectrogram of the utterance."""
-    x = np.asarray(x, dtype=np.float32)
     out: list[np.ndarray | None] = [None] * len(params)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, p in enumerate(params):
         groups.setdefault(spectrogram_key(p), []).append(i)
     for idx in groups.values():
-        p0 = params[idx[0]]
-        if len(idx) == 1:
-            out[idx[0]] = compute_features(x, p0)
-            continue
-        s = frontend_shape(p0)
-        if x.size <= s.window_samples or not _on_frame_grid(p0):
-            powers = [power_spectrogram(w, p0) for w in split_windows(x, p0)]
-        else:
-            starts = window_starts(x.size, p0)
-            power = power_spectrogram(x[starts[0] : starts[-1] + s.window_samples], p0)
-            frame = [(i - starts[0]) // p0.hop_length for i in starts]
-            powers = [power[f : f + s.n_frames] for f in frame]
+        powers = window_powers(x, params[idx[0]])
         for i in idx:
             out[i] = np.stack([_features_from_power(pw, params[i]) for pw in powers])
     return [o for o in out if o is not None]
