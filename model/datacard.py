@@ -262,12 +262,14 @@ def _simulation_notes() -> list[str]:
     ]
 
 
-ORACLE_SHARES = {
-    "rooms": "rooms",
-    "devices": "loudspeakers, recorders and victim microphones",
-    "mics": "victim microphones",
-    "all": "rooms, loudspeakers, recorders and victim microphones",
-}
+def _oracle_shares(oracle: str) -> str:
+    """What an oracle build shares with eval, in words (from the simulator's own table)."""
+    from .simulate import ORACLES
+
+    order = ("rooms", "loudspeakers", "recorders", "mics")
+    words = {"mics": "victim microphones"}
+    names = [words.get(k, k) for k in order if k in ORACLES.get(oracle, ())] or [oracle]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -291,7 +293,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         if b.get("oracle"):
             lines += [
                 f"**Oracle build (`--oracle {b['oracle']}`): train and dev share eval's "
-                f"{ORACLE_SHARES.get(b['oracle'], b['oracle'])}.** It measures how much those "
+                f"{_oracle_shares(b['oracle'])}.** It measures how much those "
                 "unseen conditions make eval hard; a model trained on it has met them, so its "
                 "eval EER is not an estimate for new rooms or devices. Not for shipping.",
                 "",

@@ -166,7 +166,12 @@ EQUALISED_PROB = 0.2
 SAME_ROOM_PROB = 0.5
 """Share of replays recorded in the victim's room (as ASVspoof 2019 PA) vs another room."""
 CODEC_PROBS = {"none": 0.6, "wideband": 0.25, "narrowband": 0.15}
-ORACLES = ("rooms", "devices", "mics", "all")
+ORACLES: dict[str, frozenset[str]] = {
+    "rooms": frozenset({"rooms"}),
+    "devices": frozenset({"loudspeakers", "recorders", "mics"}),
+    "mics": frozenset({"mics"}),
+    "all": frozenset({"rooms", "loudspeakers", "recorders", "mics"}),
+}
 """What an oracle build lets train and dev share with eval (``simulate(oracle=...)``):
 ``rooms`` (victim and attacker rooms), ``devices`` (loudspeakers, recorders and victim
 microphones), ``mics`` (victim microphones only) or ``all``. Eval is rendered exactly as
@@ -480,10 +485,12 @@ def draw_conditions(
 
     In an oracle build (:data:`ORACLES`) train and dev draw the shared conditions from the
     eval split's lists instead of their own; the draws themselves are the same."""
-    shared = ctx.oracle if split != "eval" else ""
-    room_pool = "eval" if shared in ("rooms", "all") else split
-    device_pool = "eval" if shared in ("devices", "all") else split
-    mic_pool = "eval" if shared in ("devices", "mics", "all") else split
+    shared = ORACLES.get(ctx.oracle, frozenset()) if split != "eval" else frozenset()
+
+    def pool(what: str) -> str:
+        return "eval" if what in shared else split
+
+    room_pool, mic_pool = pool("rooms"), pool("mics")
     c: dict[str, Any] = {}
     c["room"] = str(rng.choice(ctx.rooms_by_split[room_pool]))
     c["ds"] = str(rng.choice(list(TALKER_DISTANCE_M)))
@@ -495,7 +502,7 @@ def draw_conditions(
     c["noise_seed"] = int(rng.integers(2**31))
     if label == "bonafide":
         return c
-    speakers = ctx.devices.speakers_for(device_pool)
+    speakers = ctx.devices.speakers_for(pool("loudspeakers"))
     weights = TRAIN_SPEAKER_CLASS_WEIGHTS if split == "train" else SPEAKER_CLASS_WEIGHTS
     classes = {
         k: w
@@ -513,7 +520,7 @@ def draw_conditions(
         else str(rng.choice(ctx.rooms_by_split[room_pool]))
     )
     c["da"] = str(rng.choice(list(ATTACKER_DISTANCE_M)))
-    c["recorder"] = str(rng.choice(sorted(ctx.devices.recorders_for(device_pool))))
+    c["recorder"] = str(rng.choice(sorted(ctx.devices.recorders_for(pool("recorders")))))
     c["codec"] = _choose(rng, CODEC_PROBS)
     # The replayed attacker-side noise is part of the total noise at the victim, which is at
     # the drawn SNR for both labels; so it is kept at least 3 dB below that total.
