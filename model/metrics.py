@@ -285,14 +285,26 @@ def per_condition(
     return out
 
 
-def _speaker_groups(rows: Sequence[Mapping[str, Any]]) -> tuple[list[np.ndarray], str]:
-    speakers = [str(r.get("speaker", "")) for r in rows]
-    if all(speakers):
-        groups: dict[str, list[int]] = {}
-        for i, spk in enumerate(speakers):
-            groups.setdefault(spk, []).append(i)
-        return [np.array(v) for v in groups.values()], "speaker"
-    return [np.array([i]) for i in range(len(rows))], "trial"
+ROOM_COLUMNS = ("room", "environment")
+"""Condition columns that name the acoustic environment of a trial (the simulator's and
+wakeguard's own protocols say ``room``; the ASVspoof 2019 PA importer ``environment``)."""
+
+
+def room_column(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The first of :data:`ROOM_COLUMNS` that every row fills with one of at least two
+    values, or None: the rooms a crossed bootstrap can resample."""
+    for col in ROOM_COLUMNS:
+        values = [str(r.get(col, "") or "") for r in rows]
+        if all(v and v not in NOT_APPLICABLE for v in values) and len(set(values)) >= 2:
+            return col
+    return None
+
+
+def _unit_index(rows: Sequence[Mapping[str, Any]], column: str) -> tuple[np.ndarray, int]:
+    """Each row's unit number under ``column`` and the number of units."""
+    names: dict[str, int] = {}
+    idx = np.array([names.setdefault(str(r.get(column, "")), len(names)) for r in rows])
+    return idx, len(names)
 
 
 def bootstrap_ci(
@@ -302,6 +314,7 @@ def bootstrap_ci(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
     level: float = CI_LEVEL,
+    crossed_with: str | None = None,
 ) -> dict[str, Any]:
     """Percentile bootstrap intervals, resampling **speakers** with replacement.
 
@@ -310,8 +323,23 @@ def bootstrap_ci(
     variation rather than pretending trials are independent. Replicates that lose a class
     are skipped (their count is reported). If any row lacks a speaker id the unit falls
     back to the trial, and ``unit`` says so.
+
+    ``crossed_with`` names a second factor crossed with the speakers (the room: every
+    speaker is heard in several rooms and every room hears several speakers). Then each
+    replicate also draws the rooms with replacement, and a trial counts as often as its
+    speaker was drawn times as often as its room was (the "pigeonhole" bootstrap of Owen,
+    Annals of Applied Statistics, 2007): the interval then also covers how much the error
+    rates depend on which rooms the test happened to have, which a few rooms make wide.
     """
-    groups, unit = _speaker_groups(rows)
+    speakers = [str(r.get("speaker", "")) for r in rows]
+    unit = "speaker" if all(speakers) else "trial"
+    if unit == "speaker":
+        spk, n_spk = _unit_index(rows, "speaker")
+    else:
+        spk, n_spk = np.arange(len(rows)), len(rows)
+    if crossed_with:
+        other, n_other = _unit_index(rows, crossed_with)
+        unit = f"{unit} x {crossed_with}"
     scores = np.array([r["score"] for r in rows], dtype=np.float64)
     is_bona = np.array([r["label"] == BONAFIDE for r in rows])
     rng = np.random.default_rng(seed)
@@ -320,8 +348,13 @@ def bootstrap_ci(
     }
     skipped = 0
     for _ in range(n_boot):
-        pick = rng.integers(0, len(groups), size=len(groups))
-        idx = np.concatenate([groups[i] for i in pick])
+        weight = np.bincount(rng.integers(0, n_spk, size=n_spk), minlength=n_spk)[spk]
+        if crossed_with:
+            weight = (
+                weight
+                * np.bincount(rng.integers(0, n_other, size=n_other), minlength=n_other)[other]
+            )
+        idx = np.repeat(np.arange(len(rows)), weight)
         sc, bn = scores[idx], is_bona[idx]
         b, s = sc[bn], sc[~bn]
         if b.size == 0 or s.size == 0:
@@ -340,11 +373,13 @@ def bootstrap_ci(
         "level": level,
         "method": "percentile bootstrap",
         "unit": unit,
-        "n_units": len(groups),
+        "n_units": n_spk,
         "n_boot": n_boot,
         "n_skipped": skipped,
         "seed": seed,
     }
+    if crossed_with:
+        out["n_units_" + crossed_with] = n_other
     for k, v in stats.items():
         out[k] = [float(np.quantile(v, lo_q)), float(np.quantile(v, hi_q))] if v else None
     return out
@@ -379,6 +414,7 @@ def compute_metrics(
     t1, a1, b1 = threshold_at_bpcer(bona, spoof, 0.01)
     t5, a5, b5 = threshold_at_bpcer(bona, spoof, 0.05)
     speakers = {str(r.get("speaker", "")) for r in rows} - {""}
+    rooms = room_column(rows)
     return {
         "eer": eer,
         "eer_threshold": eer_thr,
@@ -397,6 +433,13 @@ def compute_metrics(
         "bpcer_achieved_5pct": b5,
         "threshold_at_bpcer_5pct": t5,
         "ci": bootstrap_ci(rows, threshold=float(threshold), n_boot=n_boot, seed=seed),
+        "ci_rooms": (
+            bootstrap_ci(
+                rows, threshold=float(threshold), n_boot=n_boot, seed=seed, crossed_with=rooms
+            )
+            if rooms
+            else None
+        ),
         "per_condition": per_condition(rows, condition_columns),
         "per_condition_skipped": _identifier_columns(rows, condition_columns),
     }

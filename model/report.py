@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import DET_TICKS, ScoreTable, compute_eer, det_curve, probit, read_scores
+from .metrics import (
+    DET_TICKS,
+    ROOM_COLUMNS,
+    ScoreTable,
+    compute_eer,
+    det_curve,
+    probit,
+    read_scores,
+)
 
 REPORT_DIR = "report"
 REPORT_FILE = "index.html"
@@ -395,6 +403,15 @@ def _ci(pair: Any) -> str:
     return "" if not pair else f" <span class=ci>[{100 * pair[0]:.2f}, {100 * pair[1]:.2f}]</span>"
 
 
+def _rooms_ci(m: dict[str, Any]) -> str:
+    """The EER interval that also resamples the rooms, where the protocol names them."""
+    c = m.get("ci_rooms") or {}
+    if not c.get("eer"):
+        return ""
+    n = next((v for k, v in c.items() if k.startswith("n_units_")), "?")
+    return f"<div class=note>[{_pct(c['eer'][0])}, {_pct(c['eer'][1])}] resampling the {n} rooms too</div>"
+
+
 def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     if not any(header):
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -495,7 +512,7 @@ def _headline(inp: RunInputs) -> str:
     bl = {b["name"]: b for b in inp.baselines or []}
     split = m.get("split", "eval")
     rows = [
-        f"<div class=big>{_pct(m['eer'])}</div><div>equal error rate on the {_e(split)} split{_ci(ci.get('eer'))}</div>",
+        f"<div class=big>{_pct(m['eer'])}</div><div>equal error rate on the {_e(split)} split{_ci(ci.get('eer'))}{_rooms_ci(m)}</div>",
         f"<div class=big>{_pct(m['apcer'])}</div><div>of replays accepted (APCER) at the shipped threshold</div>",
         f"<div class=big>{_pct(m['bpcer'])}</div><div>of live speech rejected (BPCER) at that threshold</div>",
     ]
@@ -805,7 +822,9 @@ def _input_row(mf: dict[str, Any]) -> str:
     if fe.get("octave_pool_hz"):
         detail.append(f"pooled per octave above {fe['octave_pool_hz'] / 1000:g} kHz")
     if fe.get("block_frames") and fe.get("hop_length") and fe.get("sample_rate"):
-        detail.append(f"blocks of {fe['block_frames'] * fe['hop_length'] / fe['sample_rate']:.3g} s")
+        detail.append(
+            f"blocks of {fe['block_frames'] * fe['hop_length'] / fe['sample_rate']:.3g} s"
+        )
     return (
         f"{_e(fe.get('kind'))} features{' (' + ', '.join(detail) + ')' if detail else ''}, "
         f"{fe.get('window_seconds')} s windows every {fe.get('window_hop_seconds')} s"
@@ -833,7 +852,10 @@ def _model(inp: RunInputs) -> str:
         )
         for name, mm in inp.member_manifests.items():
             rows.append(
-                [f"member {_e(name)}", f"{mm.get('model_bytes', 0) / 1024:.1f} KB; " + _input_row(mm)]
+                [
+                    f"member {_e(name)}",
+                    f"{mm.get('model_bytes', 0) / 1024:.1f} KB; " + _input_row(mm),
+                ]
             )
     else:
         rows += [
@@ -889,7 +911,7 @@ _MEANING = """
 <dt>APCER at BPCER 1% / 5%</dt>
 <dd>How many replays get through when the threshold is set so that only 1 in 100 (or 5 in 100) live commands is refused: the ISO/IEC 30107-3 way to state a security level at a usability cost.</dd>
 <dt>95% confidence interval</dt>
-<dd>The range the figure would plausibly take with other speakers of the same kind: computed by resampling speakers (not single utterances) N_BOOT times. Few speakers give wide intervals.</dd>
+<dd>The range the figure would plausibly take with other speakers of the same kind: computed by resampling speakers (not single utterances) N_BOOT times. Few speakers give wide intervals. Where the test names its rooms, a second interval resamples the rooms too (each trial counted as often as its speaker and its room were drawn): with few rooms it is the wider and the more honest one.</dd>
 <dt>DET curve</dt>
 <dd>Every threshold at once: replays accepted against live speech rejected, on probit axes. Curves nearer the lower left are better.</dd>
 </dl>"""
@@ -908,7 +930,33 @@ conversational and emotional speech, whispering, and any deliberate attempt to e
 simulated replays falling to chance on real ones (ASVspoof 2021 PA baselines: 38–45% EER). Treat these
 numbers as an upper bound until the bundle is checked on real recordings.</li>
 <li>Figures come from a limited number of speakers; see the confidence intervals.</li>
-</ul>"""
+ROOMS</ul>"""
+
+
+def _limits(inp: RunInputs) -> str:
+    """The fixed limits, and what this run's eval split says about its rooms."""
+    m = inp.metrics or {}
+    col = next((c for c in ROOM_COLUMNS if c in (m.get("per_condition") or {})), None)
+    rooms = (m.get("per_condition") or {}).get(col) or {} if col else {}
+    eers = [v["eer"] for v in rooms.values() if v.get("eer") is not None]
+    item = ""
+    if len(eers) >= 2:
+        ci = (m.get("ci_rooms") or {}).get("eer")
+        spread = (
+            f" Resampling the rooms as well as the speakers, its EER interval is {_pct(ci[0])} to {_pct(ci[1])}."
+            if ci
+            else ""
+        )
+        item = (
+            f"<li><b>Few rooms.</b> The {_e(m.get('split', 'eval'))} split was heard in "
+            f"{len(eers)} rooms; the EER per room ranged from {_pct(min(eers))} to "
+            f"{_pct(max(eers))}.{spread} The room a detector has not heard is what costs it "
+            "most on these simulations: a live talker a metre or more away in a reverberant "
+            'room can sound like a replay in a dry one (docs/benchmarks.md, "Session 7"). '
+            "Expect a wider spread in real homes.</li>"
+        )
+    return _LIMITS.replace("ROOMS", item)
+
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1060px;margin:24px auto;padding:0 20px;color:#1d2330;line-height:1.45}
@@ -956,7 +1004,7 @@ def build_report(run: Path, out: Path | None = None) -> Path:
                 "N_BOOT", str(((inp.metrics or {}).get("ci") or {}).get("n_boot", "many"))
             ),
         ),
-        ("Limits: what this model has not seen", lambda: _LIMITS),
+        ("Limits: what this model has not seen", lambda: _limits(inp)),
     ]
     body = "".join(f"<h2>{_e(title)}</h2>{_safe(fn, title)}" for title, fn in sections)
     if inp.missing:

@@ -132,6 +132,36 @@ def test_bootstrap_resamples_speakers_and_is_seeded():
     assert (a["eer"][1] - a["eer"][0]) > 1.5 * (t["eer"][1] - t["eer"][0])
 
 
+def test_crossed_bootstrap_also_resamples_rooms():
+    """Trials of one room share its acoustics: when rooms differ in difficulty, an interval
+    that resamples only speakers is too narrow, and the crossed one widens it."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for spk in range(30):
+        for room in range(6):
+            hard = room == 0  # one room where live and replayed speech overlap
+            for label, mu in (("bonafide", 1.0), ("spoof", -1.0)):
+                mu = 0.1 * mu if hard else 2.5 * mu
+                rows.append(
+                    {
+                        "speaker": f"s{spk}",
+                        "room": f"r{room}",
+                        "label": label,
+                        "score": float(rng.normal(mu, 0.5)),
+                    }
+                )
+    spk = bootstrap_ci(rows, threshold=0.0, n_boot=400, seed=2)
+    both = bootstrap_ci(rows, threshold=0.0, n_boot=400, seed=2, crossed_with="room")
+    assert both["unit"] == "speaker x room" and both["n_units_room"] == 6
+    assert both["n_units"] == 30
+    assert (both["eer"][1] - both["eer"][0]) > 3 * (spk["eer"][1] - spk["eer"][0])
+    # drawing the hard room twice or not at all moves the EER by points
+    assert both["eer"][0] < 0.03 and both["eer"][1] > 0.12
+    m = compute_metrics(rows, threshold=0.0, n_boot=100)
+    assert m["ci_rooms"]["unit"] == "speaker x room"
+    assert compute_metrics([{**r, "room": "-"} for r in rows], n_boot=50)["ci_rooms"] is None
+
+
 def test_per_condition_rule():
     rows = [
         {"label": "bonafide", "score": s, "attack": "-", "room": r}

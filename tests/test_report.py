@@ -91,6 +91,12 @@ def test_report_of_a_complete_run(run_folder):
         assert base64.b64encode(data).decode()[:200] in doc
     # What is absent is named, not silently skipped.
     assert "curves.png" in doc and "float32" in doc
+    # The test split names its rooms: the crossed interval and the rooms' limits, from data.
+    rooms = metrics["per_condition"]["room"]
+    assert metrics["ci_rooms"]["n_units_room"] == len(rooms) == 2
+    assert "resampling the 2 rooms too" in doc and "heard in 2 rooms" in doc
+    lo = min(v["eer"] for v in rooms.values())
+    assert f"ranged from {100 * lo:.2f}%" in doc
 
 
 def test_report_of_an_empty_run_degrades(tmp_path):

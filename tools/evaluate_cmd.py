@@ -31,30 +31,40 @@ def print_metrics(m: dict[str, Any]) -> None:
     )
     t.add_column("metric")
     t.add_column("value", justify="right")
-    t.add_column(
-        f"{int(100 * ci.get('level', 0.95))}% CI (by {ci.get('unit', 'speaker')})", justify="right"
-    )
-    t.add_row("EER", _pct(m["eer"]), _ci(ci.get("eer")))
+    # the crossed interval (speakers and rooms resampled) where the protocol names rooms
+    cis = [ci] + ([m["ci_rooms"]] if m.get("ci_rooms") else [])
+    for c in cis:
+        t.add_column(
+            f"{int(100 * c.get('level', 0.95))}% CI (by {c.get('unit', 'speaker')})",
+            justify="right",
+        )
+    t.add_row("EER", _pct(m["eer"]), *(_ci(c.get("eer")) for c in cis))
     t.add_row(
         f"APCER @ {m['operating_point']} threshold {m['threshold']:+.3f}",
         _pct(m["apcer"]),
-        _ci(ci.get("apcer")),
+        *(_ci(c.get("apcer")) for c in cis),
     )
     t.add_row(
         f"BPCER @ {m['operating_point']} threshold {m['threshold']:+.3f}",
         _pct(m["bpcer"]),
-        _ci(ci.get("bpcer")),
+        *(_ci(c.get("bpcer")) for c in cis),
     )
     t.add_row(
-        "APCER @ BPCER 1%", _pct(m["apcer_at_bpcer_1pct"]), _ci(ci.get("apcer_at_bpcer_1pct"))
+        "APCER @ BPCER 1%",
+        _pct(m["apcer_at_bpcer_1pct"]),
+        *(_ci(c.get("apcer_at_bpcer_1pct")) for c in cis),
     )
     t.add_row(
-        "APCER @ BPCER 5%", _pct(m["apcer_at_bpcer_5pct"]), _ci(ci.get("apcer_at_bpcer_5pct"))
+        "APCER @ BPCER 5%",
+        _pct(m["apcer_at_bpcer_5pct"]),
+        *(_ci(c.get("apcer_at_bpcer_5pct")) for c in cis),
     )
     lat = m.get("latency_ms")
     if lat:
         t.add_row(
-            "latency per utterance (median / p95)", f"{lat['median']:.1f} / {lat['p95']:.1f} ms", ""
+            "latency per utterance (median / p95)",
+            f"{lat['median']:.1f} / {lat['p95']:.1f} ms",
+            *("" for _ in cis),
         )
     console.print(t)
     many = []
