@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 
 from .console import console, err_console, print_json, run_cli
+from .runtime_flags import runtime_config
 
 if TYPE_CHECKING:
     from wakeguard.edge.config import RuntimeConfig
@@ -41,23 +42,20 @@ def resolve_config(
     metrics_host: str | None = None,
 ) -> RuntimeConfig:
     """The TOML file (or the defaults) with the command-line flags applied on top."""
-    from wakeguard.edge.config import load_config, with_overrides
-
-    cfg = load_config(config)
-    return with_overrides(
-        cfg,
-        {
+    return runtime_config(
+        config,
+        model=model,
+        operating_point=operating_point,
+        threads=threads,
+        log=log,
+        clips_dir=clips_dir,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        **{
             "capture.device": device,
-            "model.bundle": None if model is None else str(model),
-            "model.operating_point": operating_point,
-            "model.threads": threads,
             "output.hook": hook,
             "output.webhook": webhook,
             "output.allow_remote_webhook": allow_remote_webhook or None,
-            "log.path": None if log is None else str(log),
-            "log.clips_dir": None if clips_dir is None else str(clips_dir),
-            "metrics.port": metrics_port,
-            "metrics.host": metrics_host,
         },
     )
 

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from .console import EXIT_BAD_INPUT, console, err_console, print_json, run_cli
+from .runtime_flags import runtime_config
 
 if TYPE_CHECKING:
     from wakeguard.edge.config import RuntimeConfig
@@ -42,27 +43,24 @@ def resolve_config(
     metrics_host: str | None = None,
 ) -> RuntimeConfig:
     """The TOML file (or the defaults) with the flags given (not None) applied on top."""
-    from wakeguard.edge.config import load_config, with_overrides
-
-    cfg = load_config(config)
-    return with_overrides(
-        cfg,
-        {
+    return runtime_config(
+        config,
+        model=model,
+        operating_point=operating_point,
+        threads=threads,
+        log=log,
+        clips_dir=clips_dir,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        **{
             "serve.uri": uri,
             "serve.upstream": upstream,
             "serve.mode": mode,
             "serve.wake_seconds": wake_seconds,
             "serve.buffer_seconds": buffer_seconds,
             "serve.max_screen_seconds": max_seconds,
-            "model.bundle": None if model is None else str(model),
-            "model.operating_point": operating_point,
-            "model.threads": threads,
-            "log.path": None if log is None else str(log),
-            "log.clips_dir": None if clips_dir is None else str(clips_dir),
             "log.clip_cap_bytes": None if clip_cap_mb is None else int(clip_cap_mb * 1_000_000),
             "log.borderline_margin": borderline,
-            "metrics.port": metrics_port,
-            "metrics.host": metrics_host,
         },
     )
 
