@@ -102,6 +102,13 @@ class TrainConfig:
     """Weight the loss so both labels count equally."""
     threads: int = 0
     """TensorFlow CPU threads (0 = TensorFlow's choice)."""
+    domain_adversarial: float = 0.0
+    """Weight of a domain-adversarial loss (Ganin et al., 2016): a classifier of the train
+    rows' ``domain_column`` reads the pooled trunk output through a gradient-reversal layer,
+    so the trunk learns features that do not tell the domains apart (0: off). Its weight
+    ramps up from 0 over training, as in the paper."""
+    domain_column: str = "room"
+    """Condition column whose values are the domains of ``domain_adversarial``."""
 
 
 @dataclass

@@ -301,6 +301,92 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
 
 # --------------------------------------------------------------------------- training
 
+
+def domain_labels(feats: Features, column: str) -> tuple[list[str], np.ndarray]:
+    """The domains of ``column`` (sorted) and each window's domain index."""
+    values = [r.conditions.get(column, "") for r in feats.rows]
+    if any(v in ("", "-") for v in values):
+        missing = sum(v in ("", "-") for v in values)
+        raise ConfigError(
+            f"train.domain_column={column!r}: {missing} of {len(values)} train rows have no "
+            f"value in that column; name a condition column that every train row fills"
+        )
+    domains = sorted(set(values))
+    if len(domains) < 2:
+        raise ConfigError(
+            f"train.domain_column={column!r}: the train split has {len(domains)} domain; "
+            "an adversarial loss needs at least two"
+        )
+    index = {d: i for i, d in enumerate(domains)}
+    per_row = np.array([index[v] for v in values], dtype=np.int32)
+    return domains, per_row[feats.utt]
+
+
+def domain_ramp(epoch: int, config: Config) -> float:
+    """Ganin et al.'s schedule 2 / (1 + exp(-10 p)) - 1 at the start of ``epoch`` (0-based),
+    p the fraction of the epochs done: the reversed gradient grows from 0 towards its weight
+    while the replay classifier finds its features."""
+    p = epoch / max(1, config.train.epochs)
+    return float(2.0 / (1.0 + np.exp(-10.0 * p)) - 1.0)
+
+
+def gradient_reversal(name: str = "gradient_reversal") -> Any:
+    """A Keras layer that is the identity forwards and multiplies the gradient by
+    ``-scale`` backwards; ``scale`` is a non-trainable weight (0 at first) set per epoch."""
+    import tensorflow as tf
+    from keras import layers
+
+    class GradientReversal(layers.Layer):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.scale = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="scale"
+            )
+
+        def call(self, x: Any) -> Any:
+            scale = tf.convert_to_tensor(self.scale)
+
+            @tf.custom_gradient
+            def reverse(v: Any) -> Any:
+                return tf.identity(v), lambda dy: -scale * dy
+
+            return reverse(x)
+
+    return GradientReversal(name=name)
+
+
+def adversarial_model(model: Any, n_domains: int, config: Config, steps: int) -> tuple[Any, Any]:
+    """A training model around ``model`` with a second output: the domain classifier, fed
+    the pooled trunk output through a gradient-reversal layer. ``model`` itself, the one
+    that is saved and shipped, is unchanged (it shares its layers with the wrapper)."""
+    import keras
+    from keras import layers
+
+    reversal = gradient_reversal()
+    d = reversal(model.get_layer("flatten").output)
+    # the pooled ReLU features are far from unit scale: without a normalisation the domain
+    # classifier stayed at chance for epochs, and a classifier at chance teaches nothing
+    d = layers.BatchNormalization(name="domain_bn")(d)
+    d = layers.Dense(64, activation="relu", name="domain_hidden")(d)
+    d = layers.Dense(n_domains, name="domain")(d)
+    wrapper = keras.Model(model.inputs, {"logit": model.outputs[0], "domain": d})
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.train.learning_rate, decay_steps=max(1, config.train.epochs * steps), alpha=0.05
+    )
+    wrapper.compile(
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=schedule, weight_decay=config.train.weight_decay, global_clipnorm=1.0
+        ),
+        loss={
+            "logit": keras.losses.BinaryCrossentropy(
+                from_logits=True, label_smoothing=config.train.label_smoothing
+            ),
+            "domain": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        },
+    )
+    return wrapper, reversal
+
+
 SWA_FILE = "swa.npz"
 SWA_BN_BATCHES = 40
 """Train batches run through the averaged network to re-estimate its batch-norm statistics
@@ -538,25 +624,41 @@ def train(
     augment = make_augment(config, input_shape)
     windows = tr.windows
 
-    def gather(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return windows[idx].astype(np.float32), y_win[idx][:, None], w_win[idx]
+    adversarial = config.train.domain_adversarial > 0
+    domains, d_win = domain_labels(tr, config.train.domain_column) if adversarial else ([], None)
+    if adversarial:
+        log(
+            f"domain-adversarial loss on {len(domains)} {config.train.domain_column!r} domains"
+            f", weight {config.train.domain_adversarial}"
+        )
+
+    def gather(idx: np.ndarray) -> tuple[np.ndarray, ...]:
+        d = d_win[idx] if d_win is not None else np.zeros(len(idx), dtype=np.int32)
+        return windows[idx].astype(np.float32), y_win[idx][:, None], w_win[idx], d
+
+    def targets(x: Any, y: Any, w: Any, d: Any) -> tuple[Any, ...]:
+        x, y, w = augment(x, y, w)
+        return (x, {"logit": y, "domain": d}, w) if adversarial else (x, y, w)
 
     ds = (
         tf.data.Dataset.from_tensor_slices(np.arange(len(y_win)))
         .shuffle(len(y_win), seed=config.train.seed, reshuffle_each_iteration=True)
         .batch(bs)
         .map(
-            lambda i: tf.numpy_function(gather, [i], (tf.float32, tf.float32, tf.float32)),
+            lambda i: tf.numpy_function(
+                gather, [i], (tf.float32, tf.float32, tf.float32, tf.int32)
+            ),
             num_parallel_calls=1,
         )
         .map(
-            lambda x, y, w: (
+            lambda x, y, w, d: (
                 tf.ensure_shape(x, (None, *input_shape)),
                 tf.ensure_shape(y, (None, 1)),
                 tf.ensure_shape(w, (None,)),
+                tf.ensure_shape(d, (None,)),
             )
         )
-        .map(augment, num_parallel_calls=1)
+        .map(targets, num_parallel_calls=1)
         .prefetch(2)
     )
 
@@ -598,6 +700,15 @@ def train(
                 from_logits=True, label_smoothing=config.train.label_smoothing
             ),
         )
+    fit_model, reversal = model, None
+    if adversarial:
+        fit_model, reversal = adversarial_model(model, len(domains), config, steps)
+        if resume:
+            # the wrapper is not saved: its domain classifier and the optimiser's moments
+            # start afresh, the learning-rate schedule where the run stopped
+            fit_model.optimizer.build(fit_model.trainable_variables)
+            fit_model.optimizer.iterations.assign(start_epoch * steps)
+            log("resume: the domain classifier starts afresh")
     from .detector import count_params
 
     n_params = count_params(model)
@@ -625,8 +736,12 @@ def train(
             stopped_early = True
             break
         t0 = time.time()
-        h = model.fit(ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, steps_per_epoch=steps)
-        loss = float(h.history["loss"][-1])
+        if reversal is not None:
+            reversal.scale.assign(config.train.domain_adversarial * domain_ramp(epoch, config))
+        h = fit_model.fit(
+            ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, steps_per_epoch=steps
+        )
+        loss = float(h.history["logit_loss" if adversarial else "loss"][-1])
         dev_logits = dev.utterance_logits(predict_windows(model, dev.windows))
         dev_eer = eer_of(dev, dev_logits)
         dev_loss = bce(dev_logits, dev.labels)
@@ -639,6 +754,8 @@ def train(
             "dev_loss": dev_loss,
             "seconds": 0.0,
         }
+        if adversarial:
+            row["domain_loss"] = float(h.history["domain_loss"][-1])
         # Candidates for the checkpoint: this epoch's weights and, once averaging has begun,
         # the running average of the epochs so far.
         candidates = [(dev_eer, dev_loss, model, "")]
@@ -664,6 +781,8 @@ def train(
         else:
             bad += 1
         swa_note = f"  SWA dev EER {row['swa_dev_eer']:6.2%}" if "swa_dev_eer" in row else ""
+        if adversarial:
+            swa_note = f"  domain loss {row['domain_loss']:.3f}{swa_note}"
         log(
             f"epoch {epoch + 1:3d}  loss {loss:.4f}  train EER {train_eer:6.2%}  dev EER {dev_eer:6.2%}"
             f"{swa_note}{'  * ' + (kind or 'epoch') if improved else ''}  ({row['seconds']:.0f} s)"
@@ -723,6 +842,8 @@ def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
         names = ["epoch", "loss", "train_eer", "dev_eer", "dev_loss"]
         if any("swa_dev_eer" in h for h in history):
             names += ["swa_dev_eer", "swa_dev_loss"]
+        if any("domain_loss" in h for h in history):
+            names += ["domain_loss"]
         w = csv.DictWriter(fh, fieldnames=[*names, "seconds"], restval="")
         w.writeheader()
         for h in history:

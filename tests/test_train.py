@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 from wakeguard.edge.audio import load_audio, write_wav
-from wakeguard.edge.protocol import Row, write_protocol
+from wakeguard.edge.protocol import Row, read_protocol, write_protocol
 from wakeguard.model.config import ConfigError, load_config
 from wakeguard.tools.cli import app
 
@@ -247,6 +247,94 @@ def test_weight_averaging_competes_for_the_checkpoint_and_survives_resume(
     kept = min(min(float(h["dev_eer"]), float(h["swa_dev_eer"] or "inf")) for h in hist)
     assert summary["dev_eer"] == pytest.approx(kept)
     assert summary["averaged_from"] in (0, 2)
+
+
+def with_rooms(dataset: Path, out: Path) -> Path:
+    """The dataset's protocol again, every row in one of three rooms (audio paths absolute)."""
+    proto = read_protocol(dataset)
+    rows = [
+        Row(
+            str(r.audio_path(proto.root)),
+            r.label,
+            r.speaker,
+            r.split,
+            {**r.conditions, "room": f"room{i % 3}"},
+        )
+        for i, r in enumerate(proto.rows)
+    ]
+    write_protocol(out, rows)
+    return out
+
+
+def test_gradient_reversal_is_identity_forwards_and_negates_the_gradient() -> None:
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+    from wakeguard.model.train import domain_ramp, gradient_reversal
+
+    layer = gradient_reversal()
+    layer.scale.assign(0.3)
+    x = tf.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
+    with tf.GradientTape() as tape:
+        y = layer(x)
+        loss = tf.reduce_sum(y * tf.constant([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(
+        tape.gradient(loss, x).numpy(), -0.3 * np.array([[1, 2, 3], [4, 5, 6]]), rtol=1e-6
+    )
+    cfg = load_config(overrides=["train.epochs=10"])
+    ramp = [domain_ramp(e, cfg) for e in range(10)]
+    assert ramp[0] == 0.0 and bool(np.all(np.diff(ramp) > 0)) and ramp[-1] < 1.0
+
+
+def test_domain_adversarial_training_ships_the_detector_alone(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+
+    data = with_rooms(dataset, tmp_path / "rooms")
+    run = tmp_path / "dann"
+    args = ["train", str(data), "--out", str(run), "--workers", "1", *FAST]
+    res = runner.invoke(app, [*args, "train.domain_adversarial=0.5"])
+    assert res.exit_code == 0, res.output
+    assert "3 'room' domains" in res.output and "domain loss" in res.output
+    with (run / "history.csv").open() as fh:
+        hist = list(csv.DictReader(fh))
+    assert len(hist) == 3 and all(np.isfinite(float(h["domain_loss"])) for h in hist)
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    assert len(model.outputs) == 1 and model.output.shape[-1] == 1
+    assert not any(layer.name.startswith(("domain", "gradient")) for layer in model.layers)
+    # the same network as a plain run: same weights' shapes
+    plain = runner.invoke(
+        app,
+        [
+            "train",
+            str(data),
+            "--out",
+            str(tmp_path / "plain"),
+            "--workers",
+            "1",
+            *FAST,
+            "train.epochs=1",
+        ],
+    )
+    assert plain.exit_code == 0, plain.output
+    ref = keras.models.load_model(tmp_path / "plain" / "model.keras", compile=False)
+    assert [w.shape for w in model.weights] == [w.shape for w in ref.weights]
+    res = runner.invoke(app, ["train", "--out", str(run), "--resume", "train.epochs=4"])
+    assert res.exit_code == 0, res.output
+    assert "domain classifier starts afresh" in res.output
+
+
+def test_domain_adversarial_needs_a_column_every_train_row_fills(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    run = tmp_path / "bad"
+    args = ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST]
+    res = runner.invoke(app, [*args, "train.domain_adversarial=0.5", "train.domain_column=device"])
+    assert res.exit_code == 2, res.output
+    assert "train.domain_column='device'" in res.output and "8 of 16 train rows" in res.output
 
 
 def test_resume_without_a_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:
