@@ -30,27 +30,17 @@ def resolve_config(
     config: Path | None,
     *,
     device: str | None = None,
-    model: Path | None = None,
-    operating_point: str | None = None,
-    threads: int | None = None,
     hook: str | None = None,
     webhook: str | None = None,
     allow_remote_webhook: bool | None = None,
-    log: Path | None = None,
-    clips_dir: Path | None = None,
-    metrics_port: int | None = None,
-    metrics_host: str | None = None,
+    **common: Any,
 ) -> RuntimeConfig:
-    """The TOML file (or the defaults) with the command-line flags applied on top."""
+    """The TOML file (or the defaults) with the command-line flags applied on top; the
+    flags every runtime command shares (``model``, ``threads``, ``log``...) go by name to
+    :func:`~wakeguard.tools.runtime_flags.runtime_config`."""
     return runtime_config(
         config,
-        model=model,
-        operating_point=operating_point,
-        threads=threads,
-        log=log,
-        clips_dir=clips_dir,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
+        **common,
         **{
             "capture.device": device,
             "output.hook": hook,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -29,29 +29,19 @@ def resolve_config(
     uri: str | None = None,
     upstream: str | None = None,
     mode: str | None = None,
-    model: Path | None = None,
-    operating_point: str | None = None,
-    threads: int | None = None,
     wake_seconds: float | None = None,
     buffer_seconds: float | None = None,
     max_seconds: float | None = None,
-    log: Path | None = None,
-    clips_dir: Path | None = None,
     clip_cap_mb: float | None = None,
     borderline: float | None = None,
-    metrics_port: int | None = None,
-    metrics_host: str | None = None,
+    **common: Any,
 ) -> RuntimeConfig:
-    """The TOML file (or the defaults) with the flags given (not None) applied on top."""
+    """The TOML file (or the defaults) with the flags given (not None) applied on top; the
+    flags every runtime command shares (``model``, ``threads``, ``log``...) go by name to
+    :func:`~wakeguard.tools.runtime_flags.runtime_config`."""
     return runtime_config(
         config,
-        model=model,
-        operating_point=operating_point,
-        threads=threads,
-        log=log,
-        clips_dir=clips_dir,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
+        **common,
         **{
             "serve.uri": uri,
             "serve.upstream": upstream,
