@@ -302,6 +302,29 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
 # --------------------------------------------------------------------------- training
 
 
+def make_optimizer(config: Config, steps: int) -> Any:
+    """AdamW with a cosine decay to 5 % of the learning rate over all the epochs' steps."""
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.train.learning_rate, decay_steps=max(1, config.train.epochs * steps), alpha=0.05
+    )
+    # Clipping the global gradient norm keeps one bad early batch from killing the ReLU
+    # head (a run once collapsed to a constant output in its first epoch).
+    return keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=config.train.weight_decay, global_clipnorm=1.0
+    )
+
+
+def replay_loss(config: Config) -> Any:
+    """Binary cross-entropy on the raw logit (bona fide = 1)."""
+    import keras
+
+    return keras.losses.BinaryCrossentropy(
+        from_logits=True, label_smoothing=config.train.label_smoothing
+    )
+
+
 def domain_labels(feats: Features, column: str) -> tuple[list[str], np.ndarray]:
     """The domains of ``column`` (sorted) and each window's domain index."""
     values = [r.conditions.get(column, "") for r in feats.rows]
@@ -370,17 +393,10 @@ def adversarial_model(model: Any, n_domains: int, config: Config, steps: int) ->
     d = layers.Dense(64, activation="relu", name="domain_hidden")(d)
     d = layers.Dense(n_domains, name="domain")(d)
     wrapper = keras.Model(model.inputs, {"logit": model.outputs[0], "domain": d})
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.train.learning_rate, decay_steps=max(1, config.train.epochs * steps), alpha=0.05
-    )
     wrapper.compile(
-        optimizer=keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=config.train.weight_decay, global_clipnorm=1.0
-        ),
+        optimizer=make_optimizer(config, steps),
         loss={
-            "logit": keras.losses.BinaryCrossentropy(
-                from_logits=True, label_smoothing=config.train.label_smoothing
-            ),
+            "logit": replay_loss(config),
             "domain": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         },
     )
@@ -687,19 +703,7 @@ def train(
         model = build_detector(input_shape, config.model)
         if init_model is not None:
             model.set_weights(init_model.get_weights())
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.train.learning_rate, decay_steps=max(1, config.train.epochs * steps), alpha=0.05
-        )
-        model.compile(
-            # Clipping the global gradient norm keeps one bad early batch from killing the
-            # ReLU head (a run once collapsed to a constant output in its first epoch).
-            optimizer=keras.optimizers.AdamW(
-                learning_rate=schedule, weight_decay=config.train.weight_decay, global_clipnorm=1.0
-            ),
-            loss=keras.losses.BinaryCrossentropy(
-                from_logits=True, label_smoothing=config.train.label_smoothing
-            ),
-        )
+        model.compile(optimizer=make_optimizer(config, steps), loss=replay_loss(config))
     fit_model, reversal = model, None
     if adversarial:
         fit_model, reversal = adversarial_model(model, len(domains), config, steps)
