@@ -403,6 +403,37 @@ def adversarial_model(model: Any, n_domains: int, config: Config, steps: int) ->
     return wrapper, reversal
 
 
+DOMAIN_HEAD_FILE = "domain_head.npz"
+DOMAIN_HEAD_LAYERS = ("domain_bn", "domain_hidden", "domain")
+
+
+def save_domain_head(wrapper: Any, path: Path, domains: list[str]) -> None:
+    """The domain classifier's weights (it lives only in the training wrapper) and the
+    domains its outputs name, written beside the checkpoint for ``--resume``."""
+    arrays = {
+        f"{name}/{i}": w
+        for name in DOMAIN_HEAD_LAYERS
+        for i, w in enumerate(wrapper.get_layer(name).get_weights())
+    }
+    tmp = path.with_suffix(".part.npz")
+    np.savez(tmp, domains=np.array(domains), **arrays)
+    tmp.replace(path)
+
+
+def load_domain_head(wrapper: Any, path: Path, domains: list[str]) -> str:
+    """Restore the domain classifier saved by :func:`save_domain_head`; a missing file or a
+    different set of domains leaves it fresh. Returns what happened, for the log."""
+    if not path.is_file():
+        return "the domain classifier starts afresh (no saved domain head)"
+    with np.load(path) as saved:
+        if list(saved["domains"]) != domains:
+            return "the domain classifier starts afresh (the domains changed)"
+        for name in DOMAIN_HEAD_LAYERS:
+            layer = wrapper.get_layer(name)
+            layer.set_weights([saved[f"{name}/{i}"] for i in range(len(layer.get_weights()))])
+    return f"the domain classifier continues ({len(domains)} domains)"
+
+
 SWA_FILE = "swa.npz"
 SWA_BN_BATCHES = 40
 """Train batches run through the averaged network to re-estimate its batch-norm statistics
@@ -708,11 +739,13 @@ def train(
     if adversarial:
         fit_model, reversal = adversarial_model(model, len(domains), config, steps)
         if resume:
-            # the wrapper is not saved: its domain classifier and the optimiser's moments
+            # the domain classifier comes back from its checkpoint; the optimiser's moments
             # start afresh, the learning-rate schedule where the run stopped
             fit_model.optimizer.build(fit_model.trainable_variables)
             fit_model.optimizer.iterations.assign(start_epoch * steps)
-            log("resume: the domain classifier starts afresh")
+            log(
+                f"resume: {load_domain_head(fit_model, out / CHECKPOINT_DIR / DOMAIN_HEAD_FILE, domains)}"
+            )
     from .detector import count_params
 
     n_params = count_params(model)
@@ -810,6 +843,8 @@ def train(
         )
         if swa:
             swa.save(out / CHECKPOINT_DIR / SWA_FILE)
+        if adversarial:
+            save_domain_head(fit_model, out / CHECKPOINT_DIR / DOMAIN_HEAD_FILE, domains)
         tmp.replace(state_file)
         _write_history(out, history)
     if bad >= config.train.patience and epoch + 1 < config.train.epochs:
