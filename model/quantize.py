@@ -151,9 +151,7 @@ def variant_line(entry: dict[str, Any], label: str = "") -> str:
     )
 
 
-def calibration_data(
-    cfg_json: dict[str, Any], dataset: str | Path | None
-) -> tuple[Any, Path, Any]:
+def calibration_data(cfg_json: dict[str, Any], dataset: str | Path | None) -> tuple[Any, Path, Any]:
     """A run's config, and the protocol whose dev split calibrates and eval split reports.
 
     Dev labels calibrate the scores and set the thresholds, eval labels are the reported
@@ -257,7 +255,7 @@ def quantize(
             training={
                 "summary": summary,
                 "config": {k: v for k, v in cfg_json.items() if k != "dataset"},
-                "dataset": cfg_json.get("dataset"),
+                "dataset": portable_path(cfg_json.get("dataset")),
                 "keras_model": KERAS_MODEL,
             },
         ),
@@ -267,9 +265,18 @@ def quantize(
     return QuantizeResult(run, bundle_dir, variants, calibration, thresholds, metrics)
 
 
-def manifest_extra(
-    fingerprint: dict[str, Any], model_sha256: str, **fields: Any
-) -> dict[str, Any]:
+def portable_path(path: str | None) -> str | None:
+    """``path`` relative to the working directory when it lies under it, so a shipped
+    manifest does not carry the builder's home or checkout folder; otherwise as given."""
+    if not path:
+        return path
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path
+
+
+def manifest_extra(fingerprint: dict[str, Any], model_sha256: str, **fields: Any) -> dict[str, Any]:
     """Version, creation time and the measured fields every bundle manifest records.
 
     The version reads ``DATE-DATA-MODEL``: the day, the first 8 hex digits of the data

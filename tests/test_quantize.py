@@ -181,18 +181,25 @@ def test_train_init_from_a_bundle_fine_tunes_its_weights(
     # the fine-tuned run quantises into the next bundle (its config.json records init_from)
     res = runner.invoke(app, ["quantize", str(run), "--workers", "1", "--json"])
     assert res.exit_code == 0, res.output
-    assert load_bundle(run / "bundle").manifest["training"]["config"]["init_from"]["kind"] == "bundle"
+    assert (
+        load_bundle(run / "bundle").manifest["training"]["config"]["init_from"]["kind"] == "bundle"
+    )
 
 
 def test_quantize_fuses_several_runs_into_an_ensemble(quantized_run: Path, tmp_path: Path) -> None:
     """Two copies of one run: the fused ensemble ranks utterances exactly as the run does."""
     out = tmp_path / "ens"
-    res = runner.invoke(app, ["quantize", str(quantized_run), str(quantized_run), "--out", str(out), "--json"])
+    res = runner.invoke(
+        app, ["quantize", str(quantized_run), str(quantized_run), "--out", str(out), "--json"]
+    )
     assert res.exit_code == 0, res.output
     b = load_bundle(out / "bundle")
     assert [m.name for m in b.members] == ["r", "r-2"]
     assert b.members[0].calibration == load_bundle(quantized_run / "bundle").calibration
-    single = {v["variant"]: v for v in json.loads((quantized_run / "quantize" / "variants.json").read_text())}
+    single = {
+        v["variant"]: v
+        for v in json.loads((quantized_run / "quantize" / "variants.json").read_text())
+    }
     for v in json.loads(res.stdout)["variants"]:
         assert v["eer_dev"] == pytest.approx(single[v["variant"]]["eer_dev"])
         assert v["bytes"] == 2 * single[v["variant"]]["bytes"]
@@ -213,3 +220,16 @@ def test_quantize_fuses_several_runs_into_an_ensemble(quantized_run: Path, tmp_p
 def test_quantize_several_runs_needs_out(quantized_run: Path) -> None:
     res = runner.invoke(app, ["quantize", str(quantized_run), str(quantized_run)])
     assert res.exit_code == 2 and "--out" in res.output
+
+
+def test_a_manifest_path_under_the_working_directory_is_written_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wakeguard.model.quantize import portable_path
+
+    monkeypatch.chdir(tmp_path)
+    assert portable_path(str(tmp_path / "runs" / "p" / "dataset")) == "runs/p/dataset"
+    assert portable_path("runs/p/dataset") == "runs/p/dataset"
+    elsewhere = str(tmp_path.parent / "other" / "dataset")
+    assert portable_path(elsewhere) == elsewhere
+    assert portable_path(None) is None
