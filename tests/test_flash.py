@@ -109,6 +109,12 @@ def test_systemd_without_root_is_an_error() -> None:
     assert any("systemd is not running" in e for e in r.errors)
 
 
+def test_a_bad_proxy_uri_is_refused_before_connecting() -> None:
+    r = runner.invoke(app, ["flash", "pi@192.0.2.1", "--proxy", "http://box:10401", "--yes"])
+    assert r.exit_code == 2
+    assert "--proxy" in r.output and "tcp://HOST:PORT" in r.output
+
+
 def test_unreachable_host_is_reported(tmp_path: Path) -> None:
     if shutil.which("ssh") is None:
         pytest.skip("ssh client not installed")
@@ -235,7 +241,11 @@ def test_tampered_bundle_fails_checksums_and_changes_nothing(
 
 
 def _stop_service(root: Path) -> None:
-    pidfile = root / "run" / "wakeguard.pid"
+    for name in ("wakeguard.pid", "wakeguard-serve.pid"):
+        _stop_pid(root / "run" / name)
+
+
+def _stop_pid(pidfile: Path) -> None:
     if pidfile.is_file():
         pid = int(pidfile.read_text())
         try:
@@ -249,6 +259,11 @@ def _stop_service(root: Path) -> None:
                 return
             time.sleep(0.1)
         os.killpg(pid, signal.SIGKILL)
+
+
+def _exec_start(unit: Path) -> list[str]:
+    (line,) = [ln for ln in unit.read_text().splitlines() if ln.startswith("ExecStart=")]
+    return line.split()
 
 
 def _metrics(port: int) -> str:
@@ -297,6 +312,17 @@ def test_flash_lifecycle(
     service = (
         ["--service", "direct"] if Path("/run/systemd/system").is_dir() else []
     )  # never touch this machine's systemd
+
+    # a site config (kept across installs) that moves the Wyoming proxy off the usual port
+    proxy_port = free_port()
+    with tarfile.open(bundle) as tar:
+        (member,) = [m for m in tar.getmembers() if m.name.endswith("/wakeguard.toml")]
+        shipped = tar.extractfile(member).read().decode()
+    assert 'uri = "tcp://127.0.0.1:10400"' in shipped
+    root.mkdir(parents=True)
+    (root / "wakeguard.toml").write_text(
+        shipped.replace('uri = "tcp://127.0.0.1:10400"', f'uri = "tcp://127.0.0.1:{proxy_port}"')
+    )
 
     # 1. full install: fresh venv from the bundle's wheels, service started, health checked
     r = _flash(
@@ -449,3 +475,48 @@ def test_flash_lifecycle(
     third = _current(root)
     assert f"removed old release {second}" in r.output
     assert sorted(p.name for p in (root / "releases").iterdir()) == sorted([first, third])
+
+    # 7. --proxy: the Wyoming proxy starts in front of the given wake-word service, listening
+    # where the config says, and the device remembers the upstream
+    upstream = f"tcp://127.0.0.1:{free_port()}"
+    m7 = _variant(tiny_bundle, tmp_path / "m7", "test-model-7")
+    r = _flash(sshd, root, "--model", str(m7), "--proxy", upstream, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{") :])
+    assert out["proxy"] == "up" and out["proxy_uri"] == f"tcp://127.0.0.1:{proxy_port}"
+    assert (root / "proxy-upstream").read_text() == upstream + "\n"
+    exec_start = _exec_start(root / "current" / "wakeguard-serve.service")
+    assert exec_start[exec_start.index("--upstream") + 1] == upstream
+    assert exec_start.count("--upstream") == 1
+    socket.create_connection(("127.0.0.1", proxy_port), timeout=5).close()
+    proxy_pid = int((root / "run" / "wakeguard-serve.pid").read_text())
+    os.kill(proxy_pid, 0)
+    assert "listening on" in (root / "log" / "serve-service.log").read_text()
+
+    # 8. a later release (here a rollback) restarts the proxy on it, same upstream
+    r = _flash(sshd, root, "--rollback")
+    assert r.exit_code == 0, r.output
+    assert (
+        f"Wyoming wake proxy listening on tcp://127.0.0.1:{proxy_port}, forwarding to {upstream}"
+        in r.output
+    )
+    assert int((root / "run" / "wakeguard-serve.pid").read_text()) != proxy_pid
+    socket.create_connection(("127.0.0.1", proxy_port), timeout=5).close()
+    exec_start = _exec_start(root / "current" / "wakeguard-serve.service")
+    assert exec_start[exec_start.index("--upstream") + 1] == upstream
+
+    # 9. --proxy off stops it and forgets the upstream
+    r = _flash(
+        sshd,
+        root,
+        "--model",
+        str(_variant(tiny_bundle, tmp_path / "m9", "test-model-9")),
+        "--proxy",
+        "off",
+    )
+    assert r.exit_code == 0, r.output
+    assert "Wyoming wake proxy stopped" in r.output
+    assert not (root / "proxy-upstream").exists()
+    assert not (root / "run" / "wakeguard-serve.pid").exists()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", proxy_port), timeout=2).close()

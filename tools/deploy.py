@@ -8,6 +8,7 @@ piped over SSH, so the same steps run whether a person installs by hand or
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import tempfile
@@ -327,6 +328,9 @@ class FlashResult:
     warnings: list[str]
     bundle: str | None = None
     health_verdict: str | None = None
+    proxy: str | None = None
+    """The Wyoming wake proxy after the run: up, down (asked for, not listening) or off."""
+    proxy_uri: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -336,6 +340,8 @@ class FlashResult:
             "previous": self.previous,
             "service": self.service,
             "health_verdict": self.health_verdict,
+            "proxy": self.proxy,
+            "proxy_uri": self.proxy_uri,
             "bundle": self.bundle,
             "warnings": self.warnings,
             "target": self.facts,
@@ -368,6 +374,18 @@ def _run_installer(target: SSHTarget, args: list[str], log: Log) -> TargetFacts:
     return facts
 
 
+_PROXY_URI = re.compile(r"tcp://[A-Za-z0-9._-]+:[0-9]{1,5}|unix:///[A-Za-z0-9._/+-]+|off")
+
+
+def check_proxy_uri(uri: str) -> str:
+    """``uri`` if it is a proxy upstream the installer takes, else a ValueError saying why."""
+    if not _PROXY_URI.fullmatch(uri):
+        raise ValueError(f"--proxy must be tcp://HOST:PORT, unix:///PATH or off, got {uri!r}")
+    if uri.startswith("tcp://") and not 0 < int(uri.rsplit(":", 1)[1]) < 65536:
+        raise ValueError(f"--proxy: port out of range in {uri!r}")
+    return uri
+
+
 def flash(
     target: SSHTarget,
     *,
@@ -380,12 +398,19 @@ def flash(
     service: str = "auto",
     health_timeout: int = 60,
     metrics_port: int | None = None,
+    proxy: str | None = None,
     confirm: Callable[[str], bool] | None = None,
     log: Log = lambda _: None,
 ) -> FlashResult:
-    """Check the target, then install a bundle, update only the model, or roll back."""
+    """Check the target, then install a bundle, update only the model, or roll back.
+
+    ``proxy``: the upstream wake-word service (``tcp://HOST:PORT`` or ``unix:///PATH``) the
+    Wyoming proxy forwards to; the target remembers it and runs the proxy on every later
+    release. ``"off"`` stops it; None leaves the target as it is."""
     if keep < 1:
         raise ValueError("--keep must be at least 1")
+    if proxy is not None:
+        check_proxy_uri(proxy)
     if not root.startswith("/"):
         raise ValueError(f"--root must be an absolute path on the target, got {root}")
     common = [
@@ -398,6 +423,8 @@ def flash(
         "--health-timeout",
         str(health_timeout),
     ]
+    if proxy is not None:
+        common += ["--proxy", proxy]
     log(f":: inspecting {target.destination}")
     facts = target_facts(target, root)
     if rollback:
@@ -510,4 +537,6 @@ def _result(
         warnings=warnings,
         bundle=bundle,
         health_verdict=out.get("health_verdict") or None,
+        proxy=out.get("proxy") or None,
+        proxy_uri=out.get("proxy_uri") or None,
     )

@@ -73,13 +73,22 @@ def flash_cli(
             help="Metrics port of the installed service (default: the config's, else 9810)."
         ),
     ] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URI|off",
+            help="Run the Wyoming wake proxy in front of the wake-word service at URI "
+            "(tcp://HOST:PORT or unix:///PATH), now and on every later release; off stops it. "
+            "Default: leave the device as it is.",
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON (progress goes to stderr).")
     ] = False,
 ) -> None:
     """Install wakeguard on a device over SSH, health-check it, and roll back on any failure."""
-    from .deploy import DeployError, SSHTarget, flash
+    from .deploy import DeployError, SSHTarget, check_proxy_uri, flash
 
     if service not in ("auto", "systemd", "direct"):
         raise typer.BadParameter("choose auto, systemd or direct", param_hint="--service")
@@ -89,6 +98,13 @@ def flash_cli(
         raise typer.BadParameter(
             "give --bundle (everything) or --model (the model only), not both", param_hint="--model"
         )
+    if proxy is not None:
+        try:
+            check_proxy_uri(proxy)
+        except ValueError as exc:
+            raise typer.BadParameter(
+                str(exc).removeprefix("--proxy").lstrip(": "), param_hint="--proxy"
+            ) from exc
     target = SSHTarget(destination, port=port, identity=identity, ssh_config=ssh_config)
 
     def confirm(question: str) -> bool:
@@ -107,6 +123,7 @@ def flash_cli(
             service=service,
             health_timeout=health_timeout,
             metrics_port=metrics_port,
+            proxy=proxy,
             confirm=None if yes else confirm,
             log=_printer(as_json),
         )
@@ -115,6 +132,8 @@ def flash_cli(
         raise typer.Exit(EXIT_FAILURE) from exc
     if as_json:
         print_json(result.to_dict())
+        if proxy not in (None, "off") and result.proxy != "up":
+            raise typer.Exit(EXIT_FAILURE)
         return
     what = {"install": "installed", "model": "model updated", "rollback": "rolled back"}[
         result.action
@@ -124,3 +143,12 @@ def flash_cli(
         f"[green]{what}[/]: {result.destination} runs release {result.release}{prev}",
         highlight=False,
     )
+    if result.proxy == "up":
+        console.print(f"Wyoming wake proxy: listening on {result.proxy_uri}", highlight=False)
+    elif proxy not in (None, "off"):
+        err_console.print(
+            "[bold red]error:[/] the release is live, but the Wyoming wake proxy is not "
+            "listening (its log lines are above); the device keeps trying it on every release",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_FAILURE)

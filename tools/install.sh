@@ -11,7 +11,9 @@
 #   install.sh status   [--root ROOT]
 # Common options: --service auto|systemd|direct, --health-timeout SECONDS,
 #   --metrics-port PORT (install: default the config's [metrics] port, else 9810;
-#   model: keep the current release's port unless given).
+#   model: keep the current release's port unless given),
+#   --proxy URI|off (run the Wyoming wake proxy in front of the wake-word service at URI,
+#   tcp://HOST:PORT or unix:///PATH, on this and every later release; off stops it).
 # A site config at ROOT/wakeguard.toml, when present, replaces the bundle's on every install.
 #
 # Layout under ROOT (default /opt/wakeguard):
@@ -20,6 +22,8 @@
 #                               release.json
 #   current -> releases/<...>   switched atomically (new link under a temporary name, renamed)
 #   run/wakeguard.pid, log/service.log   when no systemd is running (direct mode)
+#   run/wakeguard-serve.pid, log/serve-service.log   the same for the Wyoming proxy
+#   proxy-upstream              the proxy's upstream (flash --proxy), kept across releases
 #
 # Every release is health-checked (a verdict on the built-in clip by the installed runtime,
 # then the service running and its metrics port answering); on any failure the previous
@@ -33,6 +37,7 @@ KEEP=3
 SERVICE=auto
 HEALTH_TIMEOUT=60
 METRICS_PORT=""
+PROXY=""
 DEFAULT_METRICS_PORT=9810
 TARBALL=""
 SRC_DIR=""
@@ -385,7 +390,8 @@ resolve_service_mode() {
 unit_user() { awk '/^User=/ { sub(/^User=/, ""); print; exit }' "$1"; }
 
 stop_direct() {
-  local pidfile=$ROOT/run/wakeguard.pid pid
+  # $1 pid file (default: the screening service's)
+  local pidfile=${1:-$ROOT/run/wakeguard.pid} pid
   [ -f "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -404,20 +410,22 @@ stop_direct() {
 }
 
 start_direct() {
-  local cmdline argv
+  # $1 unit, $2 pid file, $3 log (default: the screening service's)
+  local unit=${1:-$ROOT/current/wakeguard.service} pidfile=${2:-$ROOT/run/wakeguard.pid}
+  local logfile=${3:-$ROOT/log/service.log} cmdline argv
   # systemd would make /var/log/wakeguard and /var/lib/wakeguard (LogsDirectory=,
   # StateDirectory=): without it they live under ROOT
-  cmdline=$(exec_start_of "$ROOT/current/wakeguard.service" | sed -e "s#/var/log/wakeguard#$ROOT/log#g" -e "s#/var/lib/wakeguard#$ROOT/state#g")
+  cmdline=$(exec_start_of "$unit" | sed -e "s#/var/log/wakeguard#$ROOT/log#g" -e "s#/var/lib/wakeguard#$ROOT/state#g")
   mkdir -p "$ROOT/state"
   read -r -a argv <<<"$cmdline"
   [ -x "${argv[0]}" ] || die "service command ${argv[0]} is not executable"
-  : >>"$ROOT/log/service.log"
-  printf '\n=== %s start %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(current_name)" >>"$ROOT/log/service.log"
+  : >>"$logfile"
+  printf '\n=== %s start %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(current_name)" >>"$logfile"
   # setsid: its own session and process group, so it outlives this SSH session and can be
   # stopped as a group; with no job control the background child is not a group leader, so
   # setsid and nohup exec in place and $! is the service's pid.
-  (cd "$ROOT" && exec setsid nohup "${argv[@]}" >>"$ROOT/log/service.log" 2>&1 </dev/null 9>&-) &
-  echo $! >"$ROOT/run/wakeguard.pid"
+  (cd "$ROOT" && exec setsid nohup "${argv[@]}" >>"$logfile" 2>&1 </dev/null 9>&-) &
+  echo $! >"$pidfile"
 }
 
 restart_service() {
@@ -605,9 +613,156 @@ on_exit() {
 }
 trap on_exit EXIT
 
+PROXY_FILE=proxy-upstream
+SERVE_PID=run/wakeguard-serve.pid
+SERVE_LOG=log/serve-service.log
+
+set_proxy() {
+  # --proxy URI: remember the upstream for this and every later release; --proxy off: forget it
+  case $PROXY in
+    '') return 0 ;;
+    off)
+      rm -f "$ROOT/$PROXY_FILE"
+      return 0
+      ;;
+    tcp://*:*) case ${PROXY#tcp://} in *[!A-Za-z0-9.:_-]* | :* | *:) die "--proxy: not a tcp://HOST:PORT URI: $PROXY" ;; esac ;;
+    unix:///*) case ${PROXY#unix://} in *[!A-Za-z0-9._/+-]*) die "--proxy: a unix socket path may hold only letters, digits and . _ / + -: $PROXY" ;; esac ;;
+    *) die "--proxy must be tcp://HOST:PORT, unix:///PATH or off, got $PROXY" ;;
+  esac
+  printf '%s\n' "$PROXY" >"$ROOT/$PROXY_FILE.tmp"
+  mv -f "$ROOT/$PROXY_FILE.tmp" "$ROOT/$PROXY_FILE"
+}
+
+proxy_upstream() { [ -f "$ROOT/$PROXY_FILE" ] && head -n 1 "$ROOT/$PROXY_FILE"; }
+
+proxy_render() {
+  # $1 release: its proxy unit forwards to the remembered upstream (when there is one)
+  local unit=$1/$SERVE_UNIT_NAME up
+  up=$(proxy_upstream) || return 0
+  [ -f "$unit" ] || return 0
+  if grep -q '^ExecStart=.* --upstream ' "$unit"; then
+    sed -i -E "/^ExecStart=/ s#--upstream [^ ]+#--upstream $up#" "$unit"
+  else
+    sed -i -E "/^ExecStart=/ s#\$# --upstream $up#" "$unit"
+  fi
+}
+
+proxy_uri() {
+  # where the current release's proxy listens: its --uri, else the config's [serve] uri
+  "$PY" - "$ROOT/current/wakeguard.toml" "$(exec_start_of "$ROOT/current/$SERVE_UNIT_NAME")" <<'PY'
+import shlex, sys, tomllib
+argv = shlex.split(sys.argv[2])
+uri = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--uri"), None)
+if uri is None:
+    with open(sys.argv[1], "rb") as f:
+        uri = tomllib.load(f).get("serve", {}).get("uri") or "tcp://127.0.0.1:10400"
+print(uri)
+PY
+}
+
+uri_answers() {
+  "$PY" - "$1" <<'PY' >/dev/null 2>&1
+import socket, sys
+from urllib.parse import urlparse
+u = urlparse(sys.argv[1])
+if u.scheme == "unix":
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    s.connect(u.path)
+else:
+    host = u.hostname if u.hostname not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    s = socket.create_connection((host, u.port), timeout=2)
+s.close()
+PY
+}
+
+proxy_alive() {
+  if [ "$SERVICE_MODE" = systemd ]; then
+    as_root systemctl is-active --quiet "$SERVE_UNIT_NAME" </dev/null
+  else
+    local pid
+    pid=$(cat "$ROOT/$SERVE_PID" 2>/dev/null || true)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  fi
+}
+
+proxy_log_tail() {
+  if [ "$SERVICE_MODE" = systemd ]; then
+    as_root journalctl -u "$SERVE_UNIT_NAME" -n 6 --no-pager </dev/null 2>/dev/null || true
+  else
+    tail -n 6 "$ROOT/$SERVE_LOG" 2>/dev/null || true
+  fi
+}
+
+proxy_stop() {
+  if [ "$SERVICE_MODE" = systemd ]; then
+    if as_root systemctl is-enabled --quiet "$SERVE_UNIT_NAME" </dev/null 2>/dev/null; then
+      as_root systemctl disable --now --quiet "$SERVE_UNIT_NAME" </dev/null || true
+      say "Wyoming wake proxy stopped and disabled"
+    fi
+  elif [ -f "$ROOT/$SERVE_PID" ]; then
+    stop_direct "$ROOT/$SERVE_PID"
+    say "Wyoming wake proxy stopped"
+  fi
+}
+
+proxy_start() {
+  # (re)start the proxy on the current release and check that it listens; a proxy that does
+  # not come up is reported (@proxy=down), not rolled back: the screener is healthy
+  local up=$1 uri deadline
+  if [ "$SERVICE_MODE" = systemd ]; then
+    as_root install -m 0644 "$ROOT/current/$SERVE_UNIT_NAME" "/etc/systemd/system/$SERVE_UNIT_NAME" ||
+      die "cannot install /etc/systemd/system/$SERVE_UNIT_NAME (needs root or passwordless sudo)"
+    as_root systemctl daemon-reload </dev/null || die "systemctl daemon-reload failed"
+    as_root systemctl enable --quiet "$SERVE_UNIT_NAME" </dev/null || die "systemctl enable $SERVE_UNIT_NAME failed"
+    as_root systemctl restart "$SERVE_UNIT_NAME" </dev/null || true
+  else
+    stop_direct "$ROOT/$SERVE_PID"
+    start_direct "$ROOT/current/$SERVE_UNIT_NAME" "$ROOT/$SERVE_PID" "$ROOT/$SERVE_LOG"
+  fi
+  uri=$(proxy_uri) || uri=""
+  deadline=$((SECONDS + HEALTH_TIMEOUT))
+  while :; do
+    if ! proxy_alive; then
+      sleep 1
+      if ! proxy_alive; then
+        fact proxy down
+        warn "the Wyoming wake proxy exited; its last log lines: $(proxy_log_tail | tr '\n' ' ')"
+        return 0
+      fi
+    fi
+    if [ -n "$uri" ] && uri_answers "$uri"; then
+      fact proxy up
+      fact proxy_uri "$uri"
+      say "Wyoming wake proxy listening on $uri, forwarding to $up"
+      return 0
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      fact proxy down
+      warn "the Wyoming wake proxy does not answer on ${uri:-its listen address} within $HEALTH_TIMEOUT s; its last log lines: $(proxy_log_tail | tr '\n' ' ')"
+      return 0
+    fi
+    sleep 0.5
+  done
+}
+
 serve_unit_follow() {
-  # The proxy's unit is the user's to enable; once enabled, it follows every new release.
+  # The proxy runs when an upstream was given (flash --proxy) and follows every release.
+  # Without one, a unit the user enabled by hand is restarted; otherwise it stays off.
   [ -f "$ROOT/current/$SERVE_UNIT_NAME" ] || return 0
+  local up
+  if up=$(proxy_upstream); then
+    proxy_start "$up"
+    return 0
+  fi
+  if [ "$PROXY" = off ]; then
+    proxy_stop
+    fact proxy off
+    return 0
+  fi
+  if [ "$SERVICE_MODE" = direct ] && [ -f "$ROOT/$SERVE_PID" ]; then
+    proxy_stop # left over from an upstream that is gone
+  fi
   if [ "$SERVICE_MODE" = systemd ] && as_root systemctl is-enabled --quiet "$SERVE_UNIT_NAME" </dev/null 2>/dev/null; then
     as_root systemctl daemon-reload </dev/null || true
     if as_root systemctl restart "$SERVE_UNIT_NAME" </dev/null; then
@@ -616,7 +771,8 @@ serve_unit_follow() {
       warn "$SERVE_UNIT_NAME did not restart on the new release: journalctl -u $SERVE_UNIT_NAME"
     fi
   else
-    say "Wyoming wake proxy: $ROOT/current/$SERVE_UNIT_NAME is ready, not enabled (upstream tcp://127.0.0.1:10401; to use it: systemctl link $ROOT/current/$SERVE_UNIT_NAME && systemctl enable --now $SERVE_UNIT_NAME; change the upstream with systemctl edit $SERVE_UNIT_NAME)"
+    fact proxy off
+    say "Wyoming wake proxy: $ROOT/current/$SERVE_UNIT_NAME is ready, not enabled (to run it in front of your wake-word service: wakeguard flash --proxy tcp://HOST:PORT)"
   fi
 }
 
@@ -744,6 +900,8 @@ cmd_install() {
   rm -rf "$rel/wheels"
   write_release_json "$rel" full "$name" "$(model_version_of "$rel")"
   render_unit "$rel"
+  set_proxy
+  proxy_render "$rel"
   activate "$name"
 }
 
@@ -782,6 +940,8 @@ cmd_model() {
   rm -rf "$tmp"
   write_release_json "$rel" model "$owner" "$(model_version_of "$rel")"
   say "release $name: runtime of $owner, model $(model_version_of "$rel")"
+  set_proxy
+  proxy_render "$rel"
   activate "$name"
 }
 
@@ -798,6 +958,8 @@ cmd_rollback() {
     prev=$n
   done
   [ -n "$prev" ] || die "no release older than $cur under $ROOT/releases: nothing to roll back to"
+  set_proxy
+  proxy_render "$ROOT/releases/$prev"
   resolve_service_mode
   ACTIVATING=$prev
   ACTIVATING_PREV=$cur
@@ -828,6 +990,7 @@ cmd_status() {
   local cur n
   cur=$(current_name)
   fact current "${cur:-}"
+  fact proxy_upstream "$(proxy_upstream || true)"
   if [ -d "$ROOT/releases" ]; then
     while IFS= read -r n; do fact releases "$n"; done < <(releases_oldest_first)
   fi
@@ -845,6 +1008,7 @@ main() {
       --service) SERVICE=$2; shift 2 ;;
       --health-timeout) HEALTH_TIMEOUT=$2; shift 2 ;;
       --metrics-port) METRICS_PORT=$2; shift 2 ;;
+      --proxy) PROXY=$2; shift 2 ;;
       *) die "unknown option $1 (see the top of install.sh)" ;;
     esac
   done
