@@ -313,6 +313,9 @@ def test_flash_lifecycle(
         ["--service", "direct"] if Path("/run/systemd/system").is_dir() else []
     )  # never touch this machine's systemd
 
+    def model(name: str) -> Path:  # the tiny bundle as version test-model-N
+        return _variant(tiny_bundle, tmp_path / name, f"test-model-{name[1:]}")
+
     # a site config (kept across installs) that moves the Wyoming proxy off the usual port
     proxy_port = free_port()
     with tarfile.open(bundle) as tar:
@@ -378,14 +381,7 @@ def test_flash_lifecycle(
     )
 
     # 2. model-only update: a new release sharing the runtime, switched atomically
-    r = _flash(
-        sshd,
-        root,
-        "--model",
-        str(_variant(tiny_bundle, tmp_path / "m2", "test-model-2")),
-        "--keep",
-        "2",
-    )
+    r = _flash(sshd, root, "--model", str(model("m2")), "--keep", "2")
     assert r.exit_code == 0, r.output
     second = _current(root)
     assert second != first
@@ -463,14 +459,7 @@ def test_flash_lifecycle(
     assert 'wakeguard_model_info{version="test-tiny"}' in _metrics(port)
 
     # 6. keep the last N: with --keep 1 only the new release and the runtime it shares stay
-    r = _flash(
-        sshd,
-        root,
-        "--model",
-        str(_variant(tiny_bundle, tmp_path / "m3", "test-model-3")),
-        "--keep",
-        "1",
-    )
+    r = _flash(sshd, root, "--model", str(model("m3")), "--keep", "1")
     assert r.exit_code == 0, r.output
     third = _current(root)
     assert f"removed old release {second}" in r.output
@@ -479,8 +468,7 @@ def test_flash_lifecycle(
     # 7. --proxy: the Wyoming proxy starts in front of the given wake-word service, listening
     # where the config says, and the device remembers the upstream
     upstream = f"tcp://127.0.0.1:{free_port()}"
-    m7 = _variant(tiny_bundle, tmp_path / "m7", "test-model-7")
-    r = _flash(sshd, root, "--model", str(m7), "--proxy", upstream, "--json")
+    r = _flash(sshd, root, "--model", str(model("m7")), "--proxy", upstream, "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout[r.stdout.index("{") :])
     assert out["proxy"] == "up" and out["proxy_uri"] == f"tcp://127.0.0.1:{proxy_port}"
@@ -506,14 +494,7 @@ def test_flash_lifecycle(
     assert exec_start[exec_start.index("--upstream") + 1] == upstream
 
     # 9. --proxy off stops it and forgets the upstream
-    r = _flash(
-        sshd,
-        root,
-        "--model",
-        str(_variant(tiny_bundle, tmp_path / "m9", "test-model-9")),
-        "--proxy",
-        "off",
-    )
+    r = _flash(sshd, root, "--model", str(model("m9")), "--proxy", "off")
     assert r.exit_code == 0, r.output
     assert "Wyoming wake proxy stopped" in r.output
     assert not (root / "proxy-upstream").exists()

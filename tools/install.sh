@@ -452,20 +452,24 @@ restart_service() {
 }
 
 service_alive() {
+  # $1 unit name, $2 pid file (default: the screening service's)
+  local unit=${1:-$UNIT_NAME} pidfile=${2:-$ROOT/run/wakeguard.pid}
   if [ "$SERVICE_MODE" = systemd ]; then
-    as_root systemctl is-active --quiet "$UNIT_NAME" </dev/null
+    as_root systemctl is-active --quiet "$unit" </dev/null
   else
     local pid
-    pid=$(cat "$ROOT/run/wakeguard.pid" 2>/dev/null || true)
+    pid=$(cat "$pidfile" 2>/dev/null || true)
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
   fi
 }
 
 service_log_tail() {
+  # $1 unit name, $2 direct-mode log, $3 lines (default: the screening service's, 15)
+  local unit=${1:-$UNIT_NAME} logfile=${2:-$ROOT/log/service.log} n=${3:-15}
   if [ "$SERVICE_MODE" = systemd ]; then
-    as_root journalctl -u "$UNIT_NAME" -n 15 --no-pager </dev/null 2>/dev/null || true
+    as_root journalctl -u "$unit" -n "$n" --no-pager </dev/null 2>/dev/null || true
   else
-    tail -n 15 "$ROOT/log/service.log" 2>/dev/null || true
+    tail -n "$n" "$logfile" 2>/dev/null || true
   fi
 }
 
@@ -676,23 +680,9 @@ s.close()
 PY
 }
 
-proxy_alive() {
-  if [ "$SERVICE_MODE" = systemd ]; then
-    as_root systemctl is-active --quiet "$SERVE_UNIT_NAME" </dev/null
-  else
-    local pid
-    pid=$(cat "$ROOT/$SERVE_PID" 2>/dev/null || true)
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
-  fi
-}
+proxy_alive() { service_alive "$SERVE_UNIT_NAME" "$ROOT/$SERVE_PID"; }
 
-proxy_log_tail() {
-  if [ "$SERVICE_MODE" = systemd ]; then
-    as_root journalctl -u "$SERVE_UNIT_NAME" -n 6 --no-pager </dev/null 2>/dev/null || true
-  else
-    tail -n 6 "$ROOT/$SERVE_LOG" 2>/dev/null || true
-  fi
-}
+proxy_log_tail() { service_log_tail "$SERVE_UNIT_NAME" "$ROOT/$SERVE_LOG" 6; }
 
 proxy_stop() {
   if [ "$SERVICE_MODE" = systemd ]; then
