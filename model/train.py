@@ -325,9 +325,13 @@ def replay_loss(config: Config) -> Any:
     )
 
 
-def domain_labels(feats: Features, column: str) -> tuple[list[str], np.ndarray]:
-    """The domains of ``column`` (sorted) and each window's domain index."""
+def domain_labels(feats: Features, column: str) -> tuple[list[str], np.ndarray | None]:
+    """The domains of ``column`` (sorted) and each window's domain index; no domains (and
+    None) when no train row names one, or all name the same: a corpus without rooms (an
+    imported one, or one room recorded) trains without the adversarial loss."""
     values = [r.conditions.get(column, "") for r in feats.rows]
+    if all(v in ("", "-") for v in values):
+        return [], None
     if any(v in ("", "-") for v in values):
         missing = sum(v in ("", "-") for v in values)
         raise ConfigError(
@@ -336,10 +340,7 @@ def domain_labels(feats: Features, column: str) -> tuple[list[str], np.ndarray]:
         )
     domains = sorted(set(values))
     if len(domains) < 2:
-        raise ConfigError(
-            f"train.domain_column={column!r}: the train split has {len(domains)} domain; "
-            "an adversarial loss needs at least two"
-        )
+        return domains, None
     index = {d: i for i, d in enumerate(domains)}
     per_row = np.array([index[v] for v in values], dtype=np.int32)
     return domains, per_row[feats.utt]
@@ -673,6 +674,12 @@ def train(
 
     adversarial = config.train.domain_adversarial > 0
     domains, d_win = domain_labels(tr, config.train.domain_column) if adversarial else ([], None)
+    if adversarial and d_win is None:
+        adversarial = False
+        log(
+            f"domain-adversarial loss off: the train split has {len(domains)} "
+            f"{config.train.domain_column!r} domains (it needs two or more)"
+        )
     if adversarial:
         log(
             f"domain-adversarial loss on {len(domains)} {config.train.domain_column!r} domains"

@@ -368,6 +368,19 @@ def test_domain_adversarial_needs_a_column_every_train_row_fills(
     assert "train.domain_column='device'" in res.output and "8 of 16 train rows" in res.output
 
 
+def test_a_corpus_without_rooms_trains_without_the_adversarial_loss(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    run = tmp_path / "no-rooms"
+    args = ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST, "train.epochs=1"]
+    res = runner.invoke(app, [*args, "train.domain_adversarial=0.1"])
+    assert res.exit_code == 0, res.output
+    assert "domain-adversarial loss off: the train split has 0 'room' domains" in res.output
+    with (run / "history.csv").open() as fh:
+        assert "domain_loss" not in next(csv.reader(fh))
+
+
 def test_resume_without_a_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(dataset), "--out", str(tmp_path / "new"), "--resume"])
     assert res.exit_code == 2
