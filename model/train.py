@@ -330,10 +330,10 @@ def domain_labels(feats: Features, column: str) -> tuple[list[str], np.ndarray |
     None) when no train row names one, or all name the same: a corpus without rooms (an
     imported one, or one room recorded) trains without the adversarial loss."""
     values = [r.conditions.get(column, "") for r in feats.rows]
-    if all(v in ("", "-") for v in values):
+    missing = sum(v in ("", "-") for v in values)
+    if missing == len(values):
         return [], None
-    if any(v in ("", "-") for v in values):
-        missing = sum(v in ("", "-") for v in values)
+    if missing:
         raise ConfigError(
             f"train.domain_column={column!r}: {missing} of {len(values)} train rows have no "
             f"value in that column; name a condition column that every train row fills"
