@@ -454,6 +454,7 @@ class SwaState:
     def __init__(self, mean: list[np.ndarray], count: int) -> None:
         self.mean, self.count = mean, count
         self._clone: Any = None
+        self._bn_pass: Any = None
 
     @classmethod
     def start(cls, model: Any) -> SwaState:
@@ -465,7 +466,14 @@ class SwaState:
             m += (np.asarray(v, np.float64) - m) / self.count
 
     def model(self, model: Any, windows: np.ndarray, seed: int, batch: int) -> Any:
-        """A network with the averaged weights and re-estimated batch-norm statistics."""
+        """A network with the averaged weights and re-estimated batch-norm statistics.
+
+        Each batch runs through a compiled training-mode pass with momentum 0, which leaves
+        the batch's own statistics in the moving variables; they are folded into the
+        running mean here with momentum ``i / (i + 1)`` on batch ``i``, in float32 and in
+        the order of the batch-norm layer's own update (``moving * m + batch * (1 - m)``),
+        so the result is the one the layer would compute eagerly, for a third of the time.
+        """
         import keras
 
         if self._clone is None:
@@ -477,11 +485,31 @@ class SwaState:
         idx = np.random.default_rng(seed).permutation(len(windows))[: SWA_BN_BATCHES * batch]
         norms = [la for la in avg.layers if isinstance(la, keras.layers.BatchNormalization)]
         momenta = [la.momentum for la in norms]
-        try:  # momentum i/(i+1) on batch i: the moving statistics become the plain mean
+        running: list[tuple[np.ndarray, np.ndarray]] = []
+        try:
+            for la in norms:
+                la.momentum = 0.0  # traced into the compiled pass: moving := batch statistics
+            if self._bn_pass is None:
+                import tensorflow as tf
+
+                self._bn_pass = tf.function(lambda x: avg(x, training=True), reduce_retracing=True)
             for i, chunk in enumerate(np.array_split(idx, max(1, -(-len(idx) // batch)))):
-                for la in norms:
-                    la.momentum = i / (i + 1)
-                avg(windows[np.sort(chunk)].astype(np.float32), training=True)
+                self._bn_pass(windows[np.sort(chunk)].astype(np.float32))
+                stats = [
+                    (np.asarray(la.moving_mean), np.asarray(la.moving_variance)) for la in norms
+                ]
+                m, w = np.float32(i / (i + 1)), np.float32(1.0 - i / (i + 1))
+                running = (
+                    [
+                        (rm * m + bm * w, rv * m + bv * w)
+                        for (rm, rv), (bm, bv) in zip(running, stats, strict=True)
+                    ]
+                    if running
+                    else stats
+                )
+            for la, (rm, rv) in zip(norms, running, strict=True):
+                la.moving_mean.assign(rm)
+                la.moving_variance.assign(rv)
         finally:
             for la, m in zip(norms, momenta, strict=True):
                 la.momentum = m
@@ -531,11 +559,15 @@ def _configure_tf(threads: int) -> None:
 
 
 def predict_windows(model: Any, windows: np.ndarray, batch: int = 512) -> np.ndarray:
-    """Raw logits of feature windows through the Keras model (inference mode)."""
+    """Raw logits of feature windows through the Keras model (inference mode).
+
+    Batches go through Keras's compiled predict step (``predict_on_batch``): the same
+    numbers as calling the model eagerly, in half the time (docs/benchmarks.md).
+    """
     out = []
     for i in range(0, len(windows), batch):
         x = windows[i : i + batch].astype(np.float32)
-        out.append(np.asarray(model(x, training=False)).reshape(-1))
+        out.append(np.asarray(model.predict_on_batch(x)).reshape(-1))
     return np.concatenate(out) if out else np.zeros(0)
 
 

@@ -220,6 +220,31 @@ def test_weight_average_is_the_mean_with_its_own_batch_norm_statistics() -> None
     assert model is not avg and np.asarray(model.trainable_weights[0]).max() == 2.0
 
 
+def test_weight_average_batch_norm_is_the_plain_mean_of_batch_statistics() -> None:
+    """The compiled re-estimation gives each batch equal weight, keeps the layer's momentum,
+    and sees new weights on the next epoch (nothing stale in the compiled pass)."""
+    pytest.importorskip("tensorflow")
+    import keras
+    from wakeguard.model.train import SWA_BN_BATCHES, SwaState
+
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.BatchNormalization()(keras.layers.Dense(2)(inp)))
+    swa = SwaState.start(model)
+    x = np.random.default_rng(1).normal(0.0, 2.0, (300, 3)).astype(np.float32)
+    for k in (1.0, 2.0):
+        model.set_weights([np.full(w.shape, k, np.float32) for w in model.get_weights()])
+        swa.add(model)
+        avg = swa.model(model, x, seed=3, batch=64)
+        w = np.mean([1.0, 2.0][: swa.count])
+        idx = np.random.default_rng(3).permutation(len(x))[: SWA_BN_BATCHES * 64]
+        chunks = np.array_split(idx, -(-len(idx) // 64))
+        h = [x[np.sort(c)] @ np.full((3, 2), w) + w for c in chunks]
+        bn = avg.layers[-1]
+        np.testing.assert_allclose(bn.moving_mean, np.mean([c.mean(0) for c in h], 0), rtol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance, np.mean([c.var(0) for c in h], 0), rtol=1e-4)
+        assert bn.momentum == model.layers[-1].momentum == 0.99
+
+
 def test_weight_averaging_competes_for_the_checkpoint_and_survives_resume(
     dataset: Path, tmp_path: Path
 ) -> None:
