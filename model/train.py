@@ -472,7 +472,7 @@ class SwaState:
         the batch's own statistics in the moving variables; they are folded into the
         running mean here with momentum ``i / (i + 1)`` on batch ``i``, in float32 and in
         the order of the batch-norm layer's own update (``moving * m + batch * (1 - m)``),
-        so the result is the one the layer would compute eagerly, for a third of the time.
+        so the result is the one the layer would compute eagerly, in half the time or less.
         """
         import keras
 
@@ -562,7 +562,7 @@ def predict_windows(model: Any, windows: np.ndarray, batch: int = 512) -> np.nda
     """Raw logits of feature windows through the Keras model (inference mode).
 
     Batches go through Keras's compiled predict step (``predict_on_batch``): the same
-    numbers as calling the model eagerly, in half the time (docs/benchmarks.md).
+    numbers as calling the model eagerly, in a third to half the time (docs/benchmarks.md).
     """
     out = []
     for i in range(0, len(windows), batch):
