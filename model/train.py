@@ -814,8 +814,13 @@ def train(
         t0 = time.time()
         if reversal is not None:
             reversal.scale.assign(config.train.domain_adversarial * domain_ramp(epoch, config))
-        h = fit_model.fit(
-            ds, epochs=epoch + 1, initial_epoch=epoch, verbose=0, steps_per_epoch=steps
+        h = fit_model.fit(  # ds shuffles itself; shuffle=False only silences Keras's warning
+            ds,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            verbose=0,
+            steps_per_epoch=steps,
+            shuffle=False,
         )
         loss = float(h.history["logit_loss" if adversarial else "loss"][-1])
         dev_logits = dev.utterance_logits(predict_windows(model, dev.windows))
