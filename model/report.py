@@ -973,6 +973,7 @@ th{background:#eef2f7}
 .ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}.na{color:#5b6475}
 figure{margin:14px 0}img{max-width:100%;border:1px solid #e3e7ee}figcaption{color:#5b6475;font-size:13px}
 .datacard{background:#fafbfc;border:1px solid #e3e7ee;padding:4px 16px;max-height:700px;overflow:auto}
+@media print{.datacard{max-height:none;overflow:visible}}
 dt{font-weight:600;margin-top:8px}dd{margin-left:18px}
 code{background:#eef2f7;padding:0 3px;border-radius:3px}
 """
