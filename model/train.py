@@ -500,12 +500,12 @@ class SwaState:
                 ]
                 m, w = np.float32(i / (i + 1)), np.float32(1.0 - i / (i + 1))
                 running = (
-                    [
+                    stats
+                    if i == 0
+                    else [
                         (rm * m + bm * w, rv * m + bv * w)
                         for (rm, rv), (bm, bv) in zip(running, stats, strict=True)
                     ]
-                    if running
-                    else stats
                 )
             for la, (rm, rv) in zip(norms, running, strict=True):
                 la.moving_mean.assign(rm)
