@@ -973,10 +973,22 @@ th{background:#eef2f7}
 .ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}.na{color:#5b6475}
 figure{margin:14px 0}img{max-width:100%;border:1px solid #e3e7ee}figcaption{color:#5b6475;font-size:13px}
 .datacard{background:#fafbfc;border:1px solid #e3e7ee;padding:4px 16px;max-height:700px;overflow:auto}
-@media print{.datacard{max-height:none;overflow:visible}}
+@media print{.datacard{max-height:none;overflow:visible}details::details-content{content-visibility:visible;display:block}}
 dt{font-weight:600;margin-top:8px}dd{margin-left:18px}
 code{background:#eef2f7;padding:0 3px;border-radius:3px}
 """
+
+
+_PRINT_SCRIPT = """<script>
+// On paper every collapsed section is printed open (the CSS rule does it where the
+// browser knows ::details-content); the sections the reader had closed close again after.
+let closedForPrint = [];
+addEventListener("beforeprint", () => {
+  closedForPrint = [...document.querySelectorAll("details:not([open])")];
+  closedForPrint.forEach((d) => (d.open = true));
+});
+addEventListener("afterprint", () => closedForPrint.forEach((d) => (d.open = false)));
+</script>"""
 
 
 def build_report(run: Path, out: Path | None = None) -> Path:
@@ -1016,7 +1028,7 @@ def build_report(run: Path, out: Path | None = None) -> Path:
         )
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>wakeguard report: {_e(run.name)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style>{_PRINT_SCRIPT}</head>
 <body><h1>wakeguard: live or replayed?</h1>
 <p class=sub>Run <code>{_e(run.resolve())}</code> · bundle {_e(version)} · report built {created}</p>
 {body}

@@ -81,7 +81,11 @@ def test_report_of_a_complete_run(run_folder):
     # Data card rendered from Markdown, baselines in the table, measured metrics shown.
     assert "<b>fake</b>" in doc and "<table class='card'>" in doc
     # On screen the card scrolls in its box; on paper (print, save as PDF) it is whole.
-    assert "@media print{.datacard{max-height:none;overflow:visible}}" in doc
+    assert "@media print{.datacard{max-height:none;overflow:visible}" in doc
+    # Collapsed sections (the per-condition table) print open, by CSS where the browser
+    # has ::details-content and by a beforeprint handler elsewhere.
+    assert "<details>" in doc and "details::details-content{content-visibility:visible" in doc
+    assert 'addEventListener("beforeprint"' in doc
     for name in ("void", "lfcc_gmm", "chance", "majority"):
         assert f">{name}<" in doc
     metrics = json.loads((run_folder / "eval" / "metrics.json").read_text())
