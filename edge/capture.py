@@ -462,11 +462,13 @@ class MicSource(AudioSource):
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         stall_s: float = 3.0,
+        wait_for_device: bool = False,
         sd_module: Any = None,
         sleep: Callable[[threading.Event, float], bool] | None = None,
     ):
         super().__init__(block_ms=block_ms, queue_seconds=queue_seconds)
         self.device = parse_device(device)
+        self.wait_for_device = bool(wait_for_device)
         self.want_rate = int(sample_rate)
         self.want_channels = int(channels)
         self.backoff_s = float(backoff_s)
@@ -535,6 +537,13 @@ class MicSource(AudioSource):
             except CaptureError:
                 raise
             except Exception as exc:  # PortAudioError, LookupError, device busy ...
+                if isinstance(exc, LookupError) and first and not self.wait_for_device:
+                    # No such device at the start: a person at a terminal wants to know now;
+                    # a service (--wait-for-mic) waits for the microphone to be plugged in.
+                    raise CaptureError(
+                        f"{self.description}: {exc}; plug one in, pick another with --device "
+                        "(wakeguard listen --list-devices), or pass --wait-for-mic to wait for it"
+                    ) from exc
                 self.open_failures += 1
                 log.warning("%s unavailable (%s); retrying in %.1f s", self.description, exc, delay)
                 if self._sleep(stop, delay):

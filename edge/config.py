@@ -59,6 +59,8 @@ class CaptureConfig:
     """Longest wait between reopening attempts."""
     stall_s: float = 3.0
     """No audio for this long from an open stream counts as a lost device."""
+    wait_for_device: bool = False
+    """No such input device at the start: wait for one (a service) instead of failing."""
 
 
 _EP = EndpointParams()  # the endpointer's own defaults: the config repeats none of them

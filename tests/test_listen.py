@@ -294,6 +294,39 @@ def test_microphone_retries_converts_counts_overruns_and_reconnects(caplog):
     assert "lost (stream stopped" in text and "48000 Hz, 2 channel(s)" in text
 
 
+def test_no_such_microphone_fails_at_once_unless_told_to_wait():
+    """A person at a terminal hears at once that there is no microphone; a service started
+    with --wait-for-mic (the shipped systemd unit) keeps retrying until one is plugged in."""
+    from wakeguard.edge.capture import CaptureError
+
+    waits: list[float] = []
+
+    def sleep(stop, seconds):
+        waits.append(seconds)
+        if len(waits) == 3:
+            stop.set()
+        return stop.is_set()
+
+    class Unplugged(FakeSoundDevice):
+        def query_devices(self):
+            return []
+
+    for spec, sd in ((None, Unplugged()), ("blue yeti", FakeSoundDevice())):
+        mic = MicSource(spec, sd_module=sd, sleep=sleep)
+        with pytest.raises(CaptureError, match="--wait-for-mic"):
+            next(mic.blocks(threading.Event()))
+    assert waits == []  # no retrying before the error
+    mic = MicSource("blue yeti", sd_module=FakeSoundDevice(), sleep=sleep, wait_for_device=True)
+    assert list(mic.blocks(threading.Event())) == []  # waited until stopped
+    assert waits == [1.0, 2.0, 4.0] and mic.open_failures == 3
+
+
+def test_the_listening_service_waits_for_its_microphone():
+    unit = (Path(__file__).resolve().parents[1] / "edge" / "wakeguard.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert " listen " in exec_start and " --wait-for-mic" in exec_start
+
+
 def test_microphone_missing_portaudio_is_a_clear_error(monkeypatch):
     import builtins
 

@@ -30,6 +30,7 @@ def resolve_config(
     config: Path | None,
     *,
     device: str | None = None,
+    wait_for_mic: bool | None = None,
     hook: str | None = None,
     webhook: str | None = None,
     allow_remote_webhook: bool | None = None,
@@ -43,6 +44,7 @@ def resolve_config(
         **common,
         **{
             "capture.device": device,
+            "capture.wait_for_device": wait_for_mic or None,
             "output.hook": hook,
             "output.webhook": webhook,
             "output.allow_remote_webhook": allow_remote_webhook or None,
@@ -91,6 +93,7 @@ def listen(
             backoff_s=c.backoff_s,
             max_backoff_s=c.max_backoff_s,
             stall_s=c.stall_s,
+            wait_for_device=c.wait_for_device,
         )
 
     closers: list[Callable[[], None]] = []
@@ -195,6 +198,14 @@ def listen_cli(
     list_devices_flag: Annotated[
         bool, typer.Option("--list-devices", help="List input devices and exit.")
     ] = False,
+    wait_for_mic: Annotated[
+        bool,
+        typer.Option(
+            "--wait-for-mic",
+            help="No such microphone at the start: wait for one to be plugged in (a service) "
+            "instead of failing.",
+        ),
+    ] = False,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML configuration (flags override it).")
     ] = None,
@@ -257,6 +268,7 @@ def listen_cli(
         resolve_config,
         config,
         device=device,
+        wait_for_mic=wait_for_mic,
         model=model,
         operating_point=operating_point,
         threads=threads,
