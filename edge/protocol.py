@@ -50,7 +50,13 @@ class Row:
         return p if p.is_absolute() else root / p
 
     def as_dict(self) -> dict[str, str]:
-        return {"path": self.path, "label": self.label, "speaker": self.speaker, "split": self.split, **self.conditions}
+        return {
+            "path": self.path,
+            "label": self.label,
+            "speaker": self.speaker,
+            "split": self.split,
+            **self.conditions,
+        }
 
 
 @dataclass
@@ -71,7 +77,9 @@ class Protocol:
         ]
 
     def splits(self) -> list[str]:
-        return sorted({r.split for r in self.rows if r.split}, key=lambda s: (SPLITS + (s,)).index(s))
+        return sorted(
+            {r.split for r in self.rows if r.split}, key=lambda s: (SPLITS + (s,)).index(s)
+        )
 
     def audio_paths(self, rows: Sequence[Row] | None = None) -> list[Path]:
         return [r.audio_path(self.root) for r in (self.rows if rows is None else rows)]
@@ -83,12 +91,41 @@ def protocol_file(path: str | Path) -> Path:
     return p / PROTOCOL if p.is_dir() else p
 
 
+def not_utf8(path: Path) -> str:
+    """Why ``path`` cannot be read as UTF-8 text: the line and value of its first bad byte.
+
+    Latin-1 or Windows-1252 exports and binary files (a WAV given as the CSV) end here;
+    the codec's own message gives neither the file nor the line.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return (
+            f"{path}:{line}: not a UTF-8 text CSV (byte 0x{data[exc.start]:02x}); "
+            "save it as CSV UTF-8"
+        )
+    return f"{path}: not a UTF-8 text CSV"
+
+
 def read_protocol(path: str | Path) -> Protocol:
-    """Read and check a protocol; errors name the file and the line."""
+    """Read and check a protocol; errors name the file and the line.
+
+    UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8" writes one). A path may
+    appear once: the same audio twice would count twice in training and evaluation.
+    """
     csv_path = protocol_file(path)
     if not csv_path.is_file():
         raise ProtocolError(f"{csv_path}: protocol file not found")
-    with csv_path.open(newline="", encoding="utf-8") as fh:
+    try:
+        return _read_protocol(csv_path)
+    except UnicodeDecodeError:
+        raise ProtocolError(not_utf8(csv_path)) from None
+
+
+def _read_protocol(csv_path: Path) -> Protocol:
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED if c not in header]
@@ -96,6 +133,7 @@ def read_protocol(path: str | Path) -> Protocol:
             raise ProtocolError(f"{csv_path}: missing column(s) {missing}; header is {header}")
         conds = [c for c in header if c not in KNOWN]
         rows = []
+        first_line: dict[str, int] = {}
         for lineno, rec in enumerate(reader, start=2):
             label = (rec.get("label") or "").strip()
             if label not in LABELS:
@@ -103,11 +141,17 @@ def read_protocol(path: str | Path) -> Protocol:
             split = (rec.get("split") or "").strip()
             if split and split not in SPLITS:
                 raise ProtocolError(f"{csv_path}:{lineno}: split {split!r} is not one of {SPLITS}")
-            if not (rec.get("path") or "").strip():
+            path = (rec.get("path") or "").strip()
+            if not path:
                 raise ProtocolError(f"{csv_path}:{lineno}: empty path")
+            if path in first_line:
+                raise ProtocolError(
+                    f"{csv_path}:{lineno}: path {path} is listed twice (first on line {first_line[path]})"
+                )
+            first_line[path] = lineno
             rows.append(
                 Row(
-                    path=rec["path"].strip(),
+                    path=path,
                     label=label,
                     speaker=(rec.get("speaker") or "").strip(),
                     split=split,
@@ -156,7 +200,9 @@ def require_confirmed(protocol: Protocol, rows: Sequence[Row], used_for: str) ->
     )
 
 
-def write_protocol(path: str | Path, rows: Iterable[Row], condition_columns: Sequence[str] | None = None) -> Path:
+def write_protocol(
+    path: str | Path, rows: Iterable[Row], condition_columns: Sequence[str] | None = None
+) -> Path:
     """Write rows atomically (temp file, then rename) so an interrupted write loses nothing."""
     csv_path = protocol_file(path) if Path(path).suffix != ".csv" else Path(path)
     rows = list(rows)

@@ -17,6 +17,7 @@ silently: each is kept with its file and reason, counted in the metrics, written
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,17 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.audio import AudioError, load_audio
 from wakeguard.edge.bundle import load_bundle
-from wakeguard.edge.protocol import Protocol, Row, read_protocol, require_confirmed
+from wakeguard.edge.protocol import SPLITS, Protocol, Row, read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
-from .metrics import DEFAULT_N_BOOT, compute_metrics, read_scores, write_metrics, write_scores
+from .metrics import (
+    DEFAULT_N_BOOT,
+    atomic_text,
+    compute_metrics,
+    read_scores,
+    write_metrics,
+    write_scores,
+)
 
 SCORES_FILE = "scores.csv"
 METRICS_FILE = "metrics.json"
@@ -75,15 +83,23 @@ class ScoreRun:
         }
 
 
+def check_split(split: str | None) -> None:
+    """Refuse a split name that no protocol can have (before any model is loaded)."""
+    if split is not None and split not in (*SPLITS, ALL_SPLITS):
+        raise EvaluationError(f"split {split!r} is not one of {', '.join((*SPLITS, ALL_SPLITS))}")
+
+
 def resolve_split(protocol: Protocol, split: str | None) -> str | None:
     """``None`` means ``eval`` when the protocol has an eval split, else every row; ``"all"`` means every row."""
+    check_split(split)
     if split == ALL_SPLITS:
         return None
     if split is None:
         return "eval" if "eval" in protocol.splits() else None
     if split not in protocol.splits():
         raise EvaluationError(
-            f"{protocol.root}: protocol has no rows in split {split!r} (has {protocol.splits() or 'no splits'})"
+            f"{protocol.file or protocol.root}: protocol has no rows in split {split!r} "
+            f"(has {protocol.splits() or 'no splits'})"
         )
     return split
 
@@ -210,7 +226,7 @@ def scores_from_files(
         raise EvaluationError("no score files given")
     tables = []
     for f in files:
-        by_path = {r["path"]: r for r in read_scores(f).rows}
+        by_path = {r["path"]: r for r in read_scores(f, require=("path",)).rows}
         if rows and not any(r.path in by_path for r in rows):
             raise EvaluationError(
                 f"{f}: none of the {len(rows)} rows of {proto.file or proto.root} is in it "
@@ -244,8 +260,8 @@ def scores_from_files(
 
 
 def write_unscored(path: Path, unscored: Sequence[Unscored]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    """Write ``unscored.csv`` (path, label, reason) atomically."""
+    with atomic_text(path) as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label", "reason"])
         for u in unscored:
@@ -269,11 +285,13 @@ def single_class_metrics(
         else float(np.mean(scores >= threshold))
     )
     speakers = {str(r.get("speaker", "")) for r in rows} - {""}
+    n_bonafide = len(rows) if label == "bonafide" else 0
+    n_spoof = len(rows) - n_bonafide
     return {
         "eer": None,
         "eer_threshold": None,
-        "n_bonafide": len(rows) if label == "bonafide" else 0,
-        "n_spoof": len(rows) if label == "spoof" else 0,
+        "n_bonafide": n_bonafide,
+        "n_spoof": n_spoof,
         "n_speakers": len(speakers),
         "operating_point": operating_point,
         "threshold": float(threshold),
@@ -284,7 +302,10 @@ def single_class_metrics(
         "apcer_at_bpcer_5pct": None,
         "ci": None,
         "per_condition": {},
-        "note": f"only {label} rows were scored: EER and APCER at a BPCER need both classes",
+        "note": (
+            f"only {label} rows were scored ({n_bonafide} bonafide, {n_spoof} spoof): "
+            "EER and APCER at a BPCER need both labels"
+        ),
     }
 
 
@@ -319,6 +340,18 @@ def metrics_for_run(
     return m
 
 
+def prepare_out(out: Path) -> None:
+    """Create the output folder before any scoring, or say plainly why it cannot be used."""
+    if out.exists() and not out.is_dir():
+        raise EvaluationError(f"cannot create output folder {out}: a file of that name exists")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvaluationError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    if not os.access(out, os.W_OK):
+        raise EvaluationError(f"cannot write to output folder {out}: permission denied")
+
+
 def evaluate(
     protocol: Path,
     *,
@@ -344,20 +377,23 @@ def evaluate(
     are computed from the scores. With ``strict`` any unscored row raises
     :class:`EvaluationError` (after the files are written).
     """
+    check_split(split)
+    if score_files and (bundle is not None or operating_point is not None):
+        raise EvaluationError(
+            "give either score files or a model (with its operating point), not both"
+        )
+    if not score_files and threshold is not None:
+        raise EvaluationError(
+            "a threshold is only given with score files; a bundle has its own (--operating-point)"
+        )
+    if out is not None:
+        prepare_out(Path(out))
     if score_files:
-        if bundle is not None or operating_point is not None:
-            raise EvaluationError(
-                "give either score files or a model (with its operating point), not both"
-            )
         b, op = None, "given"
         run = scores_from_files(
             protocol, score_files, split=split, threshold=0.0 if threshold is None else threshold
         )
     else:
-        if threshold is not None:
-            raise EvaluationError(
-                "a threshold is only given with score files; a bundle has its own (--operating-point)"
-            )
         b = load_bundle(bundle)
         op = operating_point or b.default_operating_point
         scorer = Scorer.from_bundle(b, operating_point=op, num_threads=threads)

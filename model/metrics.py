@@ -17,15 +17,16 @@ same keys, so metrics are always computed from the score files, never ad hoc.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
-from wakeguard.edge.protocol import KNOWN, LABELS
+from wakeguard.edge.protocol import KNOWN, LABELS, not_utf8
 
 BONAFIDE, SPOOF = LABELS
 NOT_APPLICABLE = ("", "-")
@@ -187,19 +188,32 @@ class ScoreTable:
         return sorted({r.get("split", "") for r in self.rows})
 
 
-def read_scores(path: str | Path) -> ScoreTable:
-    """Read a score CSV (``path,label,speaker,split,<conditions>,score``); errors name file and line."""
+def read_scores(path: str | Path, *, require: Sequence[str] = ()) -> ScoreTable:
+    """Read a score CSV (``path,label,speaker,split,<conditions>,score``); errors name file and line.
+
+    ``label`` and ``score`` are always required, the columns in ``require`` too (``path``
+    to match rows to a protocol). A path may appear once: a second score for the same
+    utterance would count twice, or silently replace the first.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: score file not found")
-    with path.open(newline="", encoding="utf-8") as fh:
+    try:
+        return _read_scores(path, require)
+    except UnicodeDecodeError:
+        raise MetricsError(not_utf8(path)) from None
+
+
+def _read_scores(path: Path, require: Sequence[str]) -> ScoreTable:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
-        for col in ("label", "score"):
+        for col in ("label", *require, "score"):
             if col not in header:
                 raise MetricsError(f"{path}: no {col!r} column; header is {header}")
         conds = [c for c in header if c not in (*KNOWN, "score")]
         rows: list[dict[str, Any]] = []
+        first_line: dict[str, int] = {}
         for lineno, rec in enumerate(reader, start=2):
             label = (rec.get("label") or "").strip()
             if label not in LABELS:
@@ -214,8 +228,37 @@ def read_scores(path: str | Path) -> ScoreTable:
                 raise MetricsError(f"{path}:{lineno}: score is {score}")
             row: dict[str, Any] = {k: (rec.get(k) or "").strip() for k in (*KNOWN, *conds)}
             row["score"] = score
+            if row["path"] in first_line:
+                raise MetricsError(
+                    f"{path}:{lineno}: path {row['path']} is scored twice "
+                    f"(first on line {first_line[row['path']]})"
+                )
+            if row["path"]:
+                first_line[row["path"]] = lineno
             rows.append(row)
     return ScoreTable(rows, conds)
+
+
+@contextlib.contextmanager
+def atomic_text(path: Path) -> Iterator[TextIO]:
+    """Write ``path`` through ``path.part``, moved onto it only once complete.
+
+    On any failure the ``.part`` file is removed and ``path`` keeps its old content; an
+    :class:`OSError` (full disk, no permission) is raised again naming ``path``, which the
+    bare error ("No space left on device") does not.
+    """
+    tmp = path.with_name(path.name + ".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            yield fh
+        tmp.replace(path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
 
 
 def write_scores(
@@ -223,17 +266,14 @@ def write_scores(
 ) -> Path:
     """Write a score CSV atomically: the protocol's columns, then ``score``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     fields = [*KNOWN, *condition_columns, "score"]
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_text(path) as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             rec = {k: r.get(k, "") for k in fields}
             rec["score"] = repr(float(r["score"]))
             w.writerow(rec)
-    tmp.replace(path)
     return path
 
 
@@ -489,8 +529,6 @@ def metrics_from_scores(
 def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> Path:
     """Write metrics JSON atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_text(path) as fh:
+        fh.write(json.dumps(metrics, indent=2) + "\n")
     return path

@@ -332,3 +332,138 @@ def test_score_files_are_evaluated_and_averaged(dataset, tiny_bundle, tmp_path):
     assert code == 2 and "not both" in out
     code, out = run("--model", str(tiny_bundle), "--threshold", "0.5")
     assert code == 2 and "--operating-point" in out
+
+
+def _toy_scores(folder: Path, n: int = 4) -> tuple[Path, Path]:
+    """A protocol of ``n`` bona fide and ``n`` spoof rows and a score file for it (no audio:
+    ``--scores`` runs no model)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        Row(f"audio/{label}{i}.wav", label, f"s{i % 2}", "eval", {"room": f"r{i % 2}"})
+        for label in ("bonafide", "spoof")
+        for i in range(n)
+    ]
+    proto = write_protocol(folder / "protocol.csv", rows, ["room"])
+    from wakeguard.model.metrics import write_scores
+
+    scored = [
+        {**r.as_dict(), "score": (1.0 if r.label == "bonafide" else -1.0) + 0.3 * i}
+        for i, r in enumerate(rows)
+    ]
+    return proto, write_scores(folder / "scores.csv", scored, ["room"])
+
+
+def _evaluate(*args: str) -> tuple[int, str]:
+    res = runner.invoke(app, ["evaluate", *args])
+    return res.exit_code, res.output
+
+
+def test_output_write_failures_name_the_file_and_leave_nothing_half_written(tmp_path):
+    proto, scores = _toy_scores(tmp_path / "ds")
+    out = tmp_path / "out"
+    (out / "metrics.json").mkdir(parents=True)  # unwritable target
+    code, text = _evaluate("-p", str(proto), "--scores", str(scores), "--out", str(out))
+    assert code == 1 and f"cannot write {out / 'metrics.json'}: Is a directory" in text
+    assert not list(out.glob("*.part")) and (out / "scores.csv").is_file()
+
+    # unscored.csv is replaced whole or not at all: a failure half-way keeps the old file.
+    from wakeguard.model.evaluate import Unscored, write_unscored
+
+    old = write_unscored(out / "unscored.csv", [Unscored("a.wav", "spoof", "too short")])
+    before = old.read_bytes()
+
+    class FullDisk:
+        def __str__(self) -> str:
+            raise OSError(28, "No space left on device")
+
+    rows = [Unscored("b.wav", "spoof", "silent"), Unscored(FullDisk(), "spoof", "silent")]  # type: ignore[arg-type]
+    with pytest.raises(OSError, match=r"cannot write .*unscored.csv: No space left on device"):
+        write_unscored(old, rows)
+    assert old.read_bytes() == before and not (out / "unscored.csv.part").exists()
+
+
+def test_unusable_out_folder_is_a_usage_error(tmp_path):
+    proto, scores = _toy_scores(tmp_path / "ds")
+    base = ["-p", str(proto), "--scores", str(scores), "--bootstrap", "0", "--out"]
+    code, text = _evaluate(*base, str(scores))
+    assert code == 2 and f"cannot create output folder {scores}: a file of that name exists" in text
+    code, text = _evaluate(*base, str(scores / "sub"))
+    assert code == 2 and f"cannot create output folder {scores / 'sub'}: Not a directory" in text
+    if Path("/proc/self").is_dir():
+        code, text = _evaluate(*base, "/proc/x")
+        assert code == 2 and "cannot create output folder /proc/x: No such file" in text
+
+
+def test_csvs_that_are_not_utf8_name_the_file_and_bom_is_read(tmp_path):
+    proto, scores = _toy_scores(tmp_path / "ds")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(proto.read_bytes() + "audio/caf\xe9.wav,spoof,s0,eval,r0\n".encode("latin-1"))
+    code, text = _evaluate("-p", str(latin), "--scores", str(scores))
+    assert code == 2 and f"{latin}:10: not a UTF-8 text CSV (byte 0xe9)" in text
+    code, text = _evaluate("-p", str(proto), "--scores", str(latin))
+    assert code == 2 and f"{latin}:10: not a UTF-8 text CSV" in text
+    wav = tmp_path / "clip.wav"
+    write_wav(wav, np.full(1600, 0.5, np.float32))
+    code, text = _evaluate("-p", str(wav), "--scores", str(scores))
+    assert code == 2 and f"{wav}:1: not a UTF-8 text CSV" in text
+    # Excel's "CSV UTF-8" starts with a byte-order mark: both files read as usual.
+    for f in (proto, scores):
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    code, text = _evaluate("-p", str(proto), "--scores", str(scores), "--json", "--bootstrap", "0")
+    assert code == 0, text
+    assert json.loads(text.strip().splitlines()[-1])["n_bonafide"] == 4
+
+
+def test_a_path_listed_twice_is_an_error(tmp_path):
+    """A second score for a path silently replaced the first (the EER changed, exit 0); a
+    protocol row listed twice counted twice. Both name the file, the line and the path."""
+    proto, scores = _toy_scores(tmp_path / "ds")
+    dup = tmp_path / "dup.csv"
+    lines = scores.read_text().splitlines(keepends=True)
+    dup.write_text("".join(lines) + lines[1].rsplit(",", 1)[0] + ",-9.0\n")
+    code, text = _evaluate("-p", str(proto), "--scores", str(dup))
+    assert code == 2
+    assert f"{dup}:10: path audio/bonafide0.wav is scored twice (first on line 2)" in text
+    lines = proto.read_text().splitlines(keepends=True)
+    proto.write_text("".join(lines) + lines[3])
+    code, text = _evaluate("-p", str(proto), "--scores", str(scores))
+    assert code == 2
+    assert f"{proto}:10: path audio/bonafide2.wav is listed twice (first on line 4)" in text
+
+
+def test_score_file_without_path_column_says_so(tmp_path):
+    proto, scores = _toy_scores(tmp_path / "ds")
+    no_path = tmp_path / "no_path.csv"
+    no_path.write_text(
+        "".join(line.split(",", 1)[1] for line in scores.read_text().splitlines(keepends=True))
+    )
+    code, text = _evaluate("-p", str(proto), "--scores", str(no_path))
+    assert code == 2 and f"{no_path}: no 'path' column; header is ['label'," in text
+
+
+def test_bad_split_bootstrap_and_threads_are_usage_errors(tmp_path):
+    proto, scores = _toy_scores(tmp_path / "ds")
+    base = ["-p", str(proto), "--scores", str(scores)]
+    code, text = _evaluate(*base, "--split", "bogus")
+    assert code == 2 and "split 'bogus' is not one of train, dev, eval, all" in text
+    for args in (["--bootstrap", "-3"], ["--threads", "0"], ["--threads", "-2"]):
+        code, text = _evaluate(*base, *args)
+        assert code == 2 and args[0] in text and "Invalid value" in text, args
+    code, text = _evaluate(*base, "--bootstrap", "0", "--json")  # no intervals
+    assert code == 0, text
+    assert json.loads(text.strip().splitlines()[-1])["ci"]["eer"] is None
+
+
+def test_single_label_protocol_explains_missing_eer(tmp_path):
+    proto, scores = _toy_scores(tmp_path / "ds")
+    live = tmp_path / "live.csv"
+    live.write_text(
+        "".join(line for line in proto.read_text().splitlines(True) if "spoof" not in line)
+    )
+    code, text = _evaluate("-p", str(live), "--scores", str(scores))
+    assert code == 0, text
+    assert "note: only bonafide rows were scored (4 bonafide, 0 spoof): EER" in text
+    assert "need both labels" in text
+    code, text = _evaluate("-p", str(live), "--scores", str(scores), "--json")
+    m = json.loads(text.strip().splitlines()[-1])
+    assert code == 0 and m["eer"] is None and "4 bonafide, 0 spoof" in m["note"]

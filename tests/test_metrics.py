@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from wakeguard.model.metrics import (
     per_condition,
     read_scores,
     threshold_at_bpcer,
+    write_metrics,
     write_scores,
 )
 
@@ -217,6 +220,58 @@ def test_bad_score_file_names_line(tmp_path):
     )
     with pytest.raises(MetricsError, match=r"s.csv:3"):
         read_scores(p)
+
+
+def test_score_file_encoding_bom_and_duplicates(tmp_path):
+    """A Latin-1 or binary file names itself and its line; Excel's "CSV UTF-8" (with a
+    byte-order mark) reads; a second score for one path is an error, not a silent overwrite."""
+    good = "path,label,score\na.wav,bonafide,0.5\nb.wav,spoof,-0.5\n"
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + good.encode())
+    table = read_scores(bom, require=("path",))
+    assert [r["path"] for r in table.rows] == ["a.wav", "b.wav"]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(good.encode() + "caf\xe9.wav,spoof,0.1\n".encode("latin-1"))
+    with pytest.raises(MetricsError, match=r"latin.csv:4: not a UTF-8 text CSV \(byte 0xe9\)"):
+        read_scores(latin)
+    dup = tmp_path / "dup.csv"
+    dup.write_text(good + "a.wav,bonafide,-3.0\n")
+    with pytest.raises(
+        MetricsError, match=r"dup.csv:4: path a.wav is scored twice \(first on line 2\)"
+    ):
+        read_scores(dup)
+    no_path = tmp_path / "no_path.csv"
+    no_path.write_text("label,score\nbonafide,0.5\nbonafide,0.7\n")
+    assert len(read_scores(no_path).rows) == 2  # no path column: nothing to repeat
+    with pytest.raises(MetricsError, match=r"no_path.csv: no 'path' column; header is"):
+        read_scores(no_path, require=("path",))
+
+
+class _FullDisk:
+    """A cell value whose writing fails as a full disk does, half-way through the file."""
+
+    def __str__(self) -> str:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_writes_are_atomic_and_failures_name_the_file(tmp_path):
+    """A failed write leaves the old file as it was and no ``.part`` behind, and the error
+    says which file and why ("No space left on device" alone names neither)."""
+    rows = [{"path": "a.wav", "label": "bonafide", "score": 0.5, "attack": "-"}]
+    path = write_scores(tmp_path / "scores.csv", rows, ["attack"])
+    before = path.read_bytes()
+    broken = [*rows, {"path": "b.wav", "label": "spoof", "score": -0.5, "attack": _FullDisk()}]
+    with pytest.raises(OSError, match=r"cannot write .*scores.csv: No space left on device"):
+        write_scores(path, broken, ["attack"])
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "scores.csv"
+    ]
+    # An unwritable target: a folder where metrics.json should go.
+    (tmp_path / "metrics.json").mkdir()
+    with pytest.raises(OSError, match=r"cannot write .*metrics.json: Is a directory"):
+        write_metrics(tmp_path / "metrics.json", {"eer": 0.1})
+    assert not (tmp_path / "metrics.json.part").exists()
+    assert json.loads(write_metrics(tmp_path / "m.json", {"eer": 0.1}).read_text()) == {"eer": 0.1}
 
 
 def test_identifier_columns_are_not_broken_down():

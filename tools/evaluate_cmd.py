@@ -67,6 +67,8 @@ def print_metrics(m: dict[str, Any]) -> None:
             *("" for _ in cis),
         )
     console.print(t)
+    if m.get("note"):
+        console.print(f"note: {m['note']}", highlight=False, markup=False, soft_wrap=True)
     many = []
     for col, values in (m.get("per_condition") or {}).items():
         if not values or len(values) > MAX_TABLE_VALUES:
@@ -128,7 +130,7 @@ def evaluate_cli(
             help="Bundle threshold for APCER/BPCER: eer, bpcer_1pct or bpcer_5pct (default: the bundle's).",
         ),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", help="Inference threads.")] = 1,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Inference threads.")] = 1,
     strict: Annotated[
         bool,
         typer.Option(
@@ -139,7 +141,9 @@ def evaluate_cli(
     bootstrap: Annotated[
         int,
         typer.Option(
-            "--bootstrap", help="Bootstrap replicates for the confidence intervals (by speaker)."
+            "--bootstrap",
+            min=0,
+            help="Bootstrap replicates for the confidence intervals (by speaker; 0: none).",
         ),
     ] = 1000,
     scores: Annotated[
