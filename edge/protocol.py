@@ -214,10 +214,14 @@ def write_protocol(
         condition_columns = list(seen)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = csv_path.with_name(csv_path.name + ".part")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=[*KNOWN, *condition_columns], extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r.as_dict())
-    tmp.replace(csv_path)
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=[*KNOWN, *condition_columns], extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow(r.as_dict())
+        tmp.replace(csv_path)
+    except OSError as exc:  # a full disk: say which file, and leave no half-written copy
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {csv_path}: {exc.strerror or exc}") from exc
     return csv_path

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wakeguard.edge.protocol import LABELS, SPLITS, Row, write_protocol
+from wakeguard.edge.protocol import LABELS, PROTOCOL, SPLITS, Row, write_protocol
 
 FORMATS = ("asvspoof2017", "asvspoof2019pa", "asvspoof2021pa", "remasc", "folder")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -131,7 +131,10 @@ class _Problems:
     def finish(self) -> list[Skipped]:
         if self.items and not self.skip:
             first = self.items[:5]
-            lines = "; ".join(f"{s.source}:{s.line}: {s.reason}" for s in first)
+            lines = "; ".join(
+                f"{s.source}:{s.line}: {s.reason}" if s.line else f"{s.source}: {s.reason}"
+                for s in first
+            )
             more = f" (and {len(self.items) - len(first)} more)" if len(self.items) > len(first) else ""
             raise ImportProblem(
                 f"{len(self.items)} protocol row(s) cannot be imported: {lines}{more}. "
@@ -498,6 +501,22 @@ def read_remasc(source: Path, problems: _Problems, not_used: Counter[str]) -> li
 # ----------------------------------------------------------------------------- folder
 
 
+def _unreadable(path: Path) -> str:
+    """Why ``path`` is not usable audio, from its header alone ("" when it is): a folder of
+    one's own recordings holds the odd empty or half-copied file, and the dataset should not
+    find out at training time. (The public corpora's hundreds of thousands of files are not
+    opened here; ``--copy`` converts, and so checks, every file of any format.)"""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile's errors are not OSErrors
+        return f"unreadable audio ({exc})"
+    if info.frames <= 0:
+        return "empty audio (no samples)"
+    return ""
+
+
 def read_folder(source: Path, problems: _Problems, not_used: Counter[str]) -> list[Row]:
     """A folder with ``bonafide/`` and ``spoof/`` subfolders (or ``train|dev|eval/{bonafide,spoof}``).
 
@@ -521,6 +540,10 @@ def read_folder(source: Path, problems: _Problems, not_used: Counter[str]) -> li
                     continue
                 if path.suffix.lower() not in AUDIO_EXTENSIONS:
                     not_used["non_audio_files"] += 1  # README, .DS_Store...: counted, not imported
+                    continue
+                problem = _unreadable(path)
+                if problem:
+                    problems.add(path, 0, problem)
                     continue
                 rel = path.relative_to(folder)
                 speaker = rel.parts[0] if len(rel.parts) > 1 else ""
@@ -570,6 +593,20 @@ def _copy_rows(
     return copied
 
 
+def _write_new_protocol(out: Path, rows: list[Row], overwrite: bool) -> Path:
+    """Write ``out/protocol.csv``; refuse to replace a different one unless ``overwrite``."""
+    final = out / PROTOCOL
+    staged = write_protocol(out / "protocol.import.csv", rows, _condition_columns(rows))
+    if final.exists() and not overwrite and final.read_bytes() != staged.read_bytes():
+        staged.unlink()
+        raise ImportProblem(
+            f"{final} already exists and differs from this import (edited by hand, or another "
+            "corpus): import into a new folder, or pass --overwrite to replace it"
+        )
+    staged.replace(final)
+    return final
+
+
 def import_corpus(
     fmt: str,
     source: Path,
@@ -579,12 +616,15 @@ def import_corpus(
     skip_missing: bool = False,
     split: str | None = None,
     keys: Path | None = None,
+    overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Import the corpus at ``source`` (layout ``fmt``) into the dataset folder ``out``.
 
     ``split`` fills the split of rows that have none (ReMASC, a flat folder). ``keys`` points
-    at ASVspoof 2021's ``trial_metadata.txt`` when it is not under ``source``. Raises
+    at ASVspoof 2021's ``trial_metadata.txt`` when it is not under ``source``. A different
+    ``protocol.csv`` already in ``out`` (edited by hand, or from another corpus) is replaced
+    only with ``overwrite``; the same one again is fine. Raises
     :class:`ImportProblem` for a corpus that is not in the expected layout, or (without
     ``skip_missing``) for any missing audio file or malformed protocol line.
     """
@@ -620,7 +660,7 @@ def import_corpus(
     if not rows:
         raise ImportProblem(f"{source}: no usable rows to import ({len(problems.items)} skipped)")
     out.mkdir(parents=True, exist_ok=True)
-    protocol = write_protocol(out, rows, _condition_columns(rows))
+    protocol = _write_new_protocol(out, rows, overwrite)
     result = ImportResult(
         format=fmt,
         source=str(source.resolve()),

@@ -192,6 +192,41 @@ def test_folder_layout_with_splits_and_speakers(tmp_path):
     ]
 
 
+def test_folder_files_that_are_not_audio_are_named_not_imported(tmp_path):
+    src = tmp_path / "mine"
+    _tone(src / "bonafide" / "ok.wav")
+    _tone(src / "spoof" / "ok.wav")
+    (src / "bonafide" / "empty.wav").write_bytes(b"")
+    (src / "spoof" / "text.wav").write_text("this is not a recording")
+    r = _run("folder", src, tmp_path / "out")
+    assert r.exit_code == 2
+    assert "2 protocol row(s) cannot be imported" in r.output
+    assert f"{src / 'bonafide' / 'empty.wav'}: unreadable audio" in r.output  # no ":0:"
+    assert "text.wav" in r.output and "--skip-missing" in r.output
+    assert not (tmp_path / "out" / "protocol.csv").exists()
+    r = _run("folder", src, tmp_path / "out", "--skip-missing", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["n_skipped"] == 2
+    assert len(read_protocol(tmp_path / "out").rows) == 2
+
+
+def test_a_different_protocol_in_out_is_replaced_only_when_asked(tmp_path):
+    src = tmp_path / "mine"
+    _tone(src / "bonafide" / "a.wav")
+    _tone(src / "spoof" / "a.wav")
+    out = tmp_path / "out"
+    assert _run("folder", src, out).exit_code == 0
+    assert _run("folder", src, out).exit_code == 0  # the same import again: fine
+    edited = (out / "protocol.csv").read_text().replace(",spoof,", ",bonafide,")
+    (out / "protocol.csv").write_text(edited)
+    r = _run("folder", src, out)
+    assert r.exit_code == 2 and "already exists and differs" in r.output and "--overwrite" in r.output
+    assert (out / "protocol.csv").read_text() == edited  # the hand edit is kept
+    assert sorted(p.name for p in out.iterdir()) == ["import_report.json", "protocol.csv"]
+    assert _run("folder", src, out, "--overwrite").exit_code == 0
+    assert {r.label for r in read_protocol(out).rows} == {"bonafide", "spoof"}
+
+
 def test_missing_audio_is_an_error_naming_protocol_and_line(tmp_path):
     src = make_asvspoof2017(tmp_path / "ASVspoof2017")
     (src / "ASVspoof2017_V2_dev" / "D_1000002.wav").unlink()
@@ -237,3 +272,19 @@ def test_help_says_where_to_get_each_corpus(fmt):
         "remasc": "YuanGongND/ReMASC",
     }[fmt]
     assert url in r.output
+
+
+def test_protocol_write_failure_names_the_file_and_leaves_no_part(tmp_path, monkeypatch):
+    import errno
+
+    from wakeguard.edge.protocol import Row, write_protocol
+
+    class FullDisk:
+        def as_dict(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "protocol.csv").write_text("path,label\nold.wav,bonafide\n")
+    with pytest.raises(OSError, match=r"cannot write .*protocol\.csv: No space left on device"):
+        write_protocol(tmp_path, [Row("a.wav", "bonafide", "", "", {}), FullDisk()], [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["protocol.csv"]
+    assert "old.wav" in (tmp_path / "protocol.csv").read_text()  # the old one is untouched

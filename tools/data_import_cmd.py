@@ -33,6 +33,7 @@ def import_cli(
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Leave out rows whose audio is missing or whose line is malformed; they are listed in import_report.json.")] = False,
     split: Annotated[SplitName | None, typer.Option("--split", help="Split for rows the corpus gives none (ReMASC, a flat folder).")] = None,
     keys: Annotated[Path | None, typer.Option("--keys", help="ASVspoof 2021 PA: path to trial_metadata.txt when it is not under SOURCE.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a different protocol.csv already in OUT (re-importing the same corpus needs no flag).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the import report as JSON.")] = False,
 ) -> None:
     """Import a replay corpus into the dataset format, keeping its splits and condition columns.
@@ -52,7 +53,9 @@ def import_cli(
       folder          your own: bonafide/ and spoof/ (optionally inside train/ dev/ eval/)
 
     Every referenced audio file must exist: a missing file or malformed protocol line
-    stops the import, naming the protocol file and line, unless --skip-missing.
+    stops the import, naming the protocol file and line, unless --skip-missing. In a
+    folder of your own every file must also open as audio (an empty or half-copied file
+    is named); --copy converts, and so checks, every file of any format.
     """
     from wakeguard.model.importers import import_corpus
 
@@ -67,12 +70,12 @@ def import_cli(
 
             result = run_cli(
                 import_corpus, fmt.value, source, out, copy=True, skip_missing=skip_missing,
-                split=split.value if split else None, keys=keys, progress=progress,
+                split=split.value if split else None, keys=keys, overwrite=overwrite, progress=progress,
             )
     else:
         result = run_cli(
             import_corpus, fmt.value, source, out, copy=copy, skip_missing=skip_missing,
-            split=split.value if split else None, keys=keys,
+            split=split.value if split else None, keys=keys, overwrite=overwrite,
         )
     if as_json:
         print_json(result.to_dict())
