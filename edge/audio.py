@@ -7,6 +7,9 @@ Problems raise :class:`AudioError` naming the file and what is wrong with it.
 
 from __future__ import annotations
 
+import errno
+import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ SAMPLE_RATE = 16_000
 """The rate every front-end and model in wakeguard works at."""
 
 SILENCE_DBFS = -60.0
-"""An utterance whose RMS level is below this is treated as silence."""
+"""An utterance whose RMS level (DC offset removed) is below this is treated as silence."""
 
 CLIP_LEVEL = 0.999
 """Samples at or above this absolute value count as clipped."""
@@ -100,6 +103,12 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(path, "file not found")
     if path.is_dir():
         raise AudioError(path, "is a folder, not an audio file")
+    sizes = _wav_data_sizes(path)
+    if sizes is not None and sizes[1] < sizes[0]:
+        raise AudioError(
+            path,
+            f"truncated WAV: its data chunk declares {sizes[0]} bytes but only {sizes[1]} are present",
+        )
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types; all mean unreadable
@@ -114,12 +123,43 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return x
 
 
+def _wav_data_sizes(path: Path) -> tuple[int, int] | None:
+    """Declared and present bytes of a RIFF/WAVE file's data chunk, from its chunk headers.
+
+    None when the file is not RIFF/WAVE, has no complete data chunk header, or declares
+    0 or 0xFFFFFFFF bytes (what recorders write while streaming, size unknown). libsndfile
+    reads a truncated data chunk without complaint, so this is the only place it shows.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = path.stat().st_size
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+                if chunk_id == b"data":
+                    if chunk_size in (0, 0xFFFFFFFF):
+                        return None
+                    return chunk_size, size - pos - 8
+                pos += 8 + chunk_size + (chunk_size & 1)  # chunks are padded to even sizes
+    except OSError:
+        return None  # unreadable: libsndfile says why
+    return None
+
+
 def check_audio(x: np.ndarray, sample_rate: int = SAMPLE_RATE) -> AudioCheck:
-    """Duration, level, peak and clipping of one utterance."""
+    """Duration, level, peak and clipping of one utterance.
+
+    The level is the RMS after removing the mean: a DC offset is not sound, and left in it
+    would let a silent recording from an offset microphone pass the silence check.
+    """
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
         return AudioCheck(0.0, -np.inf, 0.0, 0.0)
-    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    rms = float(np.std(x, dtype=np.float64))
     return AudioCheck(
         duration_s=x.size / sample_rate,
         rms_dbfs=20 * np.log10(max(rms, 1e-10)),
@@ -144,9 +184,25 @@ def write_wav(path: str | Path, x: np.ndarray, sample_rate: int = SAMPLE_RATE) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
+    x = np.clip(x, -1.0, 1.0)
     try:
-        sf.write(str(tmp), np.clip(x, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        sf.write(str(tmp), x, sample_rate, subtype="PCM_16", format="WAV")
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+    except sf.SoundFileError as exc:  # libsndfile reports a full disk as "System error."
+        full = _no_room_for(tmp, 44 + 2 * np.size(x))
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, f"cannot write {path}: disk full") from exc
+        raise OSError(errno.EIO, f"cannot write {path}: {exc}") from exc
+
+
+def _no_room_for(tmp: Path, nbytes: int) -> bool:
+    """Whether the disk holding the partly written ``tmp`` lacks the rest of ``nbytes``."""
+    try:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        return shutil.disk_usage(tmp.parent).free < nbytes - written
+    except OSError:
+        return False

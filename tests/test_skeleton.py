@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import struct
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from wakeguard.edge.audio import AudioError, load_audio, resample, write_wav
+from wakeguard.edge.audio import (
+    AudioError,
+    check_audio,
+    load_audio,
+    require_usable,
+    resample,
+    write_wav,
+)
 from wakeguard.edge.bundle import BundleError, load_bundle
 from wakeguard.edge.frontend import (
     FrontendParams,
@@ -47,6 +60,89 @@ def test_unreadable_audio_names_the_file(tmp_path):
         load_audio(bad)
     with pytest.raises(AudioError, match="not found"):
         load_audio(tmp_path / "missing.wav")
+
+
+def _wav_8bit(
+    frames: bytes, extra_chunks: bytes = b"", data_size: int | None = None, tail: bytes = b""
+) -> bytes:
+    """A hand-built 8-bit mono 16 kHz RIFF/WAVE file, so the chunk layout is exactly as given."""
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16_000, 16_000, 1, 8)
+    size = len(frames) if data_size is None else data_size
+    pad = b"\x00" if len(frames) % 2 else b""
+    body = b"WAVE" + fmt + extra_chunks + b"data" + struct.pack("<I", size) + frames + pad + tail
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_truncated_wav_is_refused_with_declared_and_present_sizes(tmp_path):
+    import soundfile as sf
+
+    x = 0.3 * np.sin(np.arange(16_000) / 5.0)
+    sf.write(tmp_path / "whole.wav", x, 16_000, subtype="PCM_16")
+    whole = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(AudioError, match=r"cut\.wav: truncated WAV.* 32000 bytes .* 15978 "):
+        load_audio(tmp_path / "cut.wav")
+
+
+def test_wav_size_check_accepts_junk_pad_bytes_and_streaming_sizes(tmp_path):
+    frames = (
+        np.random.default_rng(0).integers(64, 192, 1601, dtype=np.uint8).tobytes()
+    )  # odd: padded
+    info = (
+        b"LIST" + struct.pack("<I", 5) + b"INFOx\x00"
+    )  # odd-sized chunk before the data, with its pad
+    cases = {
+        "plain": _wav_8bit(frames),
+        "list_chunk": _wav_8bit(frames, extra_chunks=info),
+        "trailing_junk": _wav_8bit(frames, tail=b"JUNK\x03\x00\x00\x00abc"),
+        "no_pad_byte": _wav_8bit(frames)[:-1],
+        "streamed": _wav_8bit(frames, data_size=0xFFFFFFFF),
+    }
+    for name, data in cases.items():
+        (tmp_path / f"{name}.wav").write_bytes(data)
+        assert len(load_audio(tmp_path / f"{name}.wav")) >= 1601, name  # streamed reads the pad too
+    (tmp_path / "cut_after_list.wav").write_bytes(_wav_8bit(frames, extra_chunks=info)[:-600])
+    with pytest.raises(AudioError, match="declares 1601 bytes but only 1002"):
+        load_audio(tmp_path / "cut_after_list.wav")
+
+
+def test_silence_check_ignores_a_dc_offset():
+    rng = np.random.default_rng(0)
+    hiss = 1e-5 * rng.standard_normal(16_000)
+    for x in (0.02 + hiss, np.full(16_000, 0.5)):
+        with pytest.raises(AudioError, match="silent"):
+            require_usable(x.astype(np.float32), "offset.wav")
+    tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000)
+    require_usable((tone + 0.02).astype(np.float32))  # genuine audio with an offset still passes
+    plain, offset = check_audio(tone), check_audio(tone + 0.02)
+    assert abs(offset.rms_dbfs - plain.rms_dbfs) < 0.01 and abs(plain.rms_dbfs - -23.0) < 0.1
+
+
+def test_full_disk_raises_oserror_naming_the_file_and_leaves_no_part_file(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    def fill_disk(
+        file, *args, **kwargs
+    ):  # what libsndfile does on ENOSPC: partial file, "System error."
+        Path(file).write_bytes(b"RIFF" + b"\x00" * 4000)
+        raise sf.LibsndfileError(2)
+
+    monkeypatch.setattr(sf, "write", fill_disk)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda p: SimpleNamespace(total=10**6, used=10**6, free=0)
+    )
+    target = tmp_path / "clips" / "take.wav"
+    with pytest.raises(OSError, match=r"cannot write .*take\.wav: disk full") as info:
+        write_wav(target, np.zeros(16_000, dtype=np.float32))
+    assert info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in target.parent.iterdir()) == []
+    # A libsndfile failure with room to spare still names the file, as OSError, and cleans up.
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=0, free=10**9)
+    )
+    with pytest.raises(OSError, match=r"cannot write .*take\.wav: System error"):
+        write_wav(target, np.zeros(16_000, dtype=np.float32))
+    assert list(target.parent.iterdir()) == []
 
 
 def test_frontend_shapes_follow_params():
@@ -259,3 +355,43 @@ def test_screen_cli_json(tiny_bundle, speech_file, tmp_path):
         "latency_ms",
     }
     assert "silent" in lines[1]["error"]
+
+
+def test_screen_warns_about_clipping_and_keeps_long_lines_whole(tiny_bundle, speech_file, tmp_path):
+    import soundfile as sf
+
+    folder = tmp_path / ("a-folder-name-long-enough-to-pass-eighty-columns-on-its-own-" * 2 + "[b]")
+    clipped = folder / "loud.wav"
+    write_wav(clipped, 20 * sf.read(speech_file, dtype="float32")[0])
+    missing = folder / "missing.wav"
+    base = [sys.executable, "-m", "wakeguard.tools.cli", "screen", "--model", str(tiny_bundle)]
+    files = [str(speech_file), str(clipped), str(missing)]
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run([*base, *files], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    err = out.stderr.splitlines()
+    warning = [line for line in err if line.startswith("warning:")]
+    assert len(warning) == 1 and warning[0].startswith(f"warning: {clipped}: clipped: ")
+    assert "% of samples at full scale" in warning[0]
+    assert f"error: {missing}: file not found" in err
+    assert [line.split()[0] for line in out.stdout.splitlines()] == files[:2]
+
+    out = subprocess.run([*base, "--json", *files], capture_output=True, text=True, env=env)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [d["path"] for d in lines] == files
+    assert "warnings" not in lines[0] and lines[0]["verdict"] in ("bonafide", "spoof")
+    assert set(lines[1]) == {"path", "score", "verdict", "latency_ms", "warnings"}
+    assert len(lines[1]["warnings"]) == 1 and lines[1]["warnings"][0].startswith("clipped: ")
+    assert lines[1]["verdict"] in ("bonafide", "spoof")
+    assert "file not found" in lines[2]["error"]
+
+    # Steady noise is scored, with a warning: the live listener would find no command in it.
+    noise = folder / "fan.wav"
+    write_wav(noise, 0.05 * np.random.default_rng(0).standard_normal(3 * 16_000))
+    out = subprocess.run([*base, "--json", str(noise)], capture_output=True, text=True, env=env)
+    (d,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 0 and d["verdict"] in ("bonafide", "spoof")
+    assert d["warnings"] == [
+        "no command found by the endpointer `wakeguard listen` uses (steady noise, or speech "
+        "too quiet against it?); a score of audio that is not speech means little"
+    ]

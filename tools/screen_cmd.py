@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
+from rich.markup import escape
 
 from .console import console, err_console, print_json, run_cli
 
@@ -18,12 +20,44 @@ class ScreenedFile:
     verdict: str | None
     latency_ms: float | None
     error: str | None = None
+    warnings: tuple[str, ...] = ()
+    """Problems that did not stop the scoring (clipping), each naming what was found."""
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"path": self.path, "score": self.score, "verdict": self.verdict, "latency_ms": self.latency_ms}
+        d: dict[str, Any] = {
+            "path": self.path,
+            "score": self.score,
+            "verdict": self.verdict,
+            "latency_ms": self.latency_ms,
+        }
         if self.error:
             d["error"] = self.error
+        if self.warnings:
+            d["warnings"] = list(self.warnings)
         return d
+
+
+def audio_warnings(audio: np.ndarray) -> tuple[str, ...]:
+    """What is worth telling about scoreable audio: clipping distorts, but a clipped command
+    is still a command, so it is scored and flagged rather than refused; audio in which the
+    live listener's endpointer finds no command (steady noise, a hum) is scored too, but the
+    score of something that is not speech means little."""
+    from wakeguard.edge.audio import check_audio
+    from wakeguard.edge.endpoint import Endpointer
+
+    found: list[str] = []
+    info = check_audio(audio)
+    if info.clipped:
+        found.append(
+            f"clipped: {info.clipped_fraction:.2%} of samples at full scale; the score may be less reliable"
+        )
+    endpointer = Endpointer()
+    if not (endpointer.push(audio) or endpointer.flush()):
+        found.append(
+            "no command found by the endpointer `wakeguard listen` uses (steady noise, or "
+            "speech too quiet against it?); a score of audio that is not speech means little"
+        )
+    return tuple(found)
 
 
 def screen(
@@ -32,7 +66,9 @@ def screen(
     operating_point: str | None = None,
     threads: int = 1,
 ) -> list[ScreenedFile]:
-    """Score each file; a file that cannot be scored gets its error, the others still run."""
+    """Score each file; a file that cannot be scored gets its error, the others still run.
+
+    A scored file also gets its warnings (see :func:`audio_warnings`)."""
     from wakeguard.edge.audio import AudioError, load_audio
     from wakeguard.edge.scorer import Scorer
 
@@ -42,30 +78,72 @@ def screen(
         try:
             audio = load_audio(f)
             r = scorer.score(audio, path=f)
-            out.append(ScreenedFile(str(f), round(r.score, 4), r.verdict, round(r.latency_ms, 2)))
+            out.append(
+                ScreenedFile(
+                    str(f),
+                    round(r.score, 4),
+                    r.verdict,
+                    round(r.latency_ms, 2),
+                    warnings=audio_warnings(audio),
+                )
+            )
         except AudioError as exc:
             out.append(ScreenedFile(str(f), None, None, None, str(exc)))
     return out
 
 
 def screen_cli(
-    files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, ...); any rate or channel count.")],
-    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle).")] = None,
-    operating_point: Annotated[str | None, typer.Option("--operating-point", help="Threshold: eer, bpcer_1pct or bpcer_5pct (default: the bundle's).")] = None,
+    files: Annotated[
+        list[Path], typer.Argument(help="Audio files (WAV, FLAC, ...); any rate or channel count.")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle)."),
+    ] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point",
+            help="Threshold: eer, bpcer_1pct or bpcer_5pct (default: the bundle's).",
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per file and line: path, score, verdict, latency_ms; plus error "
+            "(then score, verdict, latency_ms are null) or a warnings list, only when there is one.",
+        ),
+    ] = False,
 ) -> None:
-    """Score audio files: higher score = more likely a live talker; verdict bonafide or spoof."""
+    """Score audio files: higher score = more likely a live talker; verdict bonafide or spoof.
+
+    Files that cannot be scored (unreadable, truncated, too short, silent) print an error on
+    stderr and the others still run; exit code 2 if any failed. Clipped files, and files in
+    which the listener's endpointer finds no command, are scored with a warning on stderr
+    (a "warnings" list in --json).
+    """
     results = run_cli(screen, files, model, operating_point, threads)
     failed = 0
     for r in results:
         if as_json:
             print_json(r.to_dict())
         elif r.error:
-            err_console.print(f"[red]error:[/] {r.error}", highlight=False)
+            err_console.print(f"[red]error:[/] {escape(r.error)}", highlight=False, soft_wrap=True)
         else:
+            for w in r.warnings:
+                err_console.print(
+                    f"[yellow]warning:[/] {escape(r.path)}: {escape(w)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             colour = "green" if r.verdict == "bonafide" else "red"
-            console.print(f"{r.path}\t{r.score:+.3f}\t[{colour}]{r.verdict}[/]\t{r.latency_ms:.1f} ms", highlight=False)
+            console.print(
+                f"{escape(r.path)}\t{r.score:+.3f}\t[{colour}]{r.verdict}[/]\t{r.latency_ms:.1f} ms",
+                highlight=False,
+                soft_wrap=True,
+            )
         failed += r.error is not None
     if failed:
         raise typer.Exit(2)
