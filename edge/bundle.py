@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,9 @@ class Bundle:
         """Score threshold of a named operating point (default: the manifest's default)."""
         key = name or self.default_operating_point
         if key not in self.thresholds:
-            raise BundleError(self.path, f"no operating point {key!r}; has {sorted(self.thresholds)}")
+            raise BundleError(
+                self.path, f"no operating point {key!r}; has {sorted(self.thresholds)}"
+            )
         return self.thresholds[key]
 
     @property
@@ -164,43 +167,129 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def _shown(value: Any) -> str:
+    """A manifest value as the file holds it (JSON), shortened."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _number(folder: Path, key: str, value: Any, *, minimum: float | None = None) -> float:
+    """``value`` as a float, or a BundleError naming the manifest field ``key``."""
+    if not _is_number(value) or (minimum is not None and value < minimum):
+        at_least = "" if minimum is None else f" >= {minimum:g}"
+        raise BundleError(
+            folder, f"{MANIFEST}: {key} must be a number{at_least}, got {_shown(value)}"
+        )
+    return float(value)
+
+
+def _integer(folder: Path, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BundleError(folder, f"{MANIFEST}: {key} must be a whole number, got {_shown(value)}")
+    return value
+
+
+def _mapping(folder: Path, key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BundleError(folder, f"{MANIFEST}: {key} must be a mapping, got {_shown(value)}")
+    return value
+
+
 def _thresholds(folder: Path, manifest: dict[str, Any]) -> dict[str, float]:
     thresholds = manifest["thresholds"]
     if not isinstance(thresholds, dict) or not thresholds:
-        raise BundleError(folder, "thresholds must be a non-empty mapping")
-    return {str(k): float(v) for k, v in thresholds.items()}
+        raise BundleError(
+            folder, f"{MANIFEST}: thresholds must be a non-empty mapping, got {_shown(thresholds)}"
+        )
+    return {str(k): _number(folder, f"thresholds.{k}", v) for k, v in thresholds.items()}
 
 
-def _calibration(manifest: dict[str, Any]) -> Calibration:
-    cal = manifest.get("calibration", {})
-    return Calibration(float(cal.get("scale", 1.0)), float(cal.get("offset", 0.0)))
+def _calibration(folder: Path, manifest: dict[str, Any]) -> Calibration:
+    cal = _mapping(folder, "calibration", manifest.get("calibration", {}))
+    return Calibration(
+        _number(folder, "calibration.scale", cal.get("scale", 1.0)),
+        _number(folder, "calibration.offset", cal.get("offset", 0.0)),
+    )
+
+
+def _check_policy(folder: Path, manifest: dict[str, Any]) -> None:
+    """The optional fields read after loading (input policy, reference scores) have usable types."""
+    policy = _mapping(folder, "input_policy", manifest.get("input_policy", {}))
+    if "min_seconds" in policy:
+        _number(folder, "input_policy.min_seconds", policy["min_seconds"], minimum=0.0)
+    scores = _mapping(folder, "calibration_scores", manifest.get("calibration_scores", {}))
+    for label, values in scores.items():
+        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+            raise BundleError(
+                folder, f"{MANIFEST}: calibration_scores.{label} must be a list of numbers"
+            )
+
+
+_FRONTEND_TYPES = {f.name: type(getattr(FrontendParams(), f.name)) for f in fields(FrontendParams)}
+
+
+def _frontend(folder: Path, value: Any) -> FrontendParams:
+    """Front-end parameters from the manifest, each field of the type the runtime computes with."""
+    d = _mapping(folder, "frontend", value)
+    for key, v in d.items():
+        want = _FRONTEND_TYPES.get(key)  # unknown keys: frontend_from_dict names them
+        if want is float:
+            _number(folder, f"frontend.{key}", v)
+        elif want is int:
+            _integer(folder, f"frontend.{key}", v)
+        elif want is not None and not isinstance(v, want):
+            raise BundleError(
+                folder, f"{MANIFEST}: frontend.{key} must be a {want.__name__}, got {_shown(v)}"
+            )
+    try:
+        return frontend_from_dict(d)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(folder, f"front-end parameters cannot be reproduced: {exc}") from exc
 
 
 def _load_single(folder: Path, manifest: dict[str, Any]) -> Bundle:
     for key in ("model_file", "model_sha256", "frontend", "thresholds", "sample_rate"):
         if key not in manifest:
             raise BundleError(folder, f"{MANIFEST} lacks {key!r}")
-    model_path = folder / manifest["model_file"]
+    name = manifest["model_file"]
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise BundleError(
+            folder, f"{MANIFEST}: model_file must be a file name in the bundle, got {_shown(name)}"
+        )
+    model_path = folder / name
     try:
         model_bytes = model_path.read_bytes()
     except OSError as exc:
         raise BundleError(folder, f"cannot read model file {model_path.name} ({exc})") from exc
     if sha256_bytes(model_bytes) != manifest["model_sha256"]:
-        raise BundleError(folder, f"{model_path.name} is corrupt: sha256 does not match the manifest")
-    try:
-        frontend = frontend_from_dict(manifest["frontend"])
-    except (TypeError, ValueError) as exc:
-        raise BundleError(folder, f"front-end parameters cannot be reproduced: {exc}") from exc
-    if int(manifest["sample_rate"]) != frontend.sample_rate:
+        raise BundleError(
+            folder, f"{model_path.name} is corrupt: sha256 does not match the manifest"
+        )
+    frontend = _frontend(folder, manifest["frontend"])
+    if _integer(folder, "sample_rate", manifest["sample_rate"]) != frontend.sample_rate:
         raise BundleError(folder, "sample_rate disagrees with the front-end parameters")
     expected = manifest.get("input_shape")
-    if expected is not None and list(expected) != list(frontend_shape(frontend).input_shape):
+    if expected is not None and not isinstance(expected, list):
+        raise BundleError(folder, f"{MANIFEST}: input_shape must be a list, got {_shown(expected)}")
+    if expected is not None and expected != list(frontend_shape(frontend).input_shape):
         raise BundleError(
             folder,
             f"model input {expected} does not match the front-end's {list(frontend_shape(frontend).input_shape)}",
         )
     member = BundleMember(str(manifest.get("name", "model")), frontend, IDENTITY, model_bytes)
-    return Bundle(folder, manifest, (member,), _calibration(manifest), _thresholds(folder, manifest))
+    _check_policy(folder, manifest)
+    return Bundle(
+        folder, manifest, (member,), _calibration(folder, manifest), _thresholds(folder, manifest)
+    )
 
 
 WINDOW_POLICY = ("sample_rate", "window_seconds", "window_hop_seconds", "window_slack_seconds")
@@ -220,17 +309,22 @@ def _load_ensemble(folder: Path, manifest: dict[str, Any]) -> Bundle:
             raise BundleError(folder, f"member {i} needs name, path and model_sha256")
         sub = folder / str(entry["path"])
         if sub.resolve().parent != folder.resolve():
-            raise BundleError(folder, f"member {entry['name']!r}: path {entry['path']!r} is not a subfolder")
+            raise BundleError(
+                folder, f"member {entry['name']!r}: path {entry['path']!r} is not a subfolder"
+            )
         try:
             part = _load_single(sub, _read_manifest(sub))
         except BundleError as exc:
             raise BundleError(folder, f"member {entry['name']!r}: {exc}") from exc
         if part.manifest.get("model_sha256") != entry["model_sha256"]:
             raise BundleError(
-                folder, f"member {entry['name']!r}: its model is not the one this ensemble was built with"
+                folder,
+                f"member {entry['name']!r}: its model is not the one this ensemble was built with",
             )
         only = part.members[0]
-        members.append(BundleMember(str(entry["name"]), only.frontend, part.calibration, only.model_bytes))
+        members.append(
+            BundleMember(str(entry["name"]), only.frontend, part.calibration, only.model_bytes)
+        )
     first = members[0].frontend
     for m in members[1:]:
         for key in WINDOW_POLICY:
@@ -240,9 +334,16 @@ def _load_ensemble(folder: Path, manifest: dict[str, Any]) -> Bundle:
                     f"member {m.name!r} has {key} {getattr(m.frontend, key)}, "
                     f"member {members[0].name!r} {getattr(first, key)}: members must share it",
                 )
-    if int(manifest["sample_rate"]) != first.sample_rate:
+    if _integer(folder, "sample_rate", manifest["sample_rate"]) != first.sample_rate:
         raise BundleError(folder, "sample_rate disagrees with the members' front-ends")
-    return Bundle(folder, manifest, tuple(members), _calibration(manifest), _thresholds(folder, manifest))
+    _check_policy(folder, manifest)
+    return Bundle(
+        folder,
+        manifest,
+        tuple(members),
+        _calibration(folder, manifest),
+        _thresholds(folder, manifest),
+    )
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
@@ -335,7 +436,8 @@ def write_ensemble_bundle(
         for key in WINDOW_POLICY:
             if getattr(b.frontend, key) != getattr(first, key):
                 raise BundleError(
-                    b.path, f"member {name!r}: {key} differs from the first member's; members must share it"
+                    b.path,
+                    f"member {name!r}: {key} differs from the first member's; members must share it",
                 )
     folder.mkdir(parents=True, exist_ok=True)
     entries = []

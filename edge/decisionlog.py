@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, check_audio
+from .protocol import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +349,7 @@ def log_files(path: str | Path) -> list[Path]:
     backups = []
     for p in path.parent.glob(path.name + ".*"):
         suffix = p.name[len(path.name) + 1 :]
-        if suffix.isdigit():
+        if suffix.isdigit() and p.is_file():
             backups.append((int(suffix), p))
     files = [p for _, p in sorted(backups, reverse=True)]
     if path.exists():
@@ -354,32 +357,164 @@ def log_files(path: str | Path) -> list[Path]:
     return files
 
 
-def read_records(path: str | Path) -> tuple[list[dict[str, Any]], int]:
-    """All records of a log and its backups, oldest first, and the number of unreadable lines.
+NUMBER_FIELDS = (
+    "t_start",
+    "t_end",
+    "threshold",
+    "latency_ms",
+    "added_ms",
+    "level_dbfs",
+    "duration_s",
+)
+"""Record fields that are a finite number when present (``null`` allowed)."""
+MAX_UNIX_TIME = 253_402_300_799.0
+"""9999-12-31T23:59:59Z, the last time a :class:`datetime` can hold."""
+SHOWN_LINES = 5
+"""Line numbers named in :meth:`LogContents.describe_bad`; the rest are counted."""
 
-    A line cut short by a crash or a full disk is skipped and counted, not fatal.
+
+def _finite(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _shown(v: Any) -> str:
+    """A field's value as the log holds it (JSON), shortened."""
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def record_problem(rec: Any) -> str | None:
+    """Why a parsed JSON line is not a usable decision record, or None if it is one."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not a decision record"
+    if "score" not in rec or "verdict" not in rec:
+        return "not a decision record (no score or verdict)"
+    if not _finite(rec["score"]):
+        return f"score {_shown(rec['score'])} is not a finite number"
+    if rec["verdict"] not in LABELS:
+        return f"verdict {_shown(rec['verdict'])} is not {' or '.join(LABELS)}"
+    for key in NUMBER_FIELDS:
+        if rec.get(key) is not None and not _finite(rec[key]):
+            return f"{key} {_shown(rec[key])} is not a finite number"
+    t = rec.get("unix_time")
+    if t is not None and not (_finite(t) and 0.0 <= t <= MAX_UNIX_TIME):
+        return f"unix_time {_shown(t)} is not a time in seconds since 1970"
+    if rec.get("time") is not None and not isinstance(rec["time"], str):
+        return f"time {_shown(rec['time'])} is not an ISO 8601 string"
+    if rec.get("clip") is not None and not isinstance(rec["clip"], str):
+        return f"clip {_shown(rec['clip'])} is not a path"
+    return None
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A non-empty line of a log that holds no usable decision record."""
+
+    file: Path
+    line: int
+    """1-based line number in :attr:`file`."""
+    problem: str
+    last: bool
+    """True for the last line of the newest file: what a crash or a full disk cuts short."""
+
+
+@dataclass
+class LogContents:
+    """What :func:`read_log` found: the records, oldest first, and the lines it skipped."""
+
+    path: Path
+    files: list[Path]
+    records: list[dict[str, Any]]
+    bad: list[BadLine]
+
+    def describe_bad(self) -> str | None:
+        """One line naming the skipped lines and why (None if there are none)."""
+        if not self.bad:
+            return None
+        groups: list[tuple[Path, list[int]]] = []  # consecutive lines of one file
+        for b in self.bad[:SHOWN_LINES]:
+            if groups and groups[-1][0] == b.file:
+                groups[-1][1].append(b.line)
+            else:
+                groups.append((b.file, [b.line]))
+        where = ", ".join(
+            ("" if f == self.path else f"{f.name} ")
+            + ("line " if len(ns) == 1 else "lines ")
+            + ", ".join(map(str, ns))
+            for f, ns in groups
+        )
+        more = f" and {len(self.bad) - SHOWN_LINES} more" if len(self.bad) > SHOWN_LINES else ""
+        first = self.bad[0]
+        at = "line" if first.file == self.path else f"{first.file.name} line"
+        text = (
+            f"{len(self.bad)} unreadable line(s) in {self.path} ({where}{more}) "
+            f"skipped; {at} {first.line}: {first.problem}"
+        )
+        if len(self.bad) > 1 and self.bad[-1].last:
+            text += f"; the last line: {self.bad[-1].problem}"
+        return text
+
+
+def read_log(path: str | Path) -> LogContents:
+    """Every decision record of a log and its backups, oldest first, and the lines skipped.
+
+    A line that is not JSON (cut short by a crash or a full disk) or not a decision record
+    with the right types (see :func:`record_problem`) is skipped and reported, not fatal.
+    Raises FileNotFoundError if neither the log nor a backup exists, ValueError if ``path``
+    is a folder.
     """
-    records: list[dict[str, Any]] = []
-    bad = 0
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a decision log (a JSON-lines file)")
     files = log_files(path)
     if not files:
         raise FileNotFoundError(f"{path}: decision log not found")
+    records: list[dict[str, Any]] = []
+    bad: list[BadLine] = []
     for f in files:
         with f.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    bad += 1
-                    continue
-                if isinstance(rec, dict) and "score" in rec and "verdict" in rec:
-                    records.append(rec)
+            lines = [(i, line.strip()) for i, line in enumerate(fh, start=1)]
+        lines = [(i, line) for i, line in lines if line]
+        for k, (i, line) in enumerate(lines):
+            last = f is files[-1] and k == len(lines) - 1
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                if "\x00" in line or "\ufffd" in line:
+                    problem = "binary data, not text"
                 else:
-                    bad += 1
-    return records, bad
+                    problem = "not JSON" + (
+                        " (cut short by a crash or a full disk?)" if last else ""
+                    )
+                bad.append(BadLine(f, i, problem, last))
+                continue
+            problem = record_problem(rec)
+            if problem is None:
+                records.append(rec)
+            else:
+                bad.append(BadLine(f, i, problem, last))
+    return LogContents(path, files, records, bad)
 
 
-__all__ = ["DecisionLog", "read_records", "log_files", "write_private_wav", "utc_now_iso"]
+def read_records(path: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """All records of a log and its backups, oldest first, and the number of lines skipped."""
+    contents = read_log(path)
+    return contents.records, len(contents.bad)
+
+
+__all__ = [
+    "BadLine",
+    "DecisionLog",
+    "LogContents",
+    "log_files",
+    "read_log",
+    "read_records",
+    "record_problem",
+    "utc_now_iso",
+    "write_private_wav",
+]

@@ -34,7 +34,11 @@ def _candidates() -> list[tuple[str, Callable[[], Any]]]:
         # (or a reader of this file) mistakes it for a dependency of the runtime.
         return importlib.import_module("tensorflow").lite.Interpreter
 
-    return [("ai_edge_litert", litert), ("tflite_runtime", tflite_runtime), ("tensorflow.lite", tensorflow)]
+    return [
+        ("ai_edge_litert", litert),
+        ("tflite_runtime", tflite_runtime),
+        ("tensorflow.lite", tensorflow),
+    ]
 
 
 _FOUND: tuple[str, Any] | None = None
@@ -61,15 +65,38 @@ def interpreter_class() -> tuple[str, Any]:
     )
 
 
+class ModelInvalid(ValueError):
+    """The interpreter refused the model bytes (empty, truncated, not a TFLite flatbuffer)."""
+
+
 def default_threads() -> int:
-    """One thread unless told otherwise: the Pi shares its cores with the assistant."""
-    return int(os.environ.get("WAKEGUARD_THREADS", "1"))
+    """``WAKEGUARD_THREADS``, else 1: the Pi shares its cores with the assistant."""
+    value = os.environ.get("WAKEGUARD_THREADS", "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"WAKEGUARD_THREADS must be a whole number >= 1, got {value!r}")
+    return threads
 
 
 def make_interpreter(model_content: bytes, num_threads: int | None = None) -> Any:
-    """An allocated interpreter over a model held in memory, with ``num_threads`` set explicitly."""
-    _, cls = interpreter_class()
+    """An allocated interpreter over a model held in memory, with ``num_threads`` set explicitly.
+
+    ``num_threads`` None means :func:`default_threads`; below 1 is a ValueError (there is no
+    "auto": the thread count is always chosen, never left to the runtime). Bytes the
+    interpreter cannot load raise :class:`ModelInvalid`.
+    """
     threads = default_threads() if num_threads is None else int(num_threads)
-    interp = cls(model_content=model_content, num_threads=max(1, threads))
-    interp.allocate_tensors()
+    if threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    _, cls = interpreter_class()
+    if not model_content:
+        raise ModelInvalid("not a valid TFLite model: the model is empty (0 bytes)")
+    try:
+        interp = cls(model_content=model_content, num_threads=threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelInvalid(f"not a valid TFLite model: {exc}") from exc
     return interp

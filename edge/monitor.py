@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .decisionlog import DIR_MODE, FILE_MODE, read_records
+from .decisionlog import DIR_MODE, FILE_MODE, LogContents, read_log, read_records
 
 PSI_WARNING = 0.2
 """PSI above this is reported as drift."""
@@ -254,9 +254,14 @@ def summarize(
     *,
     log: str = "",
     bad_lines: int = 0,
+    bad_note: str | None = None,
     no_reference_reason: str | None = None,
 ) -> MonitorSummary:
-    """Counts, rates over time, percentiles and drift of a list of decision records."""
+    """Counts, rates over time, percentiles and drift of a list of decision records.
+
+    ``records`` are valid (see :func:`wakeguard.edge.decisionlog.record_problem`);
+    ``bad_note`` says which lines of the log were skipped and why.
+    """
     warnings: list[str] = []
     n = len(records)
     verdicts: dict[str, int] = {}
@@ -298,9 +303,7 @@ def summarize(
             rates.append(row)
     rejection = verdicts.get("spoof", 0) / n if n else None
     if bad_lines:
-        warnings.append(
-            f"{bad_lines} unreadable line(s) in the log (cut short by a crash or a full disk)"
-        )
+        warnings.append(bad_note or f"{bad_lines} unreadable line(s) in {log or 'the log'} skipped")
     if len(versions) > 1:
         warnings.append(f"the log mixes model versions {sorted(versions)}: compare like with like")
 
@@ -385,12 +388,31 @@ def monitor(
     log: str | Path, model: str | Path | None = None
 ) -> tuple[MonitorSummary, list[dict[str, Any]], Reference | None]:
     """Read a decision log (and its backups) and summarise it against a bundle's reference scores."""
-    records, bad = read_records(log)
-    if not records:
-        raise ValueError(f"{log}: the decision log has no records")
+    contents = read_log(log)
+    if not contents.records:
+        raise ValueError(_no_records(contents))
     reference, why = load_reference(model)
-    summary = summarize(records, reference, log=str(log), bad_lines=bad, no_reference_reason=why)
-    return summary, records, reference
+    summary = summarize(
+        contents.records,
+        reference,
+        log=str(log),
+        bad_lines=len(contents.bad),
+        bad_note=contents.describe_bad(),
+        no_reference_reason=why,
+    )
+    return summary, contents.records, reference
+
+
+def _no_records(contents: LogContents) -> str:
+    names = ", ".join(str(f) for f in contents.files)
+    if not contents.bad:
+        return f"{names}: the decision log is empty (no decisions logged yet)"
+    first = contents.bad[0]
+    return (
+        f"{names} holds no decision records ({len(contents.bad)} unreadable line(s); "
+        f"{first.file.name} line {first.line}: {first.problem}): "
+        "is it a decision log written by listen or serve (--log)?"
+    )
 
 
 # -- plots -----------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, require_usable
-from .bundle import IDENTITY, Bundle, Calibration, load_bundle
+from .bundle import IDENTITY, Bundle, BundleError, Calibration, load_bundle
 from .frontend import FrontendParams, compute_features, compute_features_many
-from .litert import make_interpreter
+from .litert import ModelInvalid, make_interpreter
 
 BONAFIDE = "bonafide"
 SPOOF = "spoof"
@@ -125,9 +125,15 @@ class Scorer:
         self.calibration = Calibration() if calibration is None else calibration
         self.threshold = threshold
         self.min_seconds = min_seconds
-        self.members = [
-            ScorerMember(n, f, TFLiteModel(d, num_threads), c) for n, d, f, c in members
-        ]
+        self.members = []
+        for n, d, f, c in members:
+            try:
+                model = TFLiteModel(d, num_threads)
+            except ModelInvalid as exc:
+                if len(members) == 1:
+                    raise
+                raise ModelInvalid(f"member {n!r}: {exc}") from exc
+            self.members.append(ScorerMember(n, f, model, c))
         return self
 
     @classmethod
@@ -138,14 +144,19 @@ class Scorer:
         operating_point: str | None = None,
         num_threads: int | None = None,
     ) -> Scorer:
+        """A scorer over a bundle; a model the interpreter refuses is a :class:`BundleError`."""
         b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        return cls.ensemble(
-            [(m.name, m.model_bytes, m.frontend, m.calibration) for m in b.members],
-            calibration=b.calibration,
-            threshold=b.threshold(operating_point),
-            num_threads=num_threads,
-            min_seconds=b.min_seconds,
-        )
+        try:
+            return cls.ensemble(
+                [(m.name, m.model_bytes, m.frontend, m.calibration) for m in b.members],
+                calibration=b.calibration,
+                threshold=b.threshold(operating_point),
+                num_threads=num_threads,
+                min_seconds=b.min_seconds,
+            )
+        except ModelInvalid as exc:
+            where = "" if b.is_ensemble else f"{b.manifest.get('model_file', 'model')}: "
+            raise BundleError(b.path, f"{where}{exc}") from exc
 
     @property
     def frontend(self) -> FrontendParams:
@@ -188,4 +199,12 @@ class Scorer:
         return ScoreResult(score, verdict, self.threshold, latency, n)
 
 
-__all__ = ["BONAFIDE", "SPOOF", "SAMPLE_RATE", "ScoreResult", "Scorer", "ScorerMember", "TFLiteModel"]
+__all__ = [
+    "BONAFIDE",
+    "SPOOF",
+    "SAMPLE_RATE",
+    "ScoreResult",
+    "Scorer",
+    "ScorerMember",
+    "TFLiteModel",
+]

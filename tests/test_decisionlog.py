@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from wakeguard.edge.decisionlog import DecisionLog, log_files, read_records
+from wakeguard.edge.decisionlog import DecisionLog, log_files, read_log, read_records
 
 
 def _tone(seconds: float = 0.5, amp: float = 0.1) -> np.ndarray:
@@ -173,6 +173,73 @@ def test_read_records_skips_torn_lines(tmp_path: Path) -> None:
     assert len(records) == 1 and bad == 1
     with pytest.raises(FileNotFoundError, match="not found"):
         read_records(tmp_path / "missing.jsonl")
+
+
+def test_read_log_skips_records_of_the_wrong_type_and_names_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    with DecisionLog(path) as log:
+        _rec(log, 1.0, "bonafide")
+        _rec(log, -1.0, "spoof")
+    good = path.read_text().splitlines()
+    bad = [
+        '{"score": null, "verdict": "bonafide"}',
+        '{"score": 1.0, "verdict": "maybe", "latency_ms": "fast"}',
+        '{"score": "high", "verdict": "spoof"}',
+        '{"score": 1.0, "verdict": "spoof", "latency_ms": "fast"}',
+        '{"score": 1.0, "verdict": "spoof", "unix_time": 1e300}',
+        '{"score": 1.0, "verdict": "spoof", "clip": 5}',
+        "not json at all",
+        "[1, 2]",
+    ]
+    path.write_text("\n".join([good[0], *bad, good[1]]) + "\n")
+    contents = read_log(path)
+    assert [r["score"] for r in contents.records] == [1.0, -1.0]
+    assert [b.line for b in contents.bad] == list(range(2, 2 + len(bad)))
+    assert "score null is not a finite number" in contents.bad[0].problem
+    assert 'verdict "maybe"' in contents.bad[1].problem
+    assert 'score "high"' in contents.bad[2].problem
+    assert 'latency_ms "fast"' in contents.bad[3].problem
+    assert "unix_time" in contents.bad[4].problem and "clip" in contents.bad[5].problem
+    text = contents.describe_bad()
+    assert text.startswith(
+        f"{len(bad)} unreadable line(s) in {path} (lines 2, 3, 4, 5, 6 and 3 more)"
+    )
+    assert "cut short" not in text  # garbage in the middle of the file is not a torn last line
+    assert read_records(path) == (contents.records, len(bad))
+
+
+def test_only_a_torn_last_line_is_called_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    with DecisionLog(path) as log:
+        _rec(log, 1.0, "bonafide")
+    with path.open("a") as fh:
+        fh.write('garbage\n{"score": 1.0, "verdict": "spoof"}\n{"score": 2.0, "verd')
+    contents = read_log(path)
+    assert [b.line for b in contents.bad] == [2, 4]
+    assert "cut short" not in contents.bad[0].problem and "cut short" in contents.bad[1].problem
+    assert "the last line: not JSON (cut short" in contents.describe_bad()
+
+
+def test_skipped_lines_of_a_backup_name_the_backup(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    rec = '{"score": 1.0, "verdict": "spoof"}'
+    (tmp_path / "d.jsonl.1").write_text(f"{rec}\ngarbage\n{rec}\n")
+    path.write_text(f'{rec}\n{{"score": 1.0, "verdict": 3}}\n')
+    (tmp_path / "d.jsonl.2").mkdir()  # not a backup: skipped, not an error
+    contents = read_log(path)
+    assert len(contents.records) == 3
+    assert contents.describe_bad().startswith(
+        f"2 unreadable line(s) in {path} (d.jsonl.1 line 2, line 2) skipped; d.jsonl.1 line 2: not JSON"
+    )
+
+
+def test_read_log_refuses_a_folder_and_skips_binary_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is a folder, not a decision log"):
+        read_log(tmp_path)
+    wav = tmp_path / "x.wav"
+    sf.write(wav, _tone(), 16_000)
+    contents = read_log(wav)
+    assert contents.records == [] and "binary data" in contents.bad[0].problem
 
 
 # -- telemetry -------------------------------------------------------------------------

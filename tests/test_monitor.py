@@ -217,7 +217,74 @@ def test_monitor_bad_input(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("garbage\n")
     result = CliRunner().invoke(app, ["monitor", str(empty)])
-    assert result.exit_code == 2 and "no records" in result.output
+    assert result.exit_code == 2 and "no decision records" in result.output
+
+
+def test_monitor_skips_malformed_records_and_names_their_lines(
+    tmp_path: Path, reference_bundle: Path
+) -> None:
+    log = tmp_path / "d.jsonl"
+    make_log(log, shift=0.0, n=60)
+    lines = log.read_text().splitlines()
+    lines[10:10] = [
+        '{"score": null, "verdict": "bonafide", "latency_ms": 3.0}',
+        '{"score": 1.0, "verdict": "maybe", "latency_ms": "fast"}',
+    ]
+    lines.insert(40, '{"score": "high", "verdict": "spoof"}')
+    log.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        app, ["monitor", str(log), "--model", str(reference_bundle), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)["summary"]
+    assert s["n_records"] == 60 and s["bad_lines"] == 3
+    (warning,) = [w for w in s["warnings"] if "unreadable" in w]
+    assert warning.startswith(f"3 unreadable line(s) in {log} (lines 11, 12, 41)")
+    assert "score null is not a finite number" in warning and "cut short" not in warning
+
+
+def test_monitor_input_errors_are_usage_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "mon"
+    folder.mkdir()
+    result = CliRunner().invoke(app, ["monitor", str(folder)])
+    assert result.exit_code == 2 and "is a folder, not a decision log" in result.output
+    not_records = tmp_path / "other.jsonl"
+    not_records.write_text('{"a": 1}\n[1, 2]\n')
+    result = CliRunner().invoke(app, ["monitor", str(not_records)])
+    assert result.exit_code == 2, result.output
+    assert f"{not_records} holds no decision records" in result.output
+    wav = tmp_path / "x.wav"
+    import soundfile as sf
+
+    sf.write(wav, np.zeros(16_000, dtype=np.float32), 16_000)
+    result = CliRunner().invoke(app, ["monitor", str(wav)])
+    assert result.exit_code == 2 and f"{wav} holds no decision records" in result.output
+    assert "binary data" in result.output and "cut short" not in result.output
+
+    log = tmp_path / "d.jsonl"
+    make_log(log, shift=0.0, n=5)
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    for args, message in (
+        (["--out", str(a_file)], f"--out {a_file}: {a_file} is a file, not a folder"),
+        (["--out", str(a_file / "sub")], f"{a_file} is a file, not a folder"),
+        (["--export", str(a_file)], f"--export {a_file}: {a_file} is a file, not a folder"),
+        (
+            [
+                "--export",
+                str(tmp_path / "wild"),
+                "--dev-fraction",
+                "2",
+                "--out",
+                str(tmp_path / "o"),
+            ],
+            "--dev-fraction must be in [0, 1]",
+        ),
+    ):
+        result = CliRunner().invoke(app, ["monitor", str(log), *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Errno" not in result.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "wild").exists()
 
 
 def test_monitor_runs_on_the_pi_without_training_libraries(

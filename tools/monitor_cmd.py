@@ -10,6 +10,15 @@ import typer
 from .console import console, err_console, print_json, run_cli
 
 
+def _check_output_folder(path: Path, option: str) -> None:
+    """Refuse an output folder that is a file, or lies under one, before any work is done."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{option} {path}: {p} is a file, not a folder")
+            return
+
+
 def monitor_run(
     log: Path,
     model: Path | None = None,
@@ -22,6 +31,12 @@ def monitor_run(
 
     from wakeguard.edge.monitor import PlottingUnavailable, export_clips, monitor, plot_monitor
 
+    if out is not None:
+        _check_output_folder(out, "--out")
+    if export is not None:
+        _check_output_folder(export, "--export")
+        if not 0.0 <= dev_fraction <= 1.0:
+            raise ValueError(f"--dev-fraction must be in [0, 1], got {dev_fraction}")
     summary, records, reference = monitor(log, model)
     notes: list[str] = []
     if out is not None:

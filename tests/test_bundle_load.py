@@ -1,0 +1,163 @@
+"""Loading a bundle and building its interpreter: every invalid bundle is one named BundleError.
+
+Manifests are written by :func:`write_bundle` and then edited by hand, as a corrupt disk or
+a careless edit would; the model comes from the shipped bundle, run by the edge runtime
+(no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+from wakeguard.edge.bundle import BundleError, default_bundle_path, load_bundle, sha256_bytes
+from wakeguard.edge.litert import ModelInvalid, make_interpreter
+from wakeguard.edge.scorer import Scorer
+from wakeguard.tools.cli import app
+
+SHIPPED = default_bundle_path()
+needs_shipped = pytest.mark.skipif(
+    not (SHIPPED / "manifest.json").is_file(), reason="no shipped bundle (run wakeguard pipeline)"
+)
+
+
+def _copy(tmp_path: Path, name: str = "b") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("*.keras"))
+    return dst
+
+
+def _edit(folder: Path, change: Any) -> Path:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+    return folder
+
+
+def _wav(tmp_path: Path) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(32_000) / 16_000
+    path = tmp_path / "tone.wav"
+    sf.write(path, (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16_000)
+    return path
+
+
+def _replace_model(folder: Path, data: bytes) -> Path:
+    """Swap the model file and update the checksum, so only the interpreter can tell."""
+    (folder / "model.tflite").write_bytes(data)
+    return _edit(folder, lambda m: m.update(model_sha256=sha256_bytes(data)))
+
+
+@needs_shipped
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.update(calibration=None), "calibration must be a mapping, got null"),
+        (
+            lambda m: m["calibration"].update(scale="2"),
+            'calibration.scale must be a number, got "2"',
+        ),
+        (lambda m: m["thresholds"].update(eer="abc"), 'thresholds.eer must be a number, got "abc"'),
+        (lambda m: m.update(thresholds=None), "thresholds must be a non-empty mapping, got null"),
+        (
+            lambda m: m["input_policy"].update(min_seconds="x"),
+            'input_policy.min_seconds must be a number >= 0, got "x"',
+        ),
+        (lambda m: m.update(input_policy=[]), "input_policy must be a mapping, got []"),
+        (
+            lambda m: m.update(sample_rate="16000"),
+            'sample_rate must be a whole number, got "16000"',
+        ),
+        (
+            lambda m: m["frontend"].update(hop_length="500"),
+            'frontend.hop_length must be a whole number, got "500"',
+        ),
+        (lambda m: m["frontend"].update(deltas=1), "frontend.deltas must be a bool, got 1"),
+        (lambda m: m.update(frontend=[1, 2]), "frontend must be a mapping, got [1, 2]"),
+        (lambda m: m.update(input_shape=7), "input_shape must be a list, got 7"),
+        (
+            lambda m: m.update(model_file="../../etc/passwd"),
+            'model_file must be a file name in the bundle, got "../../etc/passwd"',
+        ),
+        (
+            lambda m: m.update(calibration_scores={"bonafide": None}),
+            "calibration_scores.bonafide must be a list of numbers",
+        ),
+    ],
+)
+def test_manifest_field_of_the_wrong_type_is_named(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    folder = _edit(_copy(tmp_path), change)
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder)
+    assert str(folder) in str(info.value) and message in str(info.value)
+
+
+@needs_shipped
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "the model is empty"),
+        (b"\x00garbage" * 50, "not a valid TFLite model"),
+        (None, "not a valid TFLite model"),  # the shipped model cut short
+    ],
+)
+def test_a_model_the_interpreter_refuses_is_a_bundle_error(
+    tmp_path: Path, data: bytes | None, reason: str
+) -> None:
+    folder = _copy(tmp_path)
+    if data is None:
+        data = (SHIPPED / "model.tflite").read_bytes()[:1000]
+    _replace_model(folder, data)
+    bundle = load_bundle(folder)  # the checksum matches: only the interpreter can tell
+    with pytest.raises(BundleError) as info:
+        Scorer.from_bundle(bundle)
+    assert str(folder) in str(info.value) and "model.tflite" in str(info.value)
+    assert reason in str(info.value)
+    # The CLI prints that one line and exits with the bad-input code.
+    res = CliRunner().invoke(app, ["screen", str(_wav(tmp_path)), "--model", str(folder)])
+    assert res.exit_code == 2, res.output
+    assert reason in res.output and "Traceback" not in res.output
+
+
+@needs_shipped
+def test_cli_names_the_bundle_for_a_corrupt_manifest(tmp_path: Path) -> None:
+    folder = _edit(_copy(tmp_path), lambda m: m.update(calibration=None))
+    res = CliRunner().invoke(app, ["screen", str(_wav(tmp_path)), "--model", str(folder)])
+    assert res.exit_code == 2, res.output
+    assert "calibration must be a mapping" in res.output and "Traceback" not in res.output
+
+
+def test_make_interpreter_refuses_garbage_with_its_own_error() -> None:
+    with pytest.raises(ModelInvalid, match="not a valid TFLite model"):
+        make_interpreter(b"\x00garbage" * 50, 1)
+
+
+@needs_shipped
+@pytest.mark.parametrize("threads", [0, -5])
+def test_fewer_than_one_thread_is_refused_not_clamped(threads: int) -> None:
+    model = (SHIPPED / "model.tflite").read_bytes()
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        make_interpreter(model, threads)
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        Scorer.from_bundle(SHIPPED, num_threads=threads)
+    make_interpreter(model, 1)  # one thread is fine
+
+
+@needs_shipped
+def test_threads_from_the_environment_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = (SHIPPED / "model.tflite").read_bytes()
+    for value in ("0", "many"):
+        monkeypatch.setenv("WAKEGUARD_THREADS", value)
+        with pytest.raises(ValueError, match="WAKEGUARD_THREADS"):
+            make_interpreter(model)
+    monkeypatch.setenv("WAKEGUARD_THREADS", "2")
+    make_interpreter(model)
