@@ -16,6 +16,7 @@ writing works again.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -93,7 +94,11 @@ class DecisionLog:
         clips_dir: str | Path | None = None,
         clip_cap_bytes: int = 50_000_000,
         borderline_margin: float = 1.0,
+        strict_open: bool = False,
     ):
+        """``strict_open``: a log that cannot be opened at the start for a reason that will not
+        pass by itself (no such folder, no permission: a wrong path) raises OSError instead of
+        running without it; a full disk never does, as it may clear while decisions go on."""
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         if backups < 0:
@@ -116,12 +121,12 @@ class DecisionLog:
         self._clips: list[tuple[str, int]] = []  # (name, bytes), oldest first
         self._clip_bytes = 0
         self._clip_seq = 0
-        self._open()
+        self._open(strict=strict_open)
         if self.clips_dir is not None:
             self._scan_clips()
 
     # -- the log file -------------------------------------------------------------
-    def _open(self) -> None:
+    def _open(self, strict: bool = False) -> None:
         try:
             if str(self.path.parent) not in ("", "."):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +134,10 @@ class DecisionLog:
             self._fh = os.fdopen(fd, "a", encoding="utf-8")
         except OSError as exc:
             self._fh = None
+            if strict and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                blocker = next((p for p in self.path.parents if p.is_file()), None)
+                why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+                raise OSError(f"cannot open decision log {self.path}: {why}") from exc
             self._disk_error(f"cannot open decision log {self.path}", exc)
 
     def _size(self) -> int:
@@ -169,7 +178,9 @@ class DecisionLog:
         self.write_errors += 1
         if not self._failing:
             log.error(
-                "%s: %s; decisions go on, records are dropped until the disk recovers", what, exc
+                "%s: %s; decisions go on, records are dropped until it can be written again",
+                what,
+                exc,
             )
             self._failing = True
 

@@ -280,6 +280,8 @@ class ListenStats:
     skipped: int = 0
     overruns: int = 0
     reconnects: int = 0
+    log_write_errors: int = 0
+    """Decision records and clips the decision log could not write (full disk...)."""
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
 
     @property

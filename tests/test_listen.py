@@ -418,6 +418,31 @@ def test_cli_prints_json_lines_runs_hook_webhook_and_log(commands, tiny_bundle, 
     assert "listening to" in r.stderr and "5 verdicts" in r.stderr
 
 
+def test_decision_log_wrong_path_fails_at_start_full_disk_is_counted(
+    commands, tiny_bundle, tmp_path
+):
+    path, spans = commands
+    base = [*WAKEGUARD, "listen", "--input", str(path), "--speed", "0", "--model", str(tiny_bundle)]
+    (tmp_path / "afile").write_text("")
+    bad = tmp_path / "afile" / "decisions.jsonl"  # under a file: no such folder can exist
+    r = subprocess.run([*base, "--log", str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stdout == ""  # nothing decided without the log asked for
+    assert (
+        f"error: cannot open decision log {bad}: {tmp_path / 'afile'} is a file, not a folder"
+        in r.stderr
+    )
+    if not os.path.exists("/dev/full"):
+        return
+    # A full disk (/dev/full opens, every write fails): decisions go on, the loss is counted.
+    r = subprocess.run([*base, "--log", "/dev/full"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == len(spans)
+    assert "records are dropped until it can be written again" in r.stderr
+    assert (
+        f"{len(spans)} decision record(s) or clip(s) could not be written to /dev/full" in r.stderr
+    )
+
+
 def test_failing_hook_and_dead_webhook_are_logged_not_fatal(commands, tiny_bundle):
     path, spans = commands
     result = CliRunner().invoke(

@@ -101,6 +101,7 @@ def listen(
     if on_event is not None:
         sinks.append(on_event)
     o = cfg.output
+    decision_log = None
     try:
         if o.hook:
             hook = HookCommand(
@@ -117,7 +118,6 @@ def listen(
             )
             sinks.append(webhook)
             closers.append(webhook.close)
-        decision_log = None
         if cfg.log.path:
             from wakeguard.edge.decisionlog import DecisionLog
 
@@ -128,6 +128,7 @@ def listen(
                 clips_dir=cfg.log.clips_dir or None,
                 clip_cap_bytes=cfg.log.clip_cap_bytes,
                 borderline_margin=cfg.log.borderline_margin,
+                strict_open=True,  # a wrong --log path fails now, not after a day of nothing
             )
             closers.append(decision_log.close)
         telemetry = None
@@ -159,13 +160,16 @@ def listen(
                     "log": cfg.log.path or None,
                 }
             )
-        return listener.run(source, stop)
+        stats = listener.run(source, stop)
     finally:
         for close in reversed(closers):
             try:
                 close()
             except Exception as exc:  # shutting down: report, go on closing the rest
                 logging.getLogger("wakeguard").error("while shutting down: %s", exc)
+    if decision_log is not None:
+        stats.log_write_errors = decision_log.write_errors
+    return stats
 
 
 def list_devices() -> list[dict[str, Any]]:
@@ -332,3 +336,9 @@ def listen_cli(
         s["overruns"],
         f", latency p95 {p95:.1f} ms" if p95 is not None else "",
     )
+    if s["log_write_errors"]:
+        logger.warning(
+            "%d decision record(s) or clip(s) could not be written to %s",
+            s["log_write_errors"],
+            cfg.log.path,
+        )

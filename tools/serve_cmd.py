@@ -112,6 +112,7 @@ def serve(
                 clips_dir=lg.clips_dir or None,
                 clip_cap_bytes=lg.clip_cap_bytes,
                 borderline_margin=lg.borderline_margin,
+                strict_open=True,  # a wrong --log path fails now; a full disk never stops it
             )
         decider = Decider(
             scorer, model_version=bundle.version, decision_log=dlog, telemetry=telemetry
