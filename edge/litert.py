@@ -8,9 +8,12 @@ machine but costs seconds to import on a Pi.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -95,8 +98,47 @@ def make_interpreter(model_content: bytes, num_threads: int | None = None) -> An
     if not model_content:
         raise ModelInvalid("not a valid TFLite model: the model is empty (0 bytes)")
     try:
-        interp = cls(model_content=model_content, num_threads=threads)
-        interp.allocate_tensors()
+        with _without_delegate_notice():
+            interp = cls(model_content=model_content, num_threads=threads)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelInvalid(f"not a valid TFLite model: {exc}") from exc
     return interp
+
+
+DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+"""What the interpreter's C++ code prints on stderr for every model it loads."""
+
+
+@contextlib.contextmanager
+def _without_delegate_notice() -> Iterator[None]:
+    """Hold back :data:`DELEGATE_NOTICE`, which would open every command's output (and come
+    before its error), while passing on whatever else the runtime prints (its real errors).
+
+    The notice is written by C++ to file descriptor 2, past Python's ``sys.stderr``, so the
+    descriptor is pointed at a temporary file while the model loads. Where the process has
+    no descriptor 2 there is nothing to hold back."""
+    fd = 2
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(fd)
+    except OSError:
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), fd)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(AttributeError, OSError, ValueError):
+                    sys.stderr.flush()
+                os.dup2(saved, fd)
+                held.seek(0)
+                lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+                rest = "".join(line for line in lines if line.strip() != DELEGATE_NOTICE)
+                if rest:
+                    os.write(fd, rest.encode("utf-8"))
+    finally:
+        os.close(saved)

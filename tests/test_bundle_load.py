@@ -161,3 +161,42 @@ def test_threads_from_the_environment_are_checked(monkeypatch: pytest.MonkeyPatc
             make_interpreter(model)
     monkeypatch.setenv("WAKEGUARD_THREADS", "2")
     make_interpreter(model)
+
+
+def test_the_runtime_delegate_notice_is_held_back_and_other_output_passed_on(monkeypatch, capfd):
+    """The interpreter's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    on file descriptor 2 for every model; it would open every command's output. Only that
+    line is held back: anything else the runtime prints while loading (its errors) shows."""
+    import os
+
+    import wakeguard.edge.litert as litert
+
+    class Chatty:
+        def __init__(self, model_content: bytes, num_threads: int):
+            os.write(2, f"{litert.DELEGATE_NOTICE}\nWARNING: something real\n".encode())
+
+        def allocate_tensors(self) -> None:
+            os.write(2, f"{litert.DELEGATE_NOTICE}\n".encode())
+
+    monkeypatch.setattr(litert, "interpreter_class", lambda: ("fake", Chatty))
+    make_interpreter(b"model", num_threads=1)
+    err = capfd.readouterr().err
+    assert err == "WARNING: something real\n"
+
+
+def test_screen_output_has_no_runtime_notice(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from wakeguard.edge.audio import write_wav
+
+    wav = tmp_path / "a.wav"
+    write_wav(wav, 0.1 * np.sin(np.arange(32000) / 10.0))
+    r = subprocess.run(
+        [sys.executable, "-m", "wakeguard.tools.cli", "screen", str(wav), str(tmp_path / "no.wav")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "no.wav: file not found" in r.stderr
+    assert "XNNPACK" not in r.stderr and "INFO" not in r.stderr
