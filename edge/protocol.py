@@ -14,6 +14,7 @@ training and evaluation refuse rows that are still unconfirmed.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,28 @@ def not_utf8(path: Path) -> str:
             "save it as CSV UTF-8"
         )
     return f"{path}: not a UTF-8 text CSV"
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be created or written (a user's wrong path)."""
+
+
+def ensure_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` (and its parents) before any work, or say plainly why it cannot be
+    used: a file of that name, a path under a file, no permission. The bare OSError names
+    neither the folder's role nor, for a path under a file, the file in the way."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(f"cannot create {what} {folder}: a file of that name exists")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in folder.parents if p.is_file()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+        raise OutputFolderError(f"cannot create {what} {folder}: {why}") from exc
+    if not os.access(folder, os.W_OK):
+        raise OutputFolderError(f"cannot write to {what} {folder}: permission denied")
+    return folder
 
 
 def read_protocol(path: str | Path) -> Protocol:

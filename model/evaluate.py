@@ -17,7 +17,6 @@ silently: each is kept with its file and reason, counted in the metrics, written
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,14 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.audio import AudioError, load_audio
 from wakeguard.edge.bundle import load_bundle
-from wakeguard.edge.protocol import SPLITS, Protocol, Row, read_protocol, require_confirmed
+from wakeguard.edge.protocol import (
+    SPLITS,
+    Protocol,
+    Row,
+    ensure_folder,
+    read_protocol,
+    require_confirmed,
+)
 from wakeguard.edge.scorer import Scorer
 
 from .metrics import (
@@ -340,18 +346,6 @@ def metrics_for_run(
     return m
 
 
-def prepare_out(out: Path) -> None:
-    """Create the output folder before any scoring, or say plainly why it cannot be used."""
-    if out.exists() and not out.is_dir():
-        raise EvaluationError(f"cannot create output folder {out}: a file of that name exists")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EvaluationError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
-    if not os.access(out, os.W_OK):
-        raise EvaluationError(f"cannot write to output folder {out}: permission denied")
-
-
 def evaluate(
     protocol: Path,
     *,
@@ -387,7 +381,7 @@ def evaluate(
             "a threshold is only given with score files; a bundle has its own (--operating-point)"
         )
     if out is not None:
-        prepare_out(Path(out))
+        ensure_folder(out)
     if score_files:
         b, op = None, "given"
         run = scores_from_files(

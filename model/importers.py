@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wakeguard.edge.protocol import LABELS, PROTOCOL, SPLITS, Row, write_protocol
+from wakeguard.edge.protocol import LABELS, PROTOCOL, SPLITS, Row, ensure_folder, write_protocol
 
 FORMATS = ("asvspoof2017", "asvspoof2019pa", "asvspoof2021pa", "remasc", "folder")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -655,11 +655,12 @@ def import_corpus(
         for r in rows:
             r.split = r.split or split
     if copy:
+        ensure_folder(out, "dataset folder")
         rows = _copy_rows(rows, out, problems, progress)
         problems.finish()
     if not rows:
         raise ImportProblem(f"{source}: no usable rows to import ({len(problems.items)} skipped)")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out, "dataset folder")
     protocol = _write_new_protocol(out, rows, overwrite)
     result = ImportResult(
         format=fmt,

@@ -388,7 +388,8 @@ def test_unusable_out_folder_is_a_usage_error(tmp_path):
     code, text = _evaluate(*base, str(scores))
     assert code == 2 and f"cannot create output folder {scores}: a file of that name exists" in text
     code, text = _evaluate(*base, str(scores / "sub"))
-    assert code == 2 and f"cannot create output folder {scores / 'sub'}: Not a directory" in text
+    assert code == 2
+    assert f"cannot create output folder {scores / 'sub'}: {scores} is a file, not a folder" in text
     if Path("/proc/self").is_dir():
         code, text = _evaluate(*base, "/proc/x")
         assert code == 2 and "cannot create output folder /proc/x: No such file" in text

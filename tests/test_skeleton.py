@@ -395,3 +395,43 @@ def test_screen_warns_about_clipping_and_keeps_long_lines_whole(tiny_bundle, spe
         "no command found by the endpointer `wakeguard listen` uses (steady noise, or speech "
         "too quiet against it?); a score of audio that is not speech means little"
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "explore", "DATA", "--out", "OUT"],
+        ["data", "simulate", "--out", "OUT"],
+        ["data", "import", "folder", "DATA", "OUT"],
+        ["evaluate", "--protocol", "DATA", "--scores", "DATA/scores.csv", "--out", "OUT"],
+        ["report", "RUN", "--out", "OUT/index.html"],
+        ["pipeline", "--out", "OUT"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_an_output_folder_under_a_file_is_named_before_any_work(args, tmp_path):
+    from typer.testing import CliRunner
+    from wakeguard.tools.cli import app
+
+    data = tmp_path / "data"
+    for label in ("bonafide", "spoof"):
+        write_wav(data / label / "a.wav", 0.1 * np.sin(np.arange(16_000) / 5.0))
+    (data / "protocol.csv").write_text(
+        "path,label\nbonafide/a.wav,bonafide\nspoof/a.wav,spoof\n", encoding="utf-8"
+    )
+    (data / "scores.csv").write_text(
+        "path,label,score\nbonafide/a.wav,bonafide,1.0\nspoof/a.wav,spoof,-1.0\n", encoding="utf-8"
+    )
+    (tmp_path / "run").mkdir()
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    out = blocker / "out"
+    argv = [
+        str(out) if a == "OUT" else a.replace("OUT", str(out)).replace("DATA", str(data))
+        for a in args
+    ]
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == 2, r.output
+    assert f"{blocker} is a file, not a folder" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt", "run"]

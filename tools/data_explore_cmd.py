@@ -19,10 +19,11 @@ def explore_cli(
     """Class balance, duration/level/silence histograms, bona fide vs spoof long-term spectrum,
     example spectrograms, and warnings (clipping, silence, odd rates or channels, unreadable
     files, speaker overlap between splits, single-feature shortcuts)."""
-    from wakeguard.edge.protocol import protocol_file
+    from wakeguard.edge.protocol import ensure_folder, protocol_file
     from wakeguard.model.explore import explore
 
     out = out if out is not None else protocol_file(dataset).parent / "explore"
+    run_cli(ensure_folder, out)
     limit = None if max_files <= 0 else max_files
     if as_json:
         summary = run_cli(explore, dataset, out, max_files=limit)

@@ -80,6 +80,9 @@ def simulate_cli(
 
     An interrupted build resumes where it stopped when run again with the same options.
     """
+    from wakeguard.edge.protocol import ensure_folder
+
+    run_cli(ensure_folder, out, "dataset folder")
     card = run_cli(
         simulate_dataset, out, size, seed, speech, workers, overwrite, not as_json, oracle
     )

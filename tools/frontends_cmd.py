@@ -74,6 +74,9 @@ def compare_frontends_cli(
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
 
+    from wakeguard.edge.protocol import ensure_folder
+
+    run_cli(ensure_folder, out)
     table = run_cli(work)
     if as_json:
         print_json({"out": str(out), "results": table})

@@ -74,6 +74,9 @@ def pipeline_cli(
             log=say,
         )
 
+    from wakeguard.edge.protocol import ensure_folder
+
+    run_cli(ensure_folder, out, "run folder")
     try:
         result = run_cli(work)
     except PipelineError as exc:

@@ -22,6 +22,10 @@ def report_cli(
     """Build the HTML report: task, data card, DET, histograms, per-condition EER, baselines, int8 vs float."""
     from wakeguard.model.report import build_report
 
+    if out is not None:
+        from wakeguard.edge.protocol import ensure_folder
+
+        run_cli(ensure_folder, out.parent, "report folder")
     path = run_cli(build_report, run, out)
     console.print(f"report written to {path}", highlight=False)
     console.print(f"open file://{path.resolve()}", highlight=False)

@@ -122,7 +122,8 @@ def screen_cli(
     Files that cannot be scored (unreadable, truncated, too short, silent) print an error on
     stderr and the others still run; exit code 2 if any failed. Clipped files, and files in
     which the listener's endpointer finds no command, are scored with a warning on stderr
-    (a "warnings" list in --json).
+    (a "warnings" list in --json). Screen the recording as the device heard it: a lossy copy
+    (MP3, AAC) carries codec traces that replays also carry, and may score as one.
     """
     results = run_cli(screen, files, model, operating_point, threads)
     failed = 0
