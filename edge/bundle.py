@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .frontend import FrontendParams, frontend_from_dict, frontend_shape
+from .protocol import is_finite_number
 
 BUNDLE_FORMAT = "wakeguard-bundle"
 FORMAT_VERSION = 2
@@ -173,18 +173,9 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
 def _number(folder: Path, key: str, value: Any, *, minimum: float | None = None) -> float:
     """``value`` as a float, or a BundleError naming the manifest field ``key``."""
-    if not _is_number(value) or (minimum is not None and value < minimum):
+    if not is_finite_number(value) or (minimum is not None and value < minimum):
         at_least = "" if minimum is None else f" >= {minimum:g}"
         raise BundleError(
             folder, f"{MANIFEST}: {key} must be a number{at_least}, got {_shown(value)}"
@@ -228,7 +219,7 @@ def _check_policy(folder: Path, manifest: dict[str, Any]) -> None:
         _number(folder, "input_policy.min_seconds", policy["min_seconds"], minimum=0.0)
     scores = _mapping(folder, "calibration_scores", manifest.get("calibration_scores", {}))
     for label, values in scores.items():
-        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+        if not isinstance(values, list) or not all(is_finite_number(v) for v in values):
             raise BundleError(
                 folder, f"{MANIFEST}: calibration_scores.{label} must be a list of numbers"
             )

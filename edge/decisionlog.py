@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -31,7 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, check_audio
-from .protocol import LABELS
+from .protocol import LABELS, is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -384,15 +383,6 @@ SHOWN_LINES = 5
 """Line numbers named in :meth:`LogContents.describe_bad`; the rest are counted."""
 
 
-def _finite(v: Any) -> bool:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
 def _shown(v: Any) -> str:
     """A field's value as the log holds it (JSON), shortened."""
     text = json.dumps(v, default=str)
@@ -405,15 +395,15 @@ def record_problem(rec: Any) -> str | None:
         return f"a JSON {type(rec).__name__}, not a decision record"
     if "score" not in rec or "verdict" not in rec:
         return "not a decision record (no score or verdict)"
-    if not _finite(rec["score"]):
+    if not is_finite_number(rec["score"]):
         return f"score {_shown(rec['score'])} is not a finite number"
     if rec["verdict"] not in LABELS:
         return f"verdict {_shown(rec['verdict'])} is not {' or '.join(LABELS)}"
     for key in NUMBER_FIELDS:
-        if rec.get(key) is not None and not _finite(rec[key]):
+        if rec.get(key) is not None and not is_finite_number(rec[key]):
             return f"{key} {_shown(rec[key])} is not a finite number"
     t = rec.get("unix_time")
-    if t is not None and not (_finite(t) and 0.0 <= t <= MAX_UNIX_TIME):
+    if t is not None and not (is_finite_number(t) and 0.0 <= t <= MAX_UNIX_TIME):
         return f"unix_time {_shown(t)} is not a time in seconds since 1970"
     if rec.get("time") is not None and not isinstance(rec["time"], str):
         return f"time {_shown(rec['time'])} is not an ISO 8601 string"

@@ -14,10 +14,12 @@ training and evaluation refuse rows that are still unconfirmed.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LABELS = ("bonafide", "spoof")
 SPLITS = ("train", "dev", "eval")
@@ -108,6 +110,16 @@ def not_utf8(path: Path) -> str:
             "save it as CSV UTF-8"
         )
     return f"{path}: not a UTF-8 text CSV"
+
+
+def is_finite_number(value: Any) -> bool:
+    """A JSON number a record or manifest may hold: int or float, finite, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 class OutputFolderError(ValueError):
