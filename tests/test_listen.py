@@ -443,6 +443,19 @@ def test_decision_log_wrong_path_fails_at_start_full_disk_is_counted(
     )
 
 
+def test_a_file_with_no_command_in_it_says_so(tiny_bundle, tmp_path):
+    fan = tmp_path / "fan.wav"
+    write_wav(fan, 0.05 * np.random.default_rng(0).standard_normal(3 * SR))
+    r = subprocess.run(
+        [*WAKEGUARD, "listen", "--input", str(fan), "--speed", "0", "--model", str(tiny_bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and r.stdout == ""
+    assert f"no command found in {fan}: silence, steady noise" in r.stderr
+
+
 def test_failing_hook_and_dead_webhook_are_logged_not_fatal(commands, tiny_bundle):
     path, spans = commands
     result = CliRunner().invoke(

@@ -336,6 +336,12 @@ def listen_cli(
         s["overruns"],
         f", latency p95 {p95:.1f} ms" if p95 is not None else "",
     )
+    if input_file is not None and not s["segments"] and not stop.is_set():
+        logger.warning(
+            "no command found in %s: silence, steady noise, or speech too quiet against it "
+            "(wakeguard screen scores a whole file regardless)",
+            input_file,
+        )
     if s["log_write_errors"]:
         logger.warning(
             "%d decision record(s) or clip(s) could not be written to %s",
