@@ -76,6 +76,19 @@ def test_demo_bad_input_is_named(tiny_bundle: Path, tmp_path: Path):
     assert res.exit_code == 2 and "bad.wav" in res.output and "unreadable" in res.output
 
 
+def test_demo_plays_the_rest_of_a_folder_past_a_bad_file(tiny_bundle: Path, commands: Path, tmp_path: Path):
+    folder = tmp_path / "takes"
+    folder.mkdir()
+    shutil.copy(commands / "cmd0.wav", folder / "a.wav")
+    (folder / "b.wav").write_text("not audio")
+    shutil.copy(commands / "cmd1.wav", folder / "c.wav")
+    res = runner.invoke(app, ["demo", "--input", str(folder), "--speed", "0", "--model", str(tiny_bundle)])
+    assert res.exit_code == 2  # as screen: the others still run, the failure shows in the code
+    assert "b.wav: unreadable audio" in res.output
+    assert "a.wav" in res.output and "c.wav" in res.output  # both good files were played
+    assert "could not be played" in res.output
+
+
 def _pane(session: str) -> str:
     return subprocess.run(
         ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True

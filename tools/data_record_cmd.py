@@ -77,6 +77,9 @@ def record_cli(
         if as_json:
             print_json(devices)
             return
+        if not devices:
+            err_console.print("no audio devices found", highlight=False)
+            return
         from rich.table import Table
 
         t = Table(title="audio devices")

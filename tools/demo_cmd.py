@@ -25,11 +25,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .console import console, run_cli
+from .console import EXIT_BAD_INPUT, console, err_console, run_cli
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 METER_FLOOR_DB = -60.0
@@ -82,6 +83,8 @@ class DemoState:
     challenge_note: str = ""
     rounds: list = field(default_factory=list)
     """(live verdict, replay verdict) of every finished challenge round."""
+    unplayable: list = field(default_factory=list)
+    """Errors of the input files that could not be played (the others still are)."""
     finished: bool = False
 
     def feed(self, block: Any, voice: bool) -> None:
@@ -299,16 +302,24 @@ def _pump(state: DemoState, source: Any, listener: Any, stop: threading.Event) -
 
 
 def run_files(state: DemoState, setup: DemoSetup, files: list[Path], speed: float, stop: threading.Event) -> None:
+    from wakeguard.edge.audio import AudioError
     from wakeguard.edge.capture import FileSource
 
     for f in files:
         if stop.is_set():
             return
-        src = FileSource(f, speed=speed, block_ms=setup.cfg.capture.block_ms)
+        try:
+            src = FileSource(f, speed=speed, block_ms=setup.cfg.capture.block_ms)
+        except AudioError as exc:  # one bad file in a folder: say so after, play the rest
+            state.unplayable.append(str(exc))
+            continue
         state.device = f"file {f.name} ({src.native_rate} Hz, {src.channels} ch, {src.duration_s:.1f} s, speed {speed:g}x)"
         state.status = f"playing {f.name}"
         _pump(state, src, setup.listener(_sink(state, f.name)), stop)
-    state.status = f"done: {len(files)} file(s)"
+    played = len(files) - len(state.unplayable)
+    state.status = f"done: {played} file(s)" + (
+        f", {len(state.unplayable)} could not be played" if state.unplayable else ""
+    )
 
 
 def simulated_replay(audio: Any, seed: int = 0) -> tuple[Any, str]:
@@ -603,6 +614,9 @@ def demo_cli(
     """Live terminal demo: level meter, voice activity, verdicts with score bars and latency."""
     if list_devices_flag:
         devs = run_cli(list_devices)  # NoMicrophone is a ValueError: message + exit 2
+        if not devs:
+            err_console.print("no audio devices found", highlight=False)
+            return
         t = Table(title="audio devices")
         for col in ("index", "name", "inputs", "outputs", "default rate", "default"):
             t.add_column(col)
@@ -621,6 +635,12 @@ def demo_cli(
         speed=speed,
         rounds=rounds,
     )
+    if state.unplayable:
+        console.line()  # the final screen may end mid-line
+    for problem in state.unplayable:
+        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     heard = state.counts["bonafide"] or state.counts["spoof"]
     if state.mode != "challenge" and not heard and state.status != "stopped":
         console.print("[yellow]no command was heard[/] (too quiet or too short?)", highlight=False)
+    if state.unplayable:
+        raise typer.Exit(EXIT_BAD_INPUT)
