@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from sshd import LoopbackSSHD, free_port, missing_reason, start_sshd
 from typer.testing import CliRunner
+from wakeguard.edge.bundle import default_bundle_path
 from wakeguard.tools.cli import app
 from wakeguard.tools.deploy import SSHTarget, TargetFacts, check_target, target_facts
 from wakeguard.tools.shipping import (
@@ -113,6 +114,28 @@ def test_a_bad_proxy_uri_is_refused_before_connecting() -> None:
     r = runner.invoke(app, ["flash", "pi@192.0.2.1", "--proxy", "http://box:10401", "--yes"])
     assert r.exit_code == 2
     assert "--proxy" in r.output and "tcp://HOST:PORT" in r.output
+
+
+def test_local_inputs_are_checked_before_connecting(tmp_path: Path) -> None:
+    """192.0.2.1 is a documentation address nothing answers: each case must fail at once,
+    on this machine, naming what is wrong, before any SSH."""
+    corrupt = tmp_path / "model"
+    shutil.copytree(default_bundle_path(), corrupt)
+    with (corrupt / "model.tflite").open("ab") as f:
+        f.write(b"junk")
+    cases = [
+        (["--port", "99999"], "--port"),
+        (["--identity", str(tmp_path / "no-key")], "--identity"),  # the box wraps the path
+        (["--ssh-config", str(tmp_path / "no-config")], "--ssh-config"),
+        (["--bundle", str(tmp_path / "no.tar.gz")], "no.tar.gz: not found"),
+        (["--model", str(corrupt)], "sha256 does not match"),
+    ]
+    for extra, said in cases:
+        r = runner.invoke(app, ["flash", "pi@192.0.2.1", *extra, "--yes"])
+        assert r.exit_code == 2, (extra, r.output)
+        assert said in r.output and "inspecting" not in r.output, (extra, r.output)
+    r = runner.invoke(app, ["flash", " ", "--yes"])
+    assert r.exit_code == 2 and "USER@HOST" in r.output
 
 
 def test_unreachable_host_is_reported(tmp_path: Path) -> None:

@@ -386,6 +386,19 @@ def check_proxy_uri(uri: str) -> str:
     return uri
 
 
+def full_bundle_manifest(tarball: Path) -> dict[str, Any]:
+    """The manifest of a full bundle from `wakeguard bundle` for a known platform, or a
+    ShipError naming the tarball."""
+    manifest = read_manifest(tarball)
+    if manifest.get("kind") != "full":
+        raise ShipError(
+            f"{tarball}: a {manifest.get('kind')!r} bundle; flash --bundle needs a full bundle from `wakeguard bundle`"
+        )
+    if manifest.get("platform") not in PLATFORMS:
+        raise ShipError(f"{tarball}: unknown platform {manifest.get('platform')!r}")
+    return manifest
+
+
 def flash(
     target: SSHTarget,
     *,
@@ -425,6 +438,13 @@ def flash(
     ]
     if proxy is not None:
         common += ["--proxy", proxy]
+    # What is on this machine is checked before anything goes over SSH.
+    if bundle is not None:
+        full_bundle_manifest(Path(bundle))
+    if model is not None:
+        from wakeguard.edge.bundle import load_bundle
+
+        load_bundle(model)
     log(f":: inspecting {target.destination}")
     facts = target_facts(target, root)
     if rollback:
@@ -470,13 +490,7 @@ def flash(
                     log=lambda m: log(f"   {m}"),
                 ).path
             tarball = Path(bundle)
-            manifest = read_manifest(tarball)
-            if manifest.get("kind") != "full":
-                raise ShipError(
-                    f"{tarball}: a {manifest.get('kind')!r} bundle; flash --bundle needs a full bundle from `wakeguard bundle`"
-                )
-            if manifest.get("platform") not in PLATFORMS:
-                raise ShipError(f"{tarball}: unknown platform {manifest.get('platform')!r}")
+            manifest = full_bundle_manifest(tarball)
             action, command = "install", "install"
         checks = check_target(facts, manifest, tarball.stat().st_size, root=root, service=service)
         for w in checks.warnings:

@@ -35,7 +35,7 @@ def flash_cli(
         Path | None,
         typer.Option(help="Bundle from `wakeguard bundle` (default: build one for the target)."),
     ] = None,
-    port: Annotated[int, typer.Option(help="SSH port.")] = 22,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="SSH port.")] = 22,
     identity: Annotated[
         Path | None,
         typer.Option(
@@ -98,6 +98,11 @@ def flash_cli(
         raise typer.BadParameter(
             "give --bundle (everything) or --model (the model only), not both", param_hint="--model"
         )
+    if not destination.strip():
+        raise typer.BadParameter("give the device as USER@HOST", param_hint="DESTINATION")
+    for flag, path in (("--identity", identity), ("--ssh-config", ssh_config)):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{path}: no such file", param_hint=flag)
     if proxy is not None:
         try:
             check_proxy_uri(proxy)
