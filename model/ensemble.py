@@ -42,6 +42,7 @@ from .quantize import (
     calibration_data,
     manifest_extra,
     quantize,
+    read_json_file,
     read_logits,
     variant_line,
 )
@@ -217,6 +218,14 @@ def ensemble_from_runs(
     paths = [Path(r) for r in runs]
     if len(paths) < 2:
         raise ValueError("an ensemble needs at least two runs")
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p.resolve() in seen:
+            raise ValueError(
+                f"{p}: the same run is listed twice ({seen[p.resolve()]} and {p} are both "
+                f"{p.resolve()}); an ensemble needs distinct runs"
+            )
+        seen[p.resolve()] = p
     names: list[str] = []
     for p in paths:
         if is_ensemble_run(p):
@@ -230,7 +239,7 @@ def ensemble_from_runs(
         while name in names:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
-    first = json.loads((paths[0] / "config.json").read_text())
+    first = read_json_file(paths[0] / "config.json")
     ds = Path(dataset or first.get("dataset", "")).resolve()
     if not (ds / "protocol.csv").is_file() and not ds.is_file():
         raise FileNotFoundError(f"no dataset at {ds} (pass --dataset)")
@@ -276,7 +285,7 @@ def fuse(
 ) -> QuantizeResult:
     """Fuse quantised members into ``OUT/bundle``, ``OUT/quantize/variants.json`` and score CSVs."""
     log = log or (lambda s: None)
-    cfg_json = json.loads((out / "config.json").read_text())
+    cfg_json = read_json_file(out / "config.json")
     cfg, dataset, proto = calibration_data(cfg_json, dataset)
     bundles = [(name, load_bundle(run / "bundle")) for name, run in runs]
     prints = {b.manifest.get("data_fingerprint", {}).get("sha256") for _, b in bundles}
@@ -307,9 +316,7 @@ def fuse(
     qdir = out / "quantize"
     qdir.mkdir(parents=True, exist_ok=True)
     lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
-    member_variants = [
-        json.loads((run / "quantize" / "variants.json").read_text()) for _, run in runs
-    ]
+    member_variants = [read_json_file(run / "quantize" / "variants.json") for _, run in runs]
     variants: list[dict[str, Any]] = []
     fused_logits: dict[str, dict[str, np.ndarray]] = {}
     for variant in VARIANTS:

@@ -151,6 +151,41 @@ def variant_line(entry: dict[str, Any], label: str = "") -> str:
     )
 
 
+def read_json_file(path: Path, default: Any = ...) -> Any:
+    """``path``'s JSON; errors name the file (``json`` alone names neither file nor role).
+
+    With ``default`` given, a missing file returns it instead of raising.
+    """
+    if default is not ... and not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (not UTF-8 text)") from exc
+
+
+def require_both_labels(proto: Any, dataset: Path) -> None:
+    """Dev (and eval, when present) must hold both labels: the EER, the calibration and the
+    thresholds are undefined on one class. Checked before anything is converted or written."""
+    for split in ("dev", "eval"):
+        rows = [r for r in proto.rows if r.split == split]
+        if not rows and split == "eval":
+            continue
+        n_b = sum(r.label == "bonafide" for r in rows)
+        n_s = sum(r.label == "spoof" for r in rows)
+        if not rows:
+            raise ValueError(f"{dataset}: no dev split to calibrate on")
+        if not n_b or not n_s:
+            raise ValueError(
+                f"{dataset}: the {split} split needs both labels to calibrate and score; "
+                f"it has {n_b} bonafide and {n_s} spoof rows"
+            )
+
+
 def calibration_data(cfg_json: dict[str, Any], dataset: str | Path | None) -> tuple[Any, Path, Any]:
     """A run's config, and the protocol whose dev split calibrates and eval split reports.
 
@@ -166,6 +201,7 @@ def calibration_data(cfg_json: dict[str, Any], dataset: str | Path | None) -> tu
         [r for r in proto.rows if r.split in ("dev", "eval")],
         "calibration and evaluation (dev and eval splits)",
     )
+    require_both_labels(proto, dataset)
     return cfg, dataset, proto
 
 
@@ -181,13 +217,14 @@ def quantize(
     for f in (cfg_file, model_file):
         if not f.is_file():
             raise FileNotFoundError(f"{run}: not a training run folder (no {f.name})")
-    cfg_json = json.loads(cfg_file.read_text())
+    cfg_json = read_json_file(cfg_file)
+    if not isinstance(cfg_json, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object")
+    # every JSON input is read here, before anything is converted or written, so a corrupt
+    # one fails in seconds and names its file
+    fingerprint = read_json_file(run / "data_fingerprint.json", {})
+    summary = read_json_file(run / "train_summary.json", {})
     cfg, dataset, proto = calibration_data(cfg_json, dataset)
-    fingerprint = (
-        json.loads((run / "data_fingerprint.json").read_text())
-        if (run / "data_fingerprint.json").is_file()
-        else {}
-    )
 
     feats = dataset_features(proto, cfg.frontend, workers=workers)
     tr = feats.split("train")
@@ -234,11 +271,6 @@ def quantize(
     int8 = (qdir / "int8.tflite").read_bytes()
     cal = calibrate(dev, ev, logits["int8"]["dev"], logits["int8"].get("eval"), qdir, rng, cfg)
     calibration, thresholds, metrics, cal_scores = cal
-    summary = (
-        json.loads((run / "train_summary.json").read_text())
-        if (run / "train_summary.json").is_file()
-        else {}
-    )
     bundle_dir = run / "bundle"
     write_bundle(
         bundle_dir,

@@ -51,10 +51,21 @@ _COLOURS = {
 
 
 def _read_json(path: Path) -> Any:
+    """``path``'s JSON, or None when it is absent or unreadable.
+
+    A file that exists but is not JSON is an error naming it: reporting it as "not found"
+    would send the reader looking for a file that is there.
+    """
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
         return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
 
 
 @dataclass
@@ -83,9 +94,11 @@ class RunInputs:
 
 
 def gather(run: Path) -> RunInputs:
-    """Read every input the report can use; nothing here raises for a missing file."""
+    """Read every input the report can use; a missing file is noted, a corrupt one raises ValueError."""
     inp = RunInputs(run=run)
     inp.config = _read_json(run / "config.json")
+    if inp.config is not None and not isinstance(inp.config, dict):
+        raise ValueError(f"{run / 'config.json'}: expected a JSON object")
     if inp.config is None:
         inp.note("config.json (so the dataset and its data card are unknown)")
     elif inp.config.get("dataset"):
@@ -996,7 +1009,13 @@ def build_report(run: Path, out: Path | None = None) -> Path:
     run = Path(run)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: run folder not found")
+    # config.json is the one file every run (single or ensemble) has from its first
+    # step; without it the folder is not a run and every section would be empty.
+    if not (run / "config.json").is_file():
+        raise FileNotFoundError(f"{run}: not a run folder (no config.json)")
     out = Path(out) if out is not None else run / REPORT_DIR / REPORT_FILE
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give the HTML file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
     inp = gather(run)
     figs = Figures(out.parent)
@@ -1036,6 +1055,10 @@ def build_report(run: Path, out: Path | None = None) -> Path:
 </body></html>
 """
     tmp = out.with_name(out.name + ".part")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(out)
+    try:
+        tmp.write_text(doc, encoding="utf-8")
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out

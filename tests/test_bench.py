@@ -158,3 +158,39 @@ def test_fast_bin_pooling_is_bit_identical(pool: int):
     reference = np.log10(band.reshape(band.shape[0], -1, pool).mean(axis=-1) + p.log_floor) * 10.0
     reference = (reference - reference.mean()).astype(np.float32)
     assert np.array_equal(window_features(x, p), reference)
+
+
+def test_bench_checks_its_options_before_measuring(tmp_path: Path, tiny_bundle: Path, monkeypatch):
+    """A missing or empty --speech folder, a negative --warmup and a --plot that cannot be
+    written are refused (exit 2) up front, naming what is wrong; nothing is measured."""
+    from wakeguard.tools import bench_cmd
+
+    def measured(cfg):
+        raise AssertionError("measured before checking the options")
+
+    monkeypatch.setattr(bench_cmd, "run_bench", measured)
+    base = ["bench", "--model", str(tiny_bundle), "--repeats", "2", "--no-baseline"]
+    res = runner.invoke(app, [*base, "--speech", str(tmp_path / "nonexist")])
+    assert res.exit_code == 2 and "nonexist" in res.output and "not found" in res.output
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "x.txt").write_text("x")
+    res = runner.invoke(app, [*base, "--speech", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no FLAC files" in res.output and "empty" in res.output
+    res = runner.invoke(app, [*base, "--warmup", "-1"])
+    assert res.exit_code == 2 and "warmup" in res.output
+    (tmp_path / "afile").write_text("x")
+    res = runner.invoke(app, [*base, "--plot", str(tmp_path / "afile" / "x.png")])
+    assert res.exit_code == 2 and "plot folder" in res.output and "afile" in res.output
+    res = runner.invoke(app, [*base, "--plot", str(tmp_path)])
+    assert res.exit_code == 2 and "is a folder" in res.output
+
+
+def test_bench_explicit_speech_without_usable_cuts_is_an_error(tmp_path: Path):
+    """An explicit --speech never falls back to synthetic audio."""
+    import numpy as np
+    import soundfile as sf
+    from wakeguard.tools.bench_cmd import BenchConfig, _commands
+
+    sf.write(tmp_path / "short.flac", np.zeros(8_000, dtype=np.float32), 16_000)
+    with pytest.raises(ValueError, match="no FLAC file at least 4.5 s long"):
+        _commands(BenchConfig(speech_dir=tmp_path))

@@ -223,3 +223,43 @@ def test_invalid_config_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
     )
     assert r.exit_code == 2
     assert "bad.toml" in r.output and "TOML" in r.output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[serve]\nnosuch = 1\n", "unknown key [serve] nosuch"),
+        ('[serve]\nconnect_timeout_s = "soon"\n', "connect_timeout_s"),
+    ],
+)
+def test_config_the_service_would_refuse_is_refused(
+    tiny_bundle: Path, tmp_path: Path, text: str, expected: str
+) -> None:
+    """Valid TOML is not enough: the bundle's config goes through the runtime's own loader."""
+    bad = tmp_path / "edgebad.toml"
+    bad.write_text(text)
+    r = runner.invoke(
+        app,
+        [
+            "bundle",
+            "--model",
+            str(tiny_bundle),
+            "--config",
+            str(bad),
+            "--wheelhouse",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "x.tar.gz"),
+        ],
+    )
+    assert r.exit_code == 2, r.output
+    assert "edgebad.toml" in r.output and expected in r.output
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_version_option_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == f"wakeguard {version('wakeguard')}"

@@ -233,3 +233,59 @@ def test_a_manifest_path_under_the_working_directory_is_written_relative(
     elsewhere = str(tmp_path.parent / "other" / "dataset")
     assert portable_path(elsewhere) == elsewhere
     assert portable_path(None) is None
+
+
+def _fake_run(root: Path, labels: dict[str, list[str]]) -> tuple[Path, Path]:
+    """A run folder whose checks can run without a trained model: config.json, a
+    placeholder model.keras and a protocol with the given labels per split."""
+    from wakeguard.edge.protocol import Row, write_protocol
+
+    ds = root / "ds"
+    rows = [
+        Row(path=f"audio/{split}/{i}.wav", label=label, speaker=f"s{i}", split=split)
+        for split, ls in labels.items()
+        for i, label in enumerate(ls)
+    ]
+    write_protocol(ds, rows)
+    run = root / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": str(ds)}))
+    (run / "model.keras").write_bytes(b"placeholder")
+    return run, ds
+
+
+@pytest.mark.parametrize("corrupt", ["config.json", "train_summary.json", "data_fingerprint.json"])
+def test_quantize_names_a_corrupt_json_file(tmp_path: Path, corrupt: str) -> None:
+    pytest.importorskip("tensorflow")
+    run, _ = _fake_run(tmp_path, {"dev": ["bonafide", "spoof"], "train": ["bonafide", "spoof"]})
+    (run / corrupt).write_text('{"a": 1,\n bad')
+    res = runner.invoke(app, ["quantize", str(run)])
+    assert res.exit_code == 2, res.output
+    assert f"{corrupt}: not valid JSON (line 2, column 2" in res.output
+    assert not (run / "quantize").exists()
+
+
+@pytest.mark.parametrize("split", ["dev", "eval"])
+def test_quantize_needs_both_labels_on_dev_and_eval_before_writing(
+    tmp_path: Path, split: str
+) -> None:
+    pytest.importorskip("tensorflow")
+    labels = {"train": ["bonafide", "spoof"], "dev": ["bonafide", "spoof"]}
+    labels["eval"] = ["bonafide", "spoof"]
+    labels[split] = ["bonafide"] * 4
+    run, ds = _fake_run(tmp_path, labels)
+    res = runner.invoke(app, ["quantize", str(run), "--dataset", str(ds)])
+    assert res.exit_code == 2, res.output
+    assert f"{ds}: the {split} split needs both labels" in res.output
+    assert "4 bonafide and 0 spoof" in res.output
+    assert not (run / "quantize").exists() and not (run / "bundle").exists()
+
+
+def test_quantize_refuses_the_same_run_twice_in_an_ensemble(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    run, _ = _fake_run(tmp_path, {"dev": ["bonafide", "spoof"]})
+    out = tmp_path / "ens"
+    res = runner.invoke(app, ["quantize", str(run), str(tmp_path / "." / "run"), "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "the same run is listed twice" in res.output
+    assert not out.exists()

@@ -106,8 +106,10 @@ def test_report_of_a_complete_run(run_folder):
 
 
 def test_report_of_an_empty_run_degrades(tmp_path):
+    """A run with only config.json (not yet quantised or evaluated) gets a partial report."""
     run = tmp_path / "empty"
     run.mkdir()
+    (run / "config.json").write_text("{}")
     out = tmp_path / "r.html"
     res = runner.invoke(app, ["report", str(run), "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -152,3 +154,57 @@ def test_det_leaves_out_curves_outside_its_range_and_says_so():
     assert plot.drawn == [DETECTOR, "chance", "weak", "EER line"]
     assert list(plot.off_plot) == ["majority"]
     assert plot.caption("DET curve").count("Not drawn") == 1
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
+    notarun = tmp_path / "notarun"
+    notarun.mkdir()
+    (notarun / "x.txt").write_text("x")
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", str(notarun), "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "not a run folder (no config.json)" in res.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "corrupt", ["config.json", "train_summary.json", "quantize/variants.json", "eval/metrics.json"]
+)
+def test_report_names_a_corrupt_json_input(tmp_path, corrupt):
+    run = tmp_path / "run"
+    (run / "quantize").mkdir(parents=True)
+    (run / "eval").mkdir()
+    (run / "config.json").write_text("{}")
+    (run / corrupt).write_text('{"a": 1,\n bad')
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["report", str(run), "-o", str(out)])
+    if corrupt == "train_summary.json":  # not an input of the report: ignored
+        assert res.exit_code == 0, res.output
+        return
+    assert res.exit_code == 2, res.output
+    assert corrupt.split("/")[-1] in res.output and "not valid JSON (line 2, column 2" in res.output
+    assert not out.exists() and not out.with_name("r.html.part").exists()
+
+
+def test_report_refuses_a_folder_as_output_and_leaves_no_part(tmp_path, monkeypatch):
+    from wakeguard.model import report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    existing = tmp_path / "existingdir"
+    existing.mkdir()
+    res = runner.invoke(app, ["report", str(run), "-o", str(existing)])
+    assert res.exit_code == 2, res.output
+    assert "existingdir is a folder; give the HTML file to write" in res.output
+    assert not (tmp_path / "existingdir.part").exists()
+    # Any failure while writing removes the .part file.
+    out = tmp_path / "r.html"
+
+    def boom(self, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report.Path, "replace", boom)
+    with pytest.raises(OSError):
+        report.build_report(run, out)
+    assert not (tmp_path / "r.html.part").exists() and not out.exists()

@@ -68,13 +68,23 @@ def shared_speech_dir() -> Path | None:
     return None
 
 
+def check_speech_dir(folder: Path) -> Path:
+    """An explicit ``--speech`` folder must exist and hold FLAC files: quietly benching on
+    synthetic audio instead would report figures for something the user did not ask for."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--speech {folder}: folder not found")
+    if not any(folder.rglob("*.flac")):
+        raise ValueError(f"--speech {folder}: no FLAC files in it")
+    return folder
+
+
 def _commands(cfg: BenchConfig, per_duration: int = 6) -> tuple[dict[float, list[Any]], str, list[str]]:
     """Commands of each length: cuts of real speech if present, else synthetic ones."""
     import numpy as np
     from wakeguard.edge.audio import load_audio
     from wakeguard.edge.profiling import synthetic_command
 
-    speech = cfg.speech_dir or shared_speech_dir()
+    speech = check_speech_dir(cfg.speech_dir) if cfg.speech_dir else shared_speech_dir()
     out: dict[float, list[Any]] = {d: [] for d in cfg.durations}
     used: list[str] = []
     if speech is not None:
@@ -91,6 +101,11 @@ def _commands(cfg: BenchConfig, per_duration: int = 6) -> tuple[dict[float, list
                     out[d].append(np.ascontiguousarray(x[start : start + int(d * 16_000)]))
             if all(len(v) >= per_duration for v in out.values()):
                 break
+    if cfg.speech_dir is not None and not all(out.values()):
+        raise ValueError(
+            f"--speech {cfg.speech_dir}: no FLAC file at least {longest + 0.5:g} s long "
+            f"to cut {longest:g} s commands from"
+        )
     if speech is None or not all(out.values()):
         out = {d: [synthetic_command(d, seed=i) for i in range(per_duration)] for d in cfg.durations}
         return out, "synthetic speech-like signal (no real speech found)", []
@@ -458,6 +473,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         raise ValueError("--repeats must be at least 1")
     if cfg.threads < 1:
         raise ValueError("--threads must be at least 1")
+    if cfg.warmup < 0:
+        raise ValueError("--warmup must be at least 0")
     bundle = load_bundle(cfg.model)
     machine_before = machine_info()
     commands, source, files = _commands(cfg)
@@ -751,15 +768,15 @@ def bench_cli(
     model: Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle).")] = None,
     float_model: Annotated[Path | None, typer.Option("--float-model", help="float32 .tflite of the same model (default: RUN/quantize/float32.tflite beside a run's bundle).")] = None,
     void_model: Annotated[Path | None, typer.Option("--void-model", help="Saved Void-style SVM (default: the run's baselines/, else fitted here).")] = None,
-    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    repeats: Annotated[int, typer.Option(help="Timed runs per stage and command length, after warm-up.")] = 200,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds.")] = 10,
+    threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per stage and command length, after warm-up.")] = 200,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up rounds.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of the stage latencies.")] = None,
     no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the Void-style baseline.")] = False,
     stream: Annotated[bool, typer.Option("--stream", help="Also measure CPU time while listening (idle and screening).")] = False,
-    stream_seconds: Annotated[float, typer.Option(help="Seconds of audio per streaming measurement.")] = 20.0,
-    stream_speed: Annotated[float, typer.Option(help="Feed speed for --stream (1 = real time; faster is normalised per audio second).")] = 1.0,
+    stream_seconds: Annotated[float, typer.Option(min=8, help="Seconds of audio per streaming measurement (at least 8).")] = 20.0,
+    stream_speed: Annotated[float, typer.Option(min=0, help="Feed speed for --stream (1 = real time; faster is normalised per audio second).")] = 1.0,
     speech: Annotated[Path | None, typer.Option(help="Folder of speech (FLAC) to cut commands from (default: ../shared/speech if present, else synthetic).")] = None,
 ) -> None:
     """Measure latency per stage, real-time factor, memory and streaming cost on this machine."""
@@ -776,6 +793,16 @@ def bench_cli(
         stream_speed=stream_speed,
         speech_dir=speech,
     )
+    # checked before minutes of measuring, not after
+    if speech is not None:
+        run_cli(check_speech_dir, speech)
+    if plot_path is not None:
+        from wakeguard.edge.protocol import ensure_folder
+
+        if plot_path.is_dir():
+            err_console.print(f"[bold red]error:[/] --plot {plot_path} is a folder; give the PNG file to write", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        run_cli(ensure_folder, plot_path.parent, "plot folder")
     if not as_json:
         err_console.print("[dim]measuring (interleaved runs of every variant)...[/]")
     result = run_cli(run_bench, cfg)

@@ -7,6 +7,8 @@ and the other training libraries are imported inside the commands that need them
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from . import (
@@ -34,6 +36,38 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def package_version() -> str:
+    """The installed distribution's version, or "unknown" when run from an uninstalled tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wakeguard")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"wakeguard {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the wakeguard version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Voice liveness for smart speakers: tell a live talker from a replayed recording."""
+
 
 app.add_typer(data_cmd.app, name="data", help="Build, import, record and explore datasets.")
 app.command("train")(train_cmd.train_cli)

@@ -478,12 +478,14 @@ def build_bundle(
     config_path = _ship_file(config, default_config_path(), "config", "--config")
     unit_path = _ship_file(unit, default_unit_path(), "systemd unit", "--unit")
     if config is not None:
-        import tomllib
+        # the runtime's own loader (what `wakeguard serve -c` runs): valid TOML is not
+        # enough, an unknown key or a wrong type would make the shipped service refuse it
+        from wakeguard.edge.config import ConfigError, load_config
 
         try:
-            tomllib.loads(config_path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ShipError(f"config {config_path}: not valid TOML ({exc})") from exc
+            load_config(config_path)
+        except ConfigError as exc:
+            raise ShipError(f"config {exc}") from exc
     version = project_version()
     out = Path(out) if out is not None else Path.cwd() / bundle_file_name(version, platform, python)
     with tempfile.TemporaryDirectory(prefix="wakeguard-bundle-") as tmp:
