@@ -264,7 +264,11 @@ class ServiceConfig:
                 continue
             u = urlparse(uri)
             if u.scheme == "tcp":
-                if u.hostname is None or u.port is None:
+                try:
+                    port = u.port
+                except ValueError:  # urllib: "Port out of range 0-65535", naming neither
+                    raise ServiceError(f"{name} {uri!r}: the port must be 1-65535") from None
+                if u.hostname is None or port is None:
                     raise ServiceError(f"{name} {uri!r}: a tcp:// URI needs a host and a port")
             elif u.scheme == "unix":
                 if not u.path:

@@ -754,6 +754,9 @@ def test_serve_config_semantics(clips_and_bundle, tmp_path: Path) -> None:
     # [serve] mode = proxy with no upstream anywhere: refused, naming both ways to give one.
     assert "--upstream ([serve] upstream in the config)" in serve_with('[serve]\nmode = "proxy"\n')
     assert "mode must be proxy or screen" in serve_with('[serve]\nmode = "veto"\n')
+    # A port out of range names the setting, not only urllib's "Port out of range".
+    said = serve_with('[serve]\nupstream = "tcp://127.0.0.1:99999"\n')
+    assert "upstream 'tcp://127.0.0.1:99999': the port must be 1-65535" in said
 
 
 def test_serve_refuses_a_corrupt_or_mismatched_bundle(clips_and_bundle, tmp_path: Path) -> None:
