@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -192,6 +193,55 @@ class ConfigError(ValueError):
     """A config file or override that cannot be applied, with the reason."""
 
 
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low:g}"
+
+
+_POSITIVE: tuple[Callable[[Any], bool], str] = (lambda v: v > 0, "> 0")
+_PROBABILITY: tuple[Callable[[Any], bool], str] = (lambda v: 0 <= v <= 1, "in [0, 1]")
+_FRACTION: tuple[Callable[[Any], bool], str] = (lambda v: 0 <= v < 1, "in [0, 1)")
+
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model.stem_channels": _at_least(1),
+    "model.block_channels": (
+        lambda v: len(v) > 0 and all(c >= 1 for c in v),
+        "a non-empty list of channel counts >= 1",
+    ),
+    "model.head_units": _at_least(0),
+    "model.dropout": _FRACTION,
+    "model.bn_momentum": _FRACTION,
+    "model.head_channels": _at_least(0),
+    "augment.time_masks": _at_least(0),
+    "augment.time_mask_max": _at_least(0),
+    "augment.freq_masks": _at_least(0),
+    "augment.freq_mask_max": _at_least(0),
+    "augment.noise_prob": _PROBABILITY,
+    "augment.noise_snr_db": (
+        lambda v: len(v) == 2 and v[0] <= v[1],
+        "two numbers [low, high] with low <= high",
+    ),
+    "augment.eq_prob": _PROBABILITY,
+    "augment.eq_db": _at_least(0),
+    "train.epochs": _at_least(1),
+    "train.batch_size": _at_least(1),
+    "train.learning_rate": _POSITIVE,
+    "train.weight_decay": _at_least(0),
+    # early stopping is checked before each epoch: 0 would stop before the first one
+    "train.patience": _at_least(1),
+    "train.train_eer_max_utterances": _at_least(1),
+    "train.label_smoothing": _FRACTION,
+    "train.swa_start": _at_least(0),
+    "train.threads": _at_least(0),
+    "train.domain_adversarial": _at_least(0),
+    "quantize.representative_windows": _at_least(1),
+    "quantize.calibration_scores_per_label": _at_least(1),
+    "quantize.latency_utterances": _at_least(0),
+}
+"""Allowed range of the numeric settings, checked with the types (file and overrides alike):
+a value outside would crash deep in training (``batch_size=0``) or silently do nothing
+(``epochs=0``), after the features were computed and half a run folder written."""
+
+
 def default_config_path() -> Path:
     return Path(str(resources.files("wakeguard.model") / "default_config.toml"))
 
@@ -204,6 +254,10 @@ def _section_from_dict(name: str, d: dict[str, Any]) -> Any:
         raise ConfigError(f"unknown key(s) in [{name}]: {unknown}; known: {sorted(known)}")
     hints = get_type_hints(cls)
     values = {k: _coerce(v, hints[k], f"{name}.{k}") for k, v in d.items()}
+    for k, v in values.items():
+        check = RANGES.get(f"{name}.{k}")
+        if check is not None and not check[0](v):
+            raise ConfigError(f"{name}.{k} must be {check[1]}, got {v!r}")
     if name == "frontend":
         try:
             return frontend_from_dict({**FrontendParams().to_dict(), **values})
@@ -239,7 +293,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults, then the file (TOML or JSON; a run folder's ``config.json`` works), then overrides."""
     cfg = config_from_dict(_read(default_config_path()), Config())
     if path is not None:
-        cfg = config_from_dict(_read(Path(path)), cfg)
+        path = Path(path)
+        data = _read(path)
+        try:
+            cfg = config_from_dict(data, cfg)
+        except ConfigError as exc:  # name the file: the key alone does not say where it is
+            where = path / "config.json" if path.is_dir() else path
+            raise ConfigError(f"{where}: {exc}") from exc
     cfg = apply_overrides(cfg, overrides or [])
     general = [o for o in overrides or [] if not o.strip().startswith("ensemble.")]
     if general and cfg.ensemble.members:  # the command line has the last word in every member

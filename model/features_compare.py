@@ -17,7 +17,7 @@ from typing import Any
 
 from wakeguard.edge.frontend import frontend_shape
 
-from .config import load_config
+from .config import Config, load_config
 
 CANDIDATES: dict[str, list[str]] = {
     "logspec": ["frontend.kind=logspec", "frontend.bin_pool=2"],
@@ -43,12 +43,12 @@ def compare_frontends(
     from .train import train
 
     log = log or (lambda s: None)
+    configs = candidate_configs(dataset, candidates, overrides, config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table: list[dict[str, Any]] = []
     for name, extra in (candidates or CANDIDATES).items():
-        # one network per front-end, whatever ensemble the config describes
-        cfg = load_config(config, [*overrides, *extra, "ensemble.members=[]"])
+        cfg = configs[name]
         run = out / name
         done = run / "train_summary.json"
         if done.is_file() and load_config(run / "config.json") == cfg:
@@ -78,6 +78,27 @@ def compare_frontends(
         )
         _write(out, table, list(overrides), dataset)
     return table
+
+
+def candidate_configs(
+    dataset: str | Path,
+    candidates: dict[str, list[str]] | None = None,
+    overrides: Sequence[str] = (),
+    config: str | Path | None = None,
+) -> dict[str, Config]:
+    """Each candidate's config, after checking the dataset and every config up front.
+
+    A dataset that training would refuse, or a bad config or override, fails here: before
+    any output folder is made or any candidate is announced, not after the first one trained.
+    """
+    from .train import training_protocol
+
+    training_protocol(dataset)
+    # one network per front-end, whatever ensemble the config describes
+    return {
+        name: load_config(config, [*overrides, *extra, "ensemble.members=[]"])
+        for name, extra in (candidates or CANDIDATES).items()
+    }
 
 
 def _write(

@@ -584,13 +584,37 @@ def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
             f"{path}: no {KERAS_MODEL} to start from (need a run folder or a bundle written by `wakeguard quantize`)"
         )
     if (path / MANIFEST).is_file():
-        manifest = json.loads((path / MANIFEST).read_text())
-        cfg = manifest.get("training", {}).get("config") or {"frontend": manifest["frontend"]}
+        manifest = _read_json(path / MANIFEST)
+        cfg = manifest.get("training", {}).get("config")
+        if not cfg and "frontend" not in manifest:
+            raise ValueError(f"{path / MANIFEST}: no frontend recorded (not a wakeguard bundle?)")
+        cfg = cfg or {"frontend": manifest["frontend"]}
         kind = "bundle"
     else:
-        cfg = json.loads((path / "config.json").read_text())
+        cfg = _read_json(path / "config.json")
         kind = "run"
-    return keras.models.load_model(model_file, compile=False), cfg, kind
+    try:
+        model = keras.models.load_model(model_file, compile=False)
+    except Exception as exc:  # Keras says "File not found" for a truncated archive: misleading
+        raise ValueError(
+            f"{model_file}: not a readable Keras model (truncated or corrupt?)"
+        ) from exc
+    return model, cfg, kind
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; errors name the file (the decoder's message names none)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (not UTF-8 text)") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not valid JSON here (expected an object)")
+    return data
 
 
 def training_protocol(dataset: str | Path) -> Protocol:

@@ -126,3 +126,17 @@ def test_helpers():
     x = np.concatenate([np.zeros(3200), np.ones(1600) * 0.1, np.zeros(1600)]).astype(np.float32)
     lead, trail = edge_silence(x)
     assert lead == pytest.approx(0.2) and trail == pytest.approx(0.1)
+
+
+def test_a_missing_dataset_leaves_no_empty_output_folder(tmp_path):
+    out = tmp_path / "e0"
+    r = runner.invoke(app, ["data", "explore", str(tmp_path / "nonexist"), "-o", str(out)])
+    assert r.exit_code == 2 and "protocol file not found" in r.output
+    assert not out.exists()
+
+
+def test_negative_max_files_is_refused(dataset, tmp_path):
+    out = tmp_path / "e1"
+    r = runner.invoke(app, ["data", "explore", str(dataset), "--max-files", "-5", "-o", str(out)])
+    assert r.exit_code == 2 and "--max-files" in r.output
+    assert not out.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -409,7 +410,8 @@ def test_a_corpus_without_rooms_trains_without_the_adversarial_loss(
 def test_resume_without_a_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(dataset), "--out", str(tmp_path / "new"), "--resume"])
     assert res.exit_code == 2
-    assert "nothing to resume" in res.output or "config file not found" in res.output
+    assert f"{tmp_path / 'new'} is not a run folder (no config.json)" in res.output
+    assert not (tmp_path / "new").exists()
 
 
 def test_init_from_fine_tunes_an_existing_model(
@@ -598,3 +600,115 @@ def test_compare_frontends_trains_each_candidate_and_reuses_finished_ones(
     assert bad.exit_code == 2 and "mfcc" in bad.output
     bad = runner.invoke(app, ["compare-frontends", str(dataset), "train.nope=1", "--out", str(out)])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+@pytest.mark.parametrize(
+    "override, problem",
+    [
+        ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
+        ("train.epochs=0", "train.epochs must be >= 1, got 0"),
+        ("train.epochs=-1", "train.epochs must be >= 1, got -1"),
+        ("train.learning_rate=0", "train.learning_rate must be > 0"),
+        ("train.patience=0", "train.patience must be >= 1"),
+        ("train.weight_decay=-0.1", "train.weight_decay must be >= 0"),
+        ("train.label_smoothing=1", "train.label_smoothing must be in [0, 1)"),
+        ("train.domain_adversarial=-1", "train.domain_adversarial must be >= 0"),
+        ("train.train_eer_max_utterances=0", "train.train_eer_max_utterances must be >= 1"),
+        ("model.dropout=1.0", "model.dropout must be in [0, 1)"),
+        ("model.block_channels=[]", "model.block_channels must be a non-empty list"),
+        ("model.block_channels=[16,0]", "model.block_channels must be a non-empty list"),
+        ("augment.noise_prob=1.5", "augment.noise_prob must be in [0, 1]"),
+        ("augment.noise_snr_db=[40,10]", "augment.noise_snr_db must be two numbers"),
+        ("quantize.representative_windows=0", "quantize.representative_windows must be >= 1"),
+        ("quantize.latency_utterances=-1", "quantize.latency_utterances must be >= 0"),
+    ],
+)
+def test_out_of_range_values_are_refused_before_any_work(
+    override: str, problem: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(None, [override])
+    res = runner.invoke(app, ["train", str(tmp_path), "-o", str(tmp_path / "t9"), override])
+    assert res.exit_code == 2 and problem in res.output
+    assert not (tmp_path / "t9").exists()
+
+
+def test_a_bad_value_in_a_config_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nepochs = "abc"\n')
+    res = runner.invoke(app, ["train", str(tmp_path), "-c", str(bad), "-o", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    assert f"{bad}: train.epochs: expected an integer, got 'abc'" in res.output
+    zero = tmp_path / "zero.json"
+    zero.write_text('{"train": {"batch_size": 0}}')
+    with pytest.raises(ConfigError, match="zero.json: train.batch_size must be >= 1, got 0"):
+        load_config(zero)
+    assert not (tmp_path / "r").exists()
+
+
+def test_workers_below_one_are_refused(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["train", str(tmp_path), "--workers", "-3", "-o", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--workers" in res.output
+    res = runner.invoke(
+        app, ["compare-frontends", str(tmp_path), "--workers", "0", "-o", str(tmp_path / "c")]
+    )
+    assert res.exit_code == 2 and "--workers" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "broken, problem",
+    [
+        ("manifest.json", "manifest.json: not valid JSON (line 1, column 2)"),
+        ("config.json", "config.json: not valid JSON (line 1, column 2)"),
+        ("model.keras", "model.keras: not a readable Keras model"),
+    ],
+)
+def test_a_corrupt_init_from_source_names_the_file(
+    broken: str, problem: str, dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.keras").write_bytes(b"PK\x03\x04truncated")
+    if broken == "manifest.json":
+        (src / "manifest.json").write_text("{bad json")
+    else:
+        (src / "config.json").write_text("{bad json" if broken == "config.json" else "{}")
+    out = tmp_path / "ft"
+    res = runner.invoke(
+        app, ["train", str(dataset), "-o", str(out), "--init-from", str(src), *FAST]
+    )
+    assert res.exit_code == 2, res.output
+    assert f"{src / broken}" in res.output and problem in res.output
+    assert "File not found" not in res.output
+    assert not out.exists()
+
+
+def _one_label(dataset: Path, root: Path) -> Path:
+    p = read_protocol(dataset)
+    rows = [r for r in p.rows if not (r.split == "dev" and r.label == "spoof")]
+    for r in rows:
+        r.path = str(r.audio_path(dataset))
+    write_protocol(root, rows)
+    return root
+
+
+def test_compare_frontends_checks_dataset_and_config_before_making_the_folder(
+    tmp_path: Path, dataset: Path
+) -> None:
+    bad_cfg = tmp_path / "bad.toml"
+    bad_cfg.write_text("[train]\nepochs = 0\n")
+    one_label = _one_label(dataset, tmp_path / "onelabel")
+    cases = [
+        ([str(tmp_path / "nonexist")], "protocol file not found"),
+        ([str(dataset), "-c", str(bad_cfg)], "train.epochs must be >= 1"),
+        ([str(dataset), "train.nope=1"], "nope"),
+        ([str(one_label)], "dev split needs both"),
+    ]
+    for i, (args, problem) in enumerate(cases):
+        out = tmp_path / f"cf{i}"
+        res = runner.invoke(app, ["compare-frontends", *args, "-o", str(out)])
+        assert res.exit_code == 2 and problem in res.output, res.output
+        assert "== logspec" not in res.output
+        assert not out.exists()

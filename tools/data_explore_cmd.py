@@ -13,16 +13,18 @@ from .console import console, print_json, run_cli
 def explore_cli(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder (with protocol.csv) or the protocol CSV itself.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for summary.json, summary.md and the PNGs (default: DATASET/explore).")] = None,
-    max_files: Annotated[int, typer.Option("--max-files", help="Measure at most this many audio files (stratified sample); 0 = all.")] = 2000,
+    max_files: Annotated[int, typer.Option("--max-files", min=0, help="Measure at most this many audio files (stratified sample); 0 = all.")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Class balance, duration/level/silence histograms, bona fide vs spoof long-term spectrum,
     example spectrograms, and warnings (clipping, silence, odd rates or channels, unreadable
     files, speaker overlap between splits, single-feature shortcuts)."""
-    from wakeguard.edge.protocol import ensure_folder, protocol_file
+    from wakeguard.edge.protocol import ensure_folder, protocol_file, read_protocol
     from wakeguard.model.explore import explore
 
     out = out if out is not None else protocol_file(dataset).parent / "explore"
+    # the protocol first: a dataset that cannot be read must not leave an empty folder behind
+    run_cli(read_protocol, dataset)
     run_cli(ensure_folder, out)
     limit = None if max_files <= 0 else max_files
     if as_json:

@@ -37,7 +37,7 @@ def compare_frontends_cli(
             help="Compare only these candidates (repeatable): logspec, lfcc, spectral_power.",
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Processes for feature extraction.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for feature extraction.")] = 2,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the table as one JSON object.")
     ] = False,
@@ -47,7 +47,7 @@ def compare_frontends_cli(
     Every candidate gets the same network, recipe and overrides; eval is never looked at. A candidate already trained in --out with the same config is reused, so an interrupted comparison continues where it stopped.
     """
     from wakeguard.model.config import ConfigError
-    from wakeguard.model.features_compare import CANDIDATES, compare_frontends
+    from wakeguard.model.features_compare import CANDIDATES, candidate_configs, compare_frontends
 
     unknown = sorted(set(only or ()) - set(CANDIDATES))
     if unknown:
@@ -74,8 +74,16 @@ def compare_frontends_cli(
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
 
+    def check():
+        try:
+            candidate_configs(dataset, chosen, overrides or [], config)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
     from wakeguard.edge.protocol import ensure_folder
 
+    # the dataset and configs first: a bad one must not leave an empty output folder behind
+    run_cli(check)
     run_cli(ensure_folder, out)
     table = run_cli(work)
     if as_json:

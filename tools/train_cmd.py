@@ -45,7 +45,7 @@ def train_cli(
             help="Start from the weights of a bundle or run folder (fine-tune on new data).",
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Processes for feature extraction.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for feature extraction.")] = 2,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as one JSON object.")
     ] = False,
@@ -68,6 +68,8 @@ def train_cli(
     run = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
 
     def work():
+        if resume and not (run / "config.json").is_file():
+            raise ValueError(f"{run} is not a run folder (no config.json)")
         try:
             # --resume keeps the run's own config; overrides (e.g. train.epochs=40) still apply
             cfg = load_config(run if resume else config, overrides or [])
