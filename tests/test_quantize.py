@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -187,11 +188,12 @@ def test_train_init_from_a_bundle_fine_tunes_its_weights(
 
 
 def test_quantize_fuses_several_runs_into_an_ensemble(quantized_run: Path, tmp_path: Path) -> None:
-    """Two copies of one run: the fused ensemble ranks utterances exactly as the run does."""
+    """Two copies of one run: the fused ensemble ranks utterances exactly as the run does.
+    (The same folder twice is refused: a copy is what two identical networks look like.)"""
     out = tmp_path / "ens"
-    res = runner.invoke(
-        app, ["quantize", str(quantized_run), str(quantized_run), "--out", str(out), "--json"]
-    )
+    twin = tmp_path / "copy" / quantized_run.name
+    shutil.copytree(quantized_run, twin)
+    res = runner.invoke(app, ["quantize", str(quantized_run), str(twin), "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     b = load_bundle(out / "bundle")
     assert [m.name for m in b.members] == ["r", "r-2"]
