@@ -193,7 +193,9 @@ def test_quantize_fuses_several_runs_into_an_ensemble(quantized_run: Path, tmp_p
     out = tmp_path / "ens"
     twin = tmp_path / "copy" / quantized_run.name
     shutil.copytree(quantized_run, twin)
-    res = runner.invoke(app, ["quantize", str(quantized_run), str(twin), "--out", str(out), "--json"])
+    res = runner.invoke(
+        app, ["quantize", str(quantized_run), str(twin), "--out", str(out), "--json"]
+    )
     assert res.exit_code == 0, res.output
     b = load_bundle(out / "bundle")
     assert [m.name for m in b.members] == ["r", "r-2"]
