@@ -401,3 +401,23 @@ def config_to_json(cfg: Config, dataset: str | Path | None = None) -> dict[str, 
     if dataset is not None:
         d["dataset"] = str(dataset)
     return d
+
+
+def read_json_file(path: Path, default: Any = ...) -> Any:
+    """``path``'s JSON; errors name the file (``json`` alone names neither file nor role).
+
+    With ``default`` given, a missing file returns it instead of raising; without, a missing
+    file is a FileNotFoundError naming it.
+    """
+    if not path.is_file():
+        if default is not ...:
+            return default
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (not UTF-8 text)") from exc

@@ -30,7 +30,7 @@ import numpy as np
 from wakeguard.edge.bundle import load_bundle, sha256_bytes, write_ensemble_bundle
 from wakeguard.edge.scorer import Scorer
 
-from .config import Config, EnsembleConfig, config_to_json, ensemble_members
+from .config import Config, EnsembleConfig, config_to_json, ensemble_members, read_json_file
 from .quantize import (
     LOGITS_FILE,
     VARIANTS,
@@ -42,7 +42,6 @@ from .quantize import (
     calibration_data,
     manifest_extra,
     quantize,
-    read_json_file,
     read_logits,
     variant_line,
 )

@@ -30,7 +30,7 @@ from wakeguard.edge.frontend import compute_features
 from wakeguard.edge.protocol import read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
-from .config import config_from_dict
+from .config import config_from_dict, read_json_file
 from .metrics import OPERATING_POINTS, compute_eer, compute_metrics, operating_threshold
 from .train import KERAS_MODEL, Features, dataset_features, predict_windows, write_scores
 
@@ -149,23 +149,6 @@ def variant_line(entry: dict[str, Any], label: str = "") -> str:
         f"  {label}{entry['variant']:8s} {entry['bytes'] / 1024:7.1f} KB  dev EER {entry['eer_dev']:.2%}"
         f"{ev}  {entry['latency_ms']:.1f} ms"
     )
-
-
-def read_json_file(path: Path, default: Any = ...) -> Any:
-    """``path``'s JSON; errors name the file (``json`` alone names neither file nor role).
-
-    With ``default`` given, a missing file returns it instead of raising.
-    """
-    if default is not ... and not path.is_file():
-        return default
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (not UTF-8 text)") from exc
 
 
 def require_both_labels(proto: Any, dataset: Path) -> None:

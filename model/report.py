@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import read_json_file
 from .metrics import (
     DET_TICKS,
     ROOM_COLUMNS,
@@ -51,21 +52,10 @@ _COLOURS = {
 
 
 def _read_json(path: Path) -> Any:
-    """``path``'s JSON, or None when it is absent or unreadable.
-
-    A file that exists but is not JSON is an error naming it: reporting it as "not found"
-    would send the reader looking for a file that is there.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
+    """``path``'s JSON, or None when it is absent. A file that exists but is not JSON is an
+    error naming it: reporting it as "not found" would send the reader looking for a file
+    that is there."""
+    return read_json_file(path, None)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from .config import (
     config_from_dict,
     config_to_json,
     load_config,
+    read_json_file,
 )
 from .metrics import compute_eer
 
@@ -584,14 +585,14 @@ def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
             f"{path}: no {KERAS_MODEL} to start from (need a run folder or a bundle written by `wakeguard quantize`)"
         )
     if (path / MANIFEST).is_file():
-        manifest = _read_json(path / MANIFEST)
+        manifest = _read_json_object(path / MANIFEST)
         cfg = manifest.get("training", {}).get("config")
         if not cfg and "frontend" not in manifest:
             raise ValueError(f"{path / MANIFEST}: no frontend recorded (not a wakeguard bundle?)")
         cfg = cfg or {"frontend": manifest["frontend"]}
         kind = "bundle"
     else:
-        cfg = _read_json(path / "config.json")
+        cfg = _read_json_object(path / "config.json")
         kind = "run"
     try:
         model = keras.models.load_model(model_file, compile=False)
@@ -602,16 +603,9 @@ def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
     return model, cfg, kind
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; errors name the file (the decoder's message names none)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
-    try:
-        data = json.loads(path.read_text())
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (not UTF-8 text)") from exc
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno})") from exc
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; errors name the file."""
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not valid JSON here (expected an object)")
     return data

@@ -659,8 +659,8 @@ def test_workers_below_one_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "broken, problem",
     [
-        ("manifest.json", "manifest.json: not valid JSON (line 1, column 2)"),
-        ("config.json", "config.json: not valid JSON (line 1, column 2)"),
+        ("manifest.json", "manifest.json: not valid JSON (line 1, column 2: Expecting property name"),
+        ("config.json", "config.json: not valid JSON (line 1, column 2: Expecting property name"),
         ("model.keras", "model.keras: not a readable Keras model"),
     ],
 )
