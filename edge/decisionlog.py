@@ -30,7 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, check_audio
-from .protocol import LABELS, is_finite_number
+from .protocol import LABELS, file_in_the_way, is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class DecisionLog:
         except OSError as exc:
             self._fh = None
             if strict and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                blocker = next((p for p in self.path.parents if p.is_file()), None)
+                blocker = file_in_the_way(self.path)
                 why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
                 raise OSError(f"cannot open decision log {self.path}: {why}") from exc
             self._disk_error(f"cannot open decision log {self.path}", exc)

@@ -122,6 +122,11 @@ def is_finite_number(value: Any) -> bool:
         return False
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The file among ``path``'s parents that keeps it from being created, if one does."""
+    return next((p for p in Path(path).parents if p.is_file()), None)
+
+
 class OutputFolderError(ValueError):
     """An output folder that cannot be created or written (a user's wrong path)."""
 
@@ -136,7 +141,7 @@ def ensure_folder(folder: str | Path, what: str = "output folder") -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        blocker = next((p for p in folder.parents if p.is_file()), None)
+        blocker = file_in_the_way(folder)
         why = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
         raise OutputFolderError(f"cannot create {what} {folder}: {why}") from exc
     if not os.access(folder, os.W_OK):

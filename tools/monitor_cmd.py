@@ -12,11 +12,11 @@ from .console import console, err_console, print_json, run_cli
 
 def _check_output_folder(path: Path, option: str) -> None:
     """Refuse an output folder that is a file, or lies under one, before any work is done."""
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise ValueError(f"{option} {path}: {p} is a file, not a folder")
-            return
+    from wakeguard.edge.protocol import file_in_the_way
+
+    blocker = path if path.is_file() else file_in_the_way(path)
+    if blocker is not None:
+        raise ValueError(f"{option} {path}: {blocker} is a file, not a folder")
 
 
 def monitor_run(
