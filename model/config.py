@@ -421,3 +421,11 @@ def read_json_file(path: Path, default: Any = ...) -> Any:
         ) from exc
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON (not UTF-8 text)") from exc
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """:func:`read_json_file` for files that hold one JSON object (a config, a manifest)."""
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not valid JSON here (expected an object)")
+    return data

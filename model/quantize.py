@@ -30,7 +30,7 @@ from wakeguard.edge.frontend import compute_features
 from wakeguard.edge.protocol import read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
-from .config import config_from_dict, read_json_file
+from .config import config_from_dict, read_json_file, read_json_object
 from .metrics import OPERATING_POINTS, compute_eer, compute_metrics, operating_threshold
 from .train import KERAS_MODEL, Features, dataset_features, predict_windows, write_scores
 
@@ -200,9 +200,7 @@ def quantize(
     for f in (cfg_file, model_file):
         if not f.is_file():
             raise FileNotFoundError(f"{run}: not a training run folder (no {f.name})")
-    cfg_json = read_json_file(cfg_file)
-    if not isinstance(cfg_json, dict):
-        raise ValueError(f"{cfg_file}: expected a JSON object")
+    cfg_json = read_json_object(cfg_file)
     # every JSON input is read here, before anything is converted or written, so a corrupt
     # one fails in seconds and names its file
     fingerprint = read_json_file(run / "data_fingerprint.json", {})

@@ -46,7 +46,7 @@ from .config import (
     config_from_dict,
     config_to_json,
     load_config,
-    read_json_file,
+    read_json_object,
 )
 from .metrics import compute_eer
 
@@ -585,14 +585,14 @@ def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
             f"{path}: no {KERAS_MODEL} to start from (need a run folder or a bundle written by `wakeguard quantize`)"
         )
     if (path / MANIFEST).is_file():
-        manifest = _read_json_object(path / MANIFEST)
+        manifest = read_json_object(path / MANIFEST)
         cfg = manifest.get("training", {}).get("config")
         if not cfg and "frontend" not in manifest:
             raise ValueError(f"{path / MANIFEST}: no frontend recorded (not a wakeguard bundle?)")
         cfg = cfg or {"frontend": manifest["frontend"]}
         kind = "bundle"
     else:
-        cfg = _read_json_object(path / "config.json")
+        cfg = read_json_object(path / "config.json")
         kind = "run"
     try:
         model = keras.models.load_model(model_file, compile=False)
@@ -601,14 +601,6 @@ def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
             f"{model_file}: not a readable Keras model (truncated or corrupt?)"
         ) from exc
     return model, cfg, kind
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; errors name the file."""
-    data = read_json_file(path)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not valid JSON here (expected an object)")
-    return data
 
 
 def training_protocol(dataset: str | Path) -> Protocol:
