@@ -21,7 +21,7 @@ class ScreenedFile:
     latency_ms: float | None
     error: str | None = None
     warnings: tuple[str, ...] = ()
-    """Problems that did not stop the scoring (clipping), each naming what was found."""
+    """Problems that did not stop the scoring (see :func:`audio_warnings`), each naming what was found."""
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
