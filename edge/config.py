@@ -167,6 +167,22 @@ class ServeConfig:
     shutdown_grace_s: float = 10.0
     """On SIGTERM, wait this long for decisions in flight."""
 
+    def check(self) -> None:
+        """ValueError for a duration that cannot work (NaN, infinite, negative, or zero
+        where zero has no meaning)."""
+        for name in (
+            "wake_seconds",
+            "shutdown_grace_s",
+            "buffer_seconds",
+            "max_screen_seconds",
+            "connect_timeout_s",
+        ):
+            value = getattr(self, name)
+            zero_ok = name in ("wake_seconds", "shutdown_grace_s")
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+                what = "0 or more" if zero_ok else "a positive number of"
+                raise ValueError(f"{name} must be {what} seconds, got {value}")
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
@@ -200,8 +216,14 @@ def default_config_path() -> Path:
     return Path(str(resources.files("wakeguard.edge") / DEFAULT_CONFIG_NAME))
 
 
-def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
-    """Check ``value`` against the default's type (ints are accepted for floats)."""
+_TAKES_INDEX = frozenset({("capture", "device")})
+"""String settings that also take an integer, kept as its string: ``device = 2`` names an
+audio device by its index. Any other string setting refuses a number (``uri = 5``)."""
+
+
+def _coerce(where: str, key: str, value: Any, default: Any, *, takes_index: bool = False) -> Any:
+    """Check ``value`` against the default's type: ints are accepted for floats, and for the
+    string settings in :data:`_TAKES_INDEX`; nothing else is converted."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(where, f"{key} must be true or false, got {value!r}")
@@ -215,10 +237,11 @@ def _coerce(where: str, key: str, value: Any, default: Any) -> Any:
             raise ConfigError(where, f"{key} must be a number, got {value!r}")
         return float(value)
     if isinstance(default, str):
-        if isinstance(value, int) and not isinstance(value, bool):
+        if takes_index and isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # device = 2
         if not isinstance(value, str):
-            raise ConfigError(where, f"{key} must be a string, got {value!r}")
+            what = "a string or an index" if takes_index else "a string (in quotes)"
+            raise ConfigError(where, f"{key} must be {what}, got {value!r}")
         return value
     return value
 
@@ -232,13 +255,21 @@ def _section(cfg: RuntimeConfig, name: str, values: dict[str, Any], where: str) 
             raise ConfigError(
                 where, f"unknown key [{name}] {key} (known: {', '.join(sorted(known))})"
             )
-        changes[key] = _coerce(where, f"[{name}] {key}", value, getattr(current, key))
+        changes[key] = _coerce(
+            where,
+            f"[{name}] {key}",
+            value,
+            getattr(current, key),
+            takes_index=(name, key) in _TAKES_INDEX,
+        )
     try:
         section = replace(current, **changes)
         if name == "endpoint":
             section.params()
         elif name == "decision":
             section.params(0.0)
+        elif name == "serve":
+            section.check()
     except ValueError as exc:
         raise ConfigError(where, f"[{name}] {exc}") from exc
     return replace(cfg, **{name: section})

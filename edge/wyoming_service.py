@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import signal
 import threading
 import time
@@ -61,6 +62,9 @@ VERDICT_EVENT = "wakeguard-verdict"
 SERVICE_NAME = "wakeguard"
 
 Mode = Literal["proxy", "screen"]
+
+UPSTREAM_CHECK_TIMEOUT_S = 2.0
+"""Longest wait for the one connection to the upstream tried at startup (see ``start``)."""
 
 
 class ServiceError(RuntimeError):
@@ -277,8 +281,14 @@ class ServiceConfig:
                 raise ServiceError(f"{name} {uri!r}: only tcp:// and unix:// are supported")
         if self.upstream and self.upstream == self.uri:
             raise ServiceError(f"upstream {self.upstream} is this service's own address")
-        if self.wake_seconds <= 0 or self.max_screen_seconds <= 0:
-            raise ServiceError("wake_seconds and max_screen_seconds must be positive")
+        for name in ("wake_seconds", "buffer_seconds", "max_screen_seconds", "connect_timeout_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ServiceError(f"{name} must be a positive number of seconds, got {value}")
+        if not math.isfinite(self.shutdown_grace_s) or self.shutdown_grace_s < 0:
+            raise ServiceError(
+                f"shutdown_grace_s must be 0 or more seconds, got {self.shutdown_grace_s}"
+            )
         if self.buffer_seconds < self.wake_seconds:
             raise ServiceError(
                 f"buffer_seconds ({self.buffer_seconds}) must be at least wake_seconds ({self.wake_seconds})"
@@ -381,7 +391,7 @@ class WakeguardHandler:
         try:
             await client.connect()
         except OSError as exc:  # includes TimeoutError
-            msg = f"wake-word service {self.config.upstream} is unreachable: {exc or type(exc).__name__}"
+            msg = f"wake-word service {self.config.upstream} is unreachable: {str(exc) or type(exc).__name__}"
             log.error(msg)
             with contextlib.suppress(Exception):
                 await self.write(Error(text=msg, code="upstream-unreachable").event())
@@ -688,7 +698,10 @@ class WakeguardService:
                 self._idle.set()
 
     async def start(self) -> str:
-        """Bind and start accepting connections; returns the bound URI (real port if 0 was asked)."""
+        """Bind and start accepting connections; returns the bound URI (real port if 0 was asked).
+
+        A proxy then tries its upstream once (at most :data:`UPSTREAM_CHECK_TIMEOUT_S`, while
+        already serving) and logs a warning if nothing answers there."""
         from wyoming.server import AsyncServer
 
         self._idle = asyncio.Event()
@@ -712,7 +725,35 @@ class WakeguardService:
             host, port = inner.sockets[0].getsockname()[:2]
             self.bound_uri = f"tcp://{u.hostname}:{port}"
         log.info("wakeguard serve (%s) listening on %s", self.mode, self.bound_uri)
+        if self.mode == "proxy":
+            await self._check_upstream()
         return self.bound_uri
+
+    async def _check_upstream(self) -> None:
+        """Connect to the upstream once and warn if that fails, so a wrong ``--upstream`` or a
+        wake-word service that is down shows at startup, not at the first satellite. Never
+        fatal: the upstream may come up later, and every connection tries it again."""
+        from wyoming.client import AsyncClient
+
+        upstream = self.config.upstream
+        timeout = min(UPSTREAM_CHECK_TIMEOUT_S, self.config.connect_timeout_s)
+        client = AsyncClient.from_uri(upstream, connect_timeout=timeout)
+        try:
+            await client.connect()
+        except OSError as exc:  # includes TimeoutError
+            if isinstance(exc, TimeoutError):
+                problem = f"no answer in {timeout:g} s"
+            else:
+                problem = str(exc) or type(exc).__name__
+            log.warning(
+                "wake-word service %s is unreachable: %s (serving anyway; each connection"
+                " tries it again)",
+                upstream,
+                problem,
+            )
+            return
+        with contextlib.suppress(Exception):
+            await client.disconnect()
 
     def request_stop(self) -> None:
         if self._stop is not None:

@@ -6,6 +6,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -583,6 +584,48 @@ def test_config_file_then_flags(tmp_path):
         f.write_text(bad)
         with pytest.raises(ConfigError, match=msg.replace("[", r"\[")):
             load_config(f)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        # A number where a string belongs is a mistake, not a string: only the device (an
+        # index or part of a name) takes one.
+        ("[serve]\nuri = 5\n", "[serve] uri must be a string (in quotes), got 5"),
+        ("[metrics]\nhost = 127\n", "[metrics] host must be a string (in quotes), got 127"),
+        ("[output]\nhook_on = true\n", "[output] hook_on must be a string (in quotes), got True"),
+        ("[capture]\ndevice = 2.5\n", "[capture] device must be a string or an index, got 2.5"),
+        # Strings are never read as booleans or numbers, nor booleans as numbers.
+        (
+            '[capture]\nwait_for_device = "true"\n',
+            "[capture] wait_for_device must be true or false, got 'true'",
+        ),
+        (
+            "[output]\nallow_remote_webhook = 1\n",
+            "[output] allow_remote_webhook must be true or false, got 1",
+        ),
+        ('[capture]\nblock_ms = "20"\n', "[capture] block_ms must be a number, got '20'"),
+        ("[decision]\nthreshold = true\n", "[decision] threshold must be a number, got True"),
+        ("[model]\nthreads = 1.5\n", "[model] threads must be an integer, got 1.5"),
+    ],
+)
+def test_config_refuses_wrong_types_naming_file_and_key(tmp_path, text: str, problem: str):
+    f = tmp_path / "w.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{f}: {problem}")):
+        load_config(f)
+
+
+def test_config_keeps_reasonable_conversions(tmp_path):
+    f = tmp_path / "w.toml"
+    f.write_text("[capture]\ndevice = 0\nblock_ms = 20\n[serve]\nwake_seconds = 2\n")
+    cfg = load_config(f)
+    assert cfg.capture.device == "0"  # an index names a device
+    assert cfg.capture.block_ms == 20.0 and isinstance(cfg.capture.block_ms, float)
+    assert cfg.serve.wake_seconds == 2.0 and isinstance(cfg.serve.wake_seconds, float)
+    assert with_overrides(cfg, {"capture.device": 3}).capture.device == "3"
+    with pytest.raises(ConfigError, match=re.escape("command line: [serve] uri must be a string")):
+        with_overrides(cfg, {"serve.uri": 10400})
 
 
 def test_systemd_unit_ships_with_restart_and_dedicated_user():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -312,13 +313,18 @@ def test_proxy_passes_live_wake_ups_and_swallows_replays(clips_and_bundle, tmp_p
     assert 'wakeguard_decisions_total{verdict="spoof"} 1.0' in metrics
 
 
+async def _dead_port() -> int:
+    """A port nothing listens on: bind one, note it, close it."""
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    dead = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    return dead
+
+
 def test_proxy_without_upstream_answers_with_an_error(clips_and_bundle) -> None:
     async def scenario():
-        # A port nothing listens on: bind one, note it, close it.
-        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-        dead = probe.sockets[0].getsockname()[1]
-        probe.close()
-        await probe.wait_closed()
+        dead = await _dead_port()
         service = WakeguardService(
             ServiceConfig(
                 uri="tcp://127.0.0.1:0", upstream=f"tcp://127.0.0.1:{dead}", connect_timeout_s=5
@@ -340,6 +346,53 @@ def test_proxy_without_upstream_answers_with_an_error(clips_and_bundle) -> None:
     assert reply.type == "error" and reply.data["code"] == "upstream-unreachable"
     assert "unreachable" in reply.data["text"]
     assert closed is None  # the connection is closed so the satellite reconnects
+
+
+def test_proxy_warns_at_startup_when_the_upstream_is_unreachable(
+    clips_and_bundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong --upstream shows in the log when the service starts, not only when the first
+    satellite connects; the service still starts and serves (the upstream may come up later)."""
+
+    async def scenario() -> tuple[str, list[str], Event, list[str], list[str]]:
+        down = f"tcp://127.0.0.1:{await _dead_port()}"
+        service = WakeguardService(
+            ServiceConfig(uri="tcp://127.0.0.1:0", upstream=down),
+            _decider(clips_and_bundle["bundle"], None),
+        )
+        uri = await service.start()
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        client = await _connect(uri)
+        try:  # still serving: a client that asks for screening is answered
+            await client.write_event(Event(type=SCREEN_EVENT))
+            await client.write_event(Describe().event())
+            info = await client.read_event()
+        finally:
+            await client.disconnect()
+            await service.stop()
+        # An upstream that answers: no warning, and the check sends it nothing.
+        caplog.clear()
+        received: list[str] = []
+        upstream, up_uri = await _start_fake_wake(received)
+        service = WakeguardService(
+            ServiceConfig(uri="tcp://127.0.0.1:0", upstream=up_uri),
+            _decider(clips_and_bundle["bundle"], None),
+        )
+        try:
+            await service.start()
+        finally:
+            await service.stop()
+            await upstream.stop()
+        quiet = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        return down, warned, info, quiet, received
+
+    with caplog.at_level(logging.WARNING):
+        down, warned, info, quiet, received = run(scenario())
+    (message,) = warned
+    assert message.startswith(f"wake-word service {down} is unreachable: ")
+    assert "Connect call failed" in message  # the error, as the OS gave it
+    assert info.type == "info" and info.data["wakeguard"]["mode"] == "screen"
+    assert quiet == [] and received == []
 
 
 def test_proxy_passes_a_detection_it_cannot_score(clips_and_bundle, tmp_path: Path) -> None:
@@ -708,6 +761,9 @@ def test_serve_flags_override_the_config_file(
         ('[serve]\nupstrem = "tcp://127.0.0.1:10401"\n', "unknown key [serve] upstrem"),
         ('[serve]\nwake_seconds = "2"\n', "[serve] wake_seconds must be a number"),
         ('[metrics]\nport = "9100"\n', "[metrics] port must be an integer"),
+        ("[serve]\nuri = 10400\n", "[serve] uri must be a string (in quotes), got 10400"),
+        ("[serve]\nwake_seconds = nan\n", "[serve] wake_seconds must be 0 or more seconds, got nan"),
+        ("[serve]\nconnect_timeout_s = 0\n", "[serve] connect_timeout_s must be a positive number"),
         (None, "configuration file not found"),
     ],
 )
