@@ -20,8 +20,11 @@ report and bundle work on it unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from .quantize import (
     manifest_extra,
     quantize,
     read_logits,
+    staged_folder,
     variant_line,
 )
 from .train import KERAS_MODEL, Features, TrainResult, train, training_protocol
@@ -244,13 +248,48 @@ def ensemble_from_runs(
         raise FileNotFoundError(f"no dataset at {ds} (pass --dataset)")
     # the first member's config stands for the ensemble's (its seed picks the dev scores
     # kept for monitoring); ensemble.json lists the member runs where they are
+    cfg_json = {**first, "dataset": str(ds)}
+    calibration_data(cfg_json, dataset)  # the checks fuse() makes, before OUT is written
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**first, "dataset": str(ds)}, indent=2) + "\n")
     members = [{"name": n, "run": str(p.resolve())} for n, p in zip(names, paths, strict=True)]
     record = {"dataset": str(ds), "fusion": FUSION, "members": members}
-    (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return quantize_ensemble(out, dataset=dataset, workers=workers, log=log, requantize=False)
+    with undone_on_failure(out, ("config.json", ENSEMBLE_FILE, "quantize", "bundle")):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
+        (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        return quantize_ensemble(out, dataset=dataset, workers=workers, log=log, requantize=False)
+
+
+@contextlib.contextmanager
+def undone_on_failure(out: Path, names: tuple[str, ...]) -> Iterator[None]:
+    """On an exception in the block, take back what it did to ``out``'s entries ``names``.
+
+    When ``out`` did not exist, the folders created for it are removed. Otherwise an entry
+    that did not exist is removed and a file that did gets its old bytes back; a folder that
+    existed is left to the block (``quantize/`` is replaced only once everything succeeded).
+    Nothing else in ``out`` is touched: it may be a folder of the user's.
+    """
+    top = next((p for p in [out, *out.parents][::-1] if not p.exists()), None)
+    saved = {n: (out / n).read_bytes() for n in names if (out / n).is_file()}
+    new = [n for n in names if not (out / n).exists() and not (out / n).is_symlink()]
+    try:
+        yield
+    except BaseException:
+        # best effort, entry by entry: a cleanup that fails must not hide the error itself
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        elif out.is_dir():
+            for n in new:
+                path = out / n
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        path.unlink(missing_ok=True)
+            for n, data in saved.items():
+                with contextlib.suppress(OSError):
+                    (out / n).write_bytes(data)
+        raise
 
 
 def quantize_ensemble(
@@ -312,75 +351,79 @@ def fuse(
             cols.append([b.calibration.apply(table[r.path]) for r in split.rows])
         return np.mean(np.array(cols), axis=0)
 
-    qdir = out / "quantize"
-    qdir.mkdir(parents=True, exist_ok=True)
-    lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
-    member_variants = [read_json_file(run / "quantize" / "variants.json") for _, run in runs]
-    variants: list[dict[str, Any]] = []
-    fused_logits: dict[str, dict[str, np.ndarray]] = {}
-    for variant in VARIANTS:
-        fused_logits[variant] = {"dev": fused(variant, dev, "dev")}
-        if ev.rows:
-            fused_logits[variant]["eval"] = fused(variant, ev, "eval")
-        files = [(run / "quantize" / f"{variant}.tflite").read_bytes() for _, run in runs]
-        scorer = Scorer.ensemble(
-            [
-                (name, data, b.frontend, b.calibration)
-                for (name, b), data in zip(bundles, files, strict=True)
-            ],
-            num_threads=1,
-        )
-        entry: dict[str, Any] = {
-            "variant": variant,
-            "bytes": sum(len(d) for d in files),
-            "eer_dev": _eer(dev, fused_logits[variant]["dev"]),
-            "eer_eval": _eer(ev, fused_logits[variant]["eval"]) if ev.rows else None,
-            "latency_ms": round(_latency_ms(scorer, lat_paths), 3),
-            "max_abs_logit_diff_vs_keras_dev": max(
-                next(v for v in mv if v["variant"] == variant)["max_abs_logit_diff_vs_keras_dev"]
-                for mv in member_variants
-            ),
-            "members": {
-                name: {k: v[k] for k in ("bytes", "eer_dev", "eer_eval")}
-                for (name, _), mv in zip(runs, member_variants, strict=True)
-                for v in mv
-                if v["variant"] == variant
-            },
-        }
-        variants.append(entry)
-        log(variant_line(entry, "ensemble "))
-    (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
-
-    rng = np.random.default_rng(cfg.train.seed)
-    calibration, thresholds, metrics, cal_scores = calibrate(
-        dev, ev, fused_logits["int8"]["dev"], fused_logits["int8"].get("eval"), qdir, rng, cfg
-    )
-    fingerprint = bundles[0][1].manifest.get("data_fingerprint", {})
-    joined = sha256_bytes(b"".join(m.model_bytes for _, b in bundles for m in b.members))
-    bundle_dir = out / "bundle"
-    write_ensemble_bundle(
-        bundle_dir,
-        [(name, b) for name, b in bundles],
-        thresholds=thresholds,
-        calibration=calibration,
-        copy_extra=(KERAS_MODEL,),
-        extra=manifest_extra(
-            fingerprint,
-            joined,
-            metrics=metrics,
-            variants=variants,
-            calibration_scores=cal_scores,
-            training={
-                "members": [
-                    {
-                        "name": name,
-                        **{k: b.manifest.get("training", {}).get(k) for k in ("summary", "config")},
-                    }
-                    for name, b in bundles
+    with staged_folder(out / "quantize") as qdir:
+        lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
+        member_variants = [read_json_file(run / "quantize" / "variants.json") for _, run in runs]
+        variants: list[dict[str, Any]] = []
+        fused_logits: dict[str, dict[str, np.ndarray]] = {}
+        for variant in VARIANTS:
+            fused_logits[variant] = {"dev": fused(variant, dev, "dev")}
+            if ev.rows:
+                fused_logits[variant]["eval"] = fused(variant, ev, "eval")
+            files = [(run / "quantize" / f"{variant}.tflite").read_bytes() for _, run in runs]
+            scorer = Scorer.ensemble(
+                [
+                    (name, data, b.frontend, b.calibration)
+                    for (name, b), data in zip(bundles, files, strict=True)
                 ],
-                "dataset": cfg_json.get("dataset"),
-            },
-        ),
-    )
+                num_threads=1,
+            )
+            entry: dict[str, Any] = {
+                "variant": variant,
+                "bytes": sum(len(d) for d in files),
+                "eer_dev": _eer(dev, fused_logits[variant]["dev"]),
+                "eer_eval": _eer(ev, fused_logits[variant]["eval"]) if ev.rows else None,
+                "latency_ms": round(_latency_ms(scorer, lat_paths), 3),
+                "max_abs_logit_diff_vs_keras_dev": max(
+                    next(v for v in mv if v["variant"] == variant)[
+                        "max_abs_logit_diff_vs_keras_dev"
+                    ]
+                    for mv in member_variants
+                ),
+                "members": {
+                    name: {k: v[k] for k in ("bytes", "eer_dev", "eer_eval")}
+                    for (name, _), mv in zip(runs, member_variants, strict=True)
+                    for v in mv
+                    if v["variant"] == variant
+                },
+            }
+            variants.append(entry)
+            log(variant_line(entry, "ensemble "))
+        (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
+
+        rng = np.random.default_rng(cfg.train.seed)
+        calibration, thresholds, metrics, cal_scores = calibrate(
+            dev, ev, fused_logits["int8"]["dev"], fused_logits["int8"].get("eval"), qdir, rng, cfg
+        )
+        fingerprint = bundles[0][1].manifest.get("data_fingerprint", {})
+        joined = sha256_bytes(b"".join(m.model_bytes for _, b in bundles for m in b.members))
+        bundle_dir = out / "bundle"
+        write_ensemble_bundle(
+            bundle_dir,
+            [(name, b) for name, b in bundles],
+            thresholds=thresholds,
+            calibration=calibration,
+            copy_extra=(KERAS_MODEL,),
+            extra=manifest_extra(
+                fingerprint,
+                joined,
+                metrics=metrics,
+                variants=variants,
+                calibration_scores=cal_scores,
+                training={
+                    "members": [
+                        {
+                            "name": name,
+                            **{
+                                k: b.manifest.get("training", {}).get(k)
+                                for k in ("summary", "config")
+                            },
+                        }
+                        for name, b in bundles
+                    ],
+                    "dataset": cfg_json.get("dataset"),
+                },
+            ),
+        )
     log(f"ensemble of {len(bundles)}: " + ", ".join(n for n, _ in bundles))
     return QuantizeResult(out, bundle_dir, variants, calibration, thresholds, metrics)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ import numpy as np
 from wakeguard.edge.audio import load_audio
 from wakeguard.edge.bundle import Calibration, sha256_bytes, write_bundle
 from wakeguard.edge.frontend import compute_features
+from wakeguard.edge.litert import ModelInvalid
 from wakeguard.edge.protocol import read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
@@ -188,12 +192,58 @@ def calibration_data(cfg_json: dict[str, Any], dataset: str | Path | None) -> tu
     return cfg, dataset, proto
 
 
+@contextlib.contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """A new, empty folder to write ``folder``'s contents into; it takes ``folder``'s place
+    only when the block succeeds.
+
+    The stage is a uniquely named sibling (``NAME.part-*``, so a killed process leaves it
+    visibly unfinished); on an exception it is removed and a previous ``folder`` stays as it
+    was, so a failed quantize never leaves a half-written ``quantize/`` behind.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: a file of that name is in the way of the output folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # the unique parent keeps concurrent stages apart; the stage inside it is made by mkdir,
+    # so the folder that moves into place has the usual permissions, not mkdtemp's 0700
+    part = Path(tempfile.mkdtemp(prefix=f"{folder.name}.part-", dir=folder.parent))
+    try:
+        stage = part / folder.name
+        stage.mkdir()
+        yield stage
+        old = part / "replaced"
+        if folder.exists():
+            folder.rename(old)
+        try:
+            stage.rename(folder)
+        except BaseException:
+            if old.exists():
+                old.rename(folder)
+            raise
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+
+
+def load_keras_model(path: Path) -> Any:
+    """The run's Keras model, or a ValueError naming the file (Keras says "File not found"
+    of a file that is there but is not a ``.keras`` archive)."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a loadable Keras model ({exc})") from exc
+
+
 def quantize(
     run: str | Path, *, dataset: str | Path | None = None, workers: int = 2, log: Log | None = None
 ) -> QuantizeResult:
-    """Write ``RUN/quantize/*.tflite``, ``RUN/quantize/variants.json`` and the int8 bundle ``RUN/bundle``."""
-    import keras
+    """Write ``RUN/quantize/*.tflite``, ``RUN/quantize/variants.json`` and the int8 bundle ``RUN/bundle``.
 
+    ``RUN/quantize`` is built in a staged folder and replaces the previous one only when
+    everything succeeded, so a failure leaves the previous outputs as they were.
+    """
     log = log or (lambda s: None)
     run = Path(run)
     cfg_file, model_file = run / "config.json", run / KERAS_MODEL
@@ -206,6 +256,7 @@ def quantize(
     fingerprint = read_json_file(run / "data_fingerprint.json", {})
     summary = read_json_file(run / "train_summary.json", {})
     cfg, dataset, proto = calibration_data(cfg_json, dataset)
+    model = load_keras_model(model_file)  # before the slow feature extraction
 
     feats = dataset_features(proto, cfg.frontend, workers=workers)
     tr = feats.split("train")
@@ -214,67 +265,70 @@ def quantize(
     dev, ev = (runtime_features(feats.split(s), proto.root, cfg.frontend) for s in ("dev", "eval"))
     if not dev.rows:
         raise ValueError(f"{dataset}: no dev split to calibrate on")
-    model = keras.models.load_model(model_file, compile=False)
     rng = np.random.default_rng(cfg.train.seed)
     n_rep = min(cfg.quantize.representative_windows, len(tr.windows))
     representative = tr.windows[np.sort(rng.choice(len(tr.windows), n_rep, replace=False))]
 
-    qdir = run / "quantize"
-    qdir.mkdir(parents=True, exist_ok=True)
-    keras_dev = dev.utterance_logits(predict_windows(model, dev.windows))
-    lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
-    variants: list[dict[str, Any]] = []
-    logits: dict[str, dict[str, np.ndarray]] = {}
-    for name in VARIANTS:
-        log(f"converting {name}")
-        data = convert(model, name, representative if name == "int8" else None)
-        (qdir / f"{name}.tflite").write_bytes(data)
-        scorer = Scorer(data, cfg.frontend, num_threads=1)
-        logits[name] = {"dev": tflite_logits(scorer, dev)}
-        if ev.rows:
-            logits[name]["eval"] = tflite_logits(scorer, ev)
-        entry: dict[str, Any] = {
-            "variant": name,
-            "bytes": len(data),
-            "eer_dev": _eer(dev, logits[name]["dev"]),
-            "eer_eval": _eer(ev, logits[name]["eval"]) if ev.rows else None,
-            "latency_ms": round(_latency_ms(scorer, lat_paths), 3),
-            "max_abs_logit_diff_vs_keras_dev": round(
-                float(np.max(np.abs(logits[name]["dev"] - keras_dev))), 5
+    with staged_folder(run / "quantize") as qdir:
+        keras_dev = dev.utterance_logits(predict_windows(model, dev.windows))
+        lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
+        variants: list[dict[str, Any]] = []
+        logits: dict[str, dict[str, np.ndarray]] = {}
+        for name in VARIANTS:
+            log(f"converting {name}")
+            data = convert(model, name, representative if name == "int8" else None)
+            (qdir / f"{name}.tflite").write_bytes(data)
+            try:
+                scorer = Scorer(data, cfg.frontend, num_threads=1)
+            except ModelInvalid as exc:
+                raise ModelInvalid(
+                    f"{model_file}: the {name} conversion is refused by the runtime ({exc})"
+                ) from exc
+            logits[name] = {"dev": tflite_logits(scorer, dev)}
+            if ev.rows:
+                logits[name]["eval"] = tflite_logits(scorer, ev)
+            entry: dict[str, Any] = {
+                "variant": name,
+                "bytes": len(data),
+                "eer_dev": _eer(dev, logits[name]["dev"]),
+                "eer_eval": _eer(ev, logits[name]["eval"]) if ev.rows else None,
+                "latency_ms": round(_latency_ms(scorer, lat_paths), 3),
+                "max_abs_logit_diff_vs_keras_dev": round(
+                    float(np.max(np.abs(logits[name]["dev"] - keras_dev))), 5
+                ),
+            }
+            variants.append(entry)
+            log(variant_line(entry))
+        (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
+
+        write_logits(qdir / LOGITS_FILE, {"dev": dev, "eval": ev}, logits)
+
+        int8 = (qdir / "int8.tflite").read_bytes()
+        cal = calibrate(dev, ev, logits["int8"]["dev"], logits["int8"].get("eval"), qdir, rng, cfg)
+        calibration, thresholds, metrics, cal_scores = cal
+        bundle_dir = run / "bundle"
+        write_bundle(
+            bundle_dir,
+            int8,
+            cfg.frontend,
+            thresholds=thresholds,
+            calibration=calibration,
+            extra=manifest_extra(
+                fingerprint,
+                sha256_bytes(int8),
+                metrics=metrics,
+                variants=variants,
+                calibration_scores=cal_scores,
+                training={
+                    "summary": summary,
+                    "config": {k: v for k, v in cfg_json.items() if k != "dataset"},
+                    "dataset": portable_path(cfg_json.get("dataset")),
+                    "keras_model": KERAS_MODEL,
+                },
             ),
-        }
-        variants.append(entry)
-        log(variant_line(entry))
-    (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
-
-    write_logits(qdir / LOGITS_FILE, {"dev": dev, "eval": ev}, logits)
-
-    int8 = (qdir / "int8.tflite").read_bytes()
-    cal = calibrate(dev, ev, logits["int8"]["dev"], logits["int8"].get("eval"), qdir, rng, cfg)
-    calibration, thresholds, metrics, cal_scores = cal
-    bundle_dir = run / "bundle"
-    write_bundle(
-        bundle_dir,
-        int8,
-        cfg.frontend,
-        thresholds=thresholds,
-        calibration=calibration,
-        extra=manifest_extra(
-            fingerprint,
-            sha256_bytes(int8),
-            metrics=metrics,
-            variants=variants,
-            calibration_scores=cal_scores,
-            training={
-                "summary": summary,
-                "config": {k: v for k, v in cfg_json.items() if k != "dataset"},
-                "dataset": portable_path(cfg_json.get("dataset")),
-                "keras_model": KERAS_MODEL,
-            },
-        ),
-    )
-    # the float weights (no optimizer state) let `train --init-from BUNDLE` fine-tune
-    model.save(bundle_dir / KERAS_MODEL)
+        )
+        # the float weights (no optimizer state) let `train --init-from BUNDLE` fine-tune
+        model.save(bundle_dir / KERAS_MODEL)
     return QuantizeResult(run, bundle_dir, variants, calibration, thresholds, metrics)
 
 

@@ -293,3 +293,88 @@ def test_quantize_refuses_the_same_run_twice_in_an_ensemble(tmp_path: Path) -> N
     assert res.exit_code == 2, res.output
     assert "the same run is listed twice" in res.output
     assert not out.exists()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_quantize_that_fails_after_converting_keeps_the_previous_outputs(
+    quantized_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversion the runtime refuses fails naming the model and the problem, and leaves
+    ``quantize/`` and ``bundle/`` as they were, with no half-written folder beside them."""
+    import wakeguard.model.quantize as q
+
+    before = _tree(quantized_run)
+    monkeypatch.setattr(q, "convert", lambda model, variant, representative=None: b"not tflite")
+    res = runner.invoke(app, ["quantize", str(quantized_run), "--workers", "1"])
+    assert res.exit_code == 2, res.output
+    assert _tree(quantized_run) == before
+    assert not [p.name for p in quantized_run.iterdir() if ".part" in p.name]
+    assert f"{quantized_run / 'model.keras'}: the float32 conversion" in res.output
+    assert "not a valid TFLite model" in res.output
+
+
+def test_staged_folder_replaces_the_folder_only_when_the_block_succeeds(tmp_path: Path) -> None:
+    from wakeguard.model.quantize import staged_folder
+
+    target = tmp_path / "quantize"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_folder(target) as stage:
+        (stage / "new.txt").write_text("new")
+        raise RuntimeError("evaluation failed")
+    assert _tree(target) == {"old.txt": b"old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quantize"]
+    with staged_folder(target) as stage:
+        (stage / "new.txt").write_text("new")
+        assert _tree(target) == {"old.txt": b"old"}  # untouched until the block succeeds
+    assert _tree(target) == {"new.txt": b"new"}  # a stale file does not outlive its run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quantize"]
+    with staged_folder(tmp_path / "fresh") as stage:
+        (stage / "a.txt").write_text("a")
+    assert _tree(tmp_path / "fresh") == {"a.txt": b"a"}
+    (tmp_path / "in-the-way").write_text("a file")
+    with pytest.raises(ValueError, match="in-the-way: a file of that name"):
+        with staged_folder(tmp_path / "in-the-way"):
+            pass
+    assert (tmp_path / "in-the-way").read_text() == "a file"
+
+
+def test_quantize_names_a_model_file_keras_cannot_load(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    run, ds = _fake_run(tmp_path, {"dev": ["bonafide", "spoof"], "train": ["bonafide", "spoof"]})
+    res = runner.invoke(app, ["quantize", str(run), "--dataset", str(ds)])
+    assert res.exit_code == 2, res.output
+    assert f"{run / 'model.keras'}: not a loadable Keras model" in res.output
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.keras"]
+
+
+def test_an_ensemble_on_one_label_fails_before_writing_its_folder(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    run, ds = _fake_run(tmp_path, {"train": ["bonafide", "spoof"], "dev": ["bonafide"] * 3})
+    shutil.copytree(run, tmp_path / "run2")
+    out = tmp_path / "new" / "ens"
+    res = runner.invoke(app, ["quantize", str(run), str(tmp_path / "run2"), "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    assert f"{ds}: the dev split needs both labels" in res.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_ensemble_that_fails_later_restores_its_existing_folder(tmp_path: Path) -> None:
+    """A failure after OUT was written to (here: a member's model cannot be loaded) removes
+    what the command added to OUT and puts back what it overwrote; the rest is kept."""
+    pytest.importorskip("tensorflow")
+    run, ds = _fake_run(tmp_path, {"train": ["bonafide", "spoof"], "dev": ["bonafide", "spoof"]})
+    shutil.copytree(run, tmp_path / "run2")
+    out = tmp_path / "ens"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "config.json").write_text('{"old": true}\n')
+    res = runner.invoke(app, ["quantize", str(run), str(tmp_path / "run2"), "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    assert _tree(out) == {"notes.txt": b"mine", "config.json": b'{"old": true}\n'}
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
+    assert "model.keras: not a loadable Keras model" in res.output
