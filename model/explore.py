@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, check_audio, load_audio
-from wakeguard.edge.protocol import LABELS, SPLITS, Protocol, Row, read_protocol
+from wakeguard.edge.protocol import LABELS, SPLITS, Protocol, Row, ensure_folder, read_protocol
 
 LOW_BAND_HZ = 500.0
 """Upper edge of the low-frequency band highlighted in the spectrum plot (Void's LFP region)."""
@@ -32,6 +32,11 @@ SHORTCUT_AUC = 0.75
 SILENCE_FRAME_S = 0.02
 SILENCE_BELOW_PEAK_DB = 40.0
 COLOURS = {"bonafide": "#2a9d8f", "spoof": "#e76f51"}
+
+
+class ExploreError(ValueError):
+    """A dataset that cannot be explored (its audio is not where the protocol says), or the
+    libraries for the plots are missing; raised before the output folder is created."""
 
 
 @dataclass
@@ -384,6 +389,33 @@ def _pick_examples(stats: list[FileStats]) -> list[FileStats]:
 # ----------------------------------------------------------------------------- main entry
 
 
+def _rows_to_measure(dataset: Path, max_files: int | None, seed: int) -> tuple[Protocol, list[Row]]:
+    """The protocol and the rows whose audio will be measured. A missing file among them is a
+    finding (listed as unreadable); not one of them there is a wrong path, refused."""
+    proto = read_protocol(dataset)
+    rows = _sample(proto.rows, max_files, seed)
+    if not any(r.audio_path(proto.root).exists() for r in rows):
+        raise ExploreError(
+            f"{proto.file}: none of the {len(rows)} audio files to measure exists (the first is "
+            f"{rows[0].audio_path(proto.root)}; relative paths are read from {proto.root})"
+        )
+    return proto, rows
+
+
+def _matplotlib() -> Any:
+    """matplotlib for the plots, after checking scipy for the spectra too: both come with the
+    training extra, and a missing one must fail before the output folder exists."""
+    try:
+        import matplotlib
+        import scipy.signal  # noqa: F401
+    except ImportError as exc:
+        raise ExploreError(
+            f"data explore needs the training extra for its spectra and plots "
+            f"({exc.name or exc} missing): pip install 'wakeguard[train]'"
+        ) from exc
+    return matplotlib
+
+
 def explore(
     dataset: Path,
     out: Path,
@@ -395,23 +427,24 @@ def explore(
     """Measure ``dataset`` and write ``summary.json``, ``summary.md`` and PNGs into ``out``.
 
     Counts come from every protocol row; audio statistics from at most ``max_files`` files
-    (stratified by split and label; ``None`` = all). Unreadable files are listed in the
-    summary, not raised. Returns the summary dict.
+    (stratified by split and label; ``None`` = all). Unreadable and missing files are listed
+    in the summary, not raised, as long as one of them is there. Every input is checked
+    before ``out`` is created, so a refused call leaves no folder behind; ``progress(done,
+    total)`` is called only after that, before each file and once at the end. Returns the
+    summary dict.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import soundfile as sf
 
-    proto = read_protocol(dataset)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = _sample(proto.rows, max_files, seed)
+    proto, rows = _rows_to_measure(dataset, max_files, seed)
+    _matplotlib().use("Agg")
+    out = ensure_folder(out)
     stats: list[FileStats] = []
     unreadable: list[dict[str, str]] = []
     ltas_sum: dict[str, np.ndarray] = {}
     freqs = np.zeros(0)
     for i, row in enumerate(rows):
+        if progress is not None:  # the first call comes once every input has passed its checks
+            progress(i, len(rows))
         path = row.audio_path(proto.root)
         try:
             try:
@@ -445,8 +478,8 @@ def explore(
         )
         if not chk.silent:
             ltas_sum[row.label] = ltas_sum.get(row.label, 0) + spec
-        if progress is not None:
-            progress(i + 1, len(rows))
+    if progress is not None:
+        progress(len(rows), len(rows))
 
     per_class: dict[str, Any] = {}
     for lab in LABELS:

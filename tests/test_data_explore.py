@@ -140,3 +140,47 @@ def test_negative_max_files_is_refused(dataset, tmp_path):
     r = runner.invoke(app, ["data", "explore", str(dataset), "--max-files", "-5", "-o", str(out)])
     assert r.exit_code == 2 and "--max-files" in r.output
     assert not out.exists()
+
+
+def test_a_protocol_without_its_audio_is_refused_before_any_output_folder(dataset, tmp_path):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    # the protocol alone, its audio left behind
+    (moved / "protocol.csv").write_bytes((dataset / "protocol.csv").read_bytes())
+    for args in ([str(moved)], [str(moved / "protocol.csv"), "--json"]):
+        r = runner.invoke(app, ["data", "explore", *args])
+        assert r.exit_code == 2, r.output
+        assert "none of the 16 audio files to measure exists" in r.output and str(moved) in r.output
+        assert not (moved / "explore").exists()
+
+
+def test_a_missing_file_among_present_ones_is_listed_not_refused(tmp_path):
+    rng = np.random.default_rng(2)
+    write_wav(tmp_path / "b.wav", _utterance(rng, True, 1.0))
+    write_wav(tmp_path / "s.wav", _utterance(rng, False, 1.0))
+    rows = [Row("b.wav", "bonafide"), Row("s.wav", "spoof"), Row("gone.wav", "spoof")]
+    write_protocol(tmp_path, rows)
+    r = runner.invoke(app, ["data", "explore", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["n_measured"] == 2 and [u["problem"] for u in s["unreadable"]] == ["file not found"]
+
+
+def test_an_invalid_protocol_leaves_no_output_folder(dataset, tmp_path):
+    text = (dataset / "protocol.csv").read_text()
+    (dataset / "protocol.csv").write_text(text.replace("spoof", "replay", 1))
+    out = tmp_path / "e2"
+    r = runner.invoke(app, ["data", "explore", str(dataset), "-o", str(out)])
+    assert r.exit_code == 2 and "label 'replay' is not one of" in r.output
+    assert not out.exists()
+
+
+def test_missing_plot_libraries_are_named_before_any_output_folder(dataset, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as on an install without the train extra
+    out = tmp_path / "e3"
+    r = runner.invoke(app, ["data", "explore", str(dataset), "-o", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "matplotlib missing" in r.output and "pip install 'wakeguard[train]'" in r.output
+    assert not out.exists()

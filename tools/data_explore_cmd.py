@@ -19,13 +19,11 @@ def explore_cli(
     """Class balance, duration/level/silence histograms, bona fide vs spoof long-term spectrum,
     example spectrograms, and warnings (clipping, silence, odd rates or channels, unreadable
     files, speaker overlap between splits, single-feature shortcuts)."""
-    from wakeguard.edge.protocol import ensure_folder, protocol_file, read_protocol
+    from wakeguard.edge.protocol import protocol_file
     from wakeguard.model.explore import explore
 
+    # explore() checks every input before it creates OUT: a refused call leaves no folder
     out = out if out is not None else protocol_file(dataset).parent / "explore"
-    # the protocol first: a dataset that cannot be read must not leave an empty folder behind
-    run_cli(read_protocol, dataset)
-    run_cli(ensure_folder, out)
     limit = None if max_files <= 0 else max_files
     if as_json:
         summary = run_cli(explore, dataset, out, max_files=limit)
@@ -33,13 +31,18 @@ def explore_cli(
         return
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("measuring audio", total=None)
+    bar = Progress(console=console, transient=True)
+    task = bar.add_task("measuring audio", total=None)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def progress(done: int, total: int) -> None:
+        bar.start()  # explore reports first once every input has passed its checks
+        bar.update(task, completed=done, total=total)
 
+    try:
         summary = run_cli(explore, dataset, out, max_files=limit, progress=progress)
+    finally:
+        if bar.live.is_started:  # a refused call prints its error and nothing else
+            bar.stop()
     _print_summary(summary, out)
 
 
