@@ -27,6 +27,7 @@ import typer
 from rich.table import Table
 
 from .console import console, err_console, print_json, run_cli
+from .runtime_flags import ModelOption, ThreadsOption
 
 DURATIONS = (1.0, 2.0, 4.0)
 CAPTURE_RATE = 48_000
@@ -765,10 +766,10 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 
 def bench_cli(
-    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle).")] = None,
+    model: ModelOption = None,
     float_model: Annotated[Path | None, typer.Option("--float-model", help="float32 .tflite of the same model (default: RUN/quantize/float32.tflite beside a run's bundle).")] = None,
     void_model: Annotated[Path | None, typer.Option("--void-model", help="Saved Void-style SVM (default: the run's baselines/, else fitted here).")] = None,
-    threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 1,
+    threads: ThreadsOption = 1,
     repeats: Annotated[int, typer.Option(min=1, help="Timed runs per stage and command length, after warm-up.")] = 200,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up rounds.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .console import EXIT_BAD_INPUT, console, err_console, run_cli
+from .runtime_flags import ModelOption, OperatingPointOption
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 METER_FLOOR_DB = -60.0
@@ -606,8 +607,8 @@ def demo_cli(
     output_device: Annotated[str | None, typer.Option("--output-device", help="Speaker for --challenge: index or part of its name.")] = None,
     list_devices_flag: Annotated[bool, typer.Option("--list-devices", help="List audio devices and exit.")] = False,
     challenge: Annotated[bool, typer.Option("--challenge", help="Replay challenge: record a live take, replay it, show both verdicts.")] = False,
-    model: Annotated[Path | None, typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle).")] = None,
-    operating_point: Annotated[str | None, typer.Option("--operating-point", help="eer, bpcer_1pct or bpcer_5pct (default: the bundle's).")] = None,
+    model: ModelOption = None,
+    operating_point: OperatingPointOption = None,
     speed: Annotated[float, typer.Option(help="File playback speed (1 = real time, 0 = as fast as possible).")] = 1.0,
     rounds: Annotated[int, typer.Option(help="Challenge rounds with a microphone (0 = until Ctrl-C).")] = 0,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from .console import console, err_console, print_json, run_cli
+from .runtime_flags import ModelOption, ThreadsOption
 
 MAX_TABLE_VALUES = 15
 """Condition columns with more values than this (e.g. a source-file id) are summarised in one line."""
@@ -105,10 +106,7 @@ def evaluate_cli(
     protocol: Annotated[
         Path, typer.Option("--protocol", "-p", help="Protocol CSV or dataset folder.")
     ],
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle)."),
-    ] = None,
+    model: ModelOption = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Write scores.csv, metrics.json (and unscored.csv) here."),
@@ -130,7 +128,7 @@ def evaluate_cli(
             help="Bundle threshold for APCER/BPCER: eer, bpcer_1pct or bpcer_5pct (default: the bundle's).",
         ),
     ] = None,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="Inference threads.")] = 1,
+    threads: ThreadsOption = 1,
     strict: Annotated[
         bool,
         typer.Option(

@@ -19,7 +19,16 @@ import typer
 from rich.markup import escape
 
 from .console import console, err_console, print_json, run_cli
-from .runtime_flags import runtime_config
+from .runtime_flags import (
+    ClipsDirOption,
+    ConfigThreadsOption,
+    LogOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    ModelOption,
+    OperatingPointOption,
+    runtime_config,
+)
 
 if TYPE_CHECKING:
     from wakeguard.edge.config import RuntimeConfig
@@ -213,14 +222,8 @@ def listen_cli(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML configuration (flags override it).")
     ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle)."),
-    ] = None,
-    operating_point: Annotated[
-        str | None,
-        typer.Option("--operating-point", help="Threshold: eer, bpcer_1pct or bpcer_5pct."),
-    ] = None,
+    model: ModelOption = None,
+    operating_point: OperatingPointOption = None,
     hook: Annotated[
         str | None,
         typer.Option(
@@ -234,21 +237,11 @@ def listen_cli(
     allow_remote_webhook: Annotated[
         bool, typer.Option("--allow-remote-webhook", help="Allow a webhook on another machine.")
     ] = False,
-    log: Annotated[
-        Path | None, typer.Option("--log", help="Decision log (JSON lines, rotated).")
-    ] = None,
-    clips_dir: Annotated[
-        Path | None,
-        typer.Option("--clips-dir", help="Opt-in: keep rejected and borderline audio here."),
-    ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (127.0.0.1)."),
-    ] = None,
-    metrics_host: Annotated[
-        str | None, typer.Option("--metrics-host", help="Address for the metrics port.")
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+    log: LogOption = None,
+    clips_dir: ClipsDirOption = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
+    threads: ConfigThreadsOption = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")
     ] = False,

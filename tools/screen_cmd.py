@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from .console import console, err_console, print_json, run_cli
+from .runtime_flags import ModelOption, OperatingPointOption, ThreadsOption
 
 
 @dataclass(frozen=True)
@@ -96,18 +97,9 @@ def screen_cli(
     files: Annotated[
         list[Path], typer.Argument(help="Audio files (WAV, FLAC, ...); any rate or channel count.")
     ],
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle)."),
-    ] = None,
-    operating_point: Annotated[
-        str | None,
-        typer.Option(
-            "--operating-point",
-            help="Threshold: eer, bpcer_1pct or bpcer_5pct (default: the bundle's).",
-        ),
-    ] = None,
-    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    model: ModelOption = None,
+    operating_point: OperatingPointOption = None,
+    threads: ThreadsOption = 1,
     as_json: Annotated[
         bool,
         typer.Option(

@@ -16,7 +16,16 @@ import typer
 from rich.markup import escape
 
 from .console import EXIT_BAD_INPUT, console, err_console, print_json, run_cli
-from .runtime_flags import runtime_config
+from .runtime_flags import (
+    ClipsDirOption,
+    ConfigThreadsOption,
+    LogOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    ModelOption,
+    OperatingPointOption,
+    runtime_config,
+)
 
 if TYPE_CHECKING:
     from wakeguard.edge.config import RuntimeConfig
@@ -151,18 +160,9 @@ def serve_cli(
         str | None,
         typer.Option(help="proxy or screen (default: proxy with --upstream, else screen)."),
     ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle)."),
-    ] = None,
-    operating_point: Annotated[
-        str | None,
-        typer.Option(
-            "--operating-point",
-            help="Threshold: eer, bpcer_1pct or bpcer_5pct (default: the bundle's).",
-        ),
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="Inference threads (default: 1).")] = None,
+    model: ModelOption = None,
+    operating_point: OperatingPointOption = None,
+    threads: ConfigThreadsOption = None,
     wake_seconds: Annotated[
         float | None,
         typer.Option(
@@ -177,16 +177,8 @@ def serve_cli(
         float | None,
         typer.Option(help="Longest utterance held for direct screening, seconds (default: 30)."),
     ] = None,
-    log: Annotated[
-        Path | None,
-        typer.Option("--log", help="Decision log (JSON lines, rotated; default: none)."),
-    ] = None,
-    clips_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Save rejected and borderline audio here (private, size-capped; default: none)."
-        ),
-    ] = None,
+    log: LogOption = None,
+    clips_dir: ClipsDirOption = None,
     clip_cap_mb: Annotated[
         float | None,
         typer.Option(help="Size cap of the clip folder, MB, oldest deleted first (default: 50)."),
@@ -195,13 +187,8 @@ def serve_cli(
         float | None,
         typer.Option(help="Clips are saved when |score - threshold| is below this (default: 1)."),
     ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(help="Serve Prometheus metrics on this port (default: 0 = no metrics)."),
-    ] = None,
-    metrics_host: Annotated[
-        str | None, typer.Option(help="Address for the metrics endpoint (default: 127.0.0.1).")
-    ] = None,
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Status lines as JSON.")] = False,
 ) -> None:
     """Screen wake-ups for the Home Assistant / Rhasspy voice stack over the Wyoming protocol.
