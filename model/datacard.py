@@ -188,6 +188,7 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
             "bandwidth_hz": None if not np.isfinite(s.bandwidth) else round(s.bandwidth, 1),
             "lnr_db": None if not np.isfinite(s.lnr_db) else round(s.lnr_db, 1),
             "measured": s.measured,
+            "directivity_index_db": list(s.directivity_db),
             "splits": list(devices.speaker_splits[name]),
         }
         for name, s in devices.loudspeakers.items()
@@ -217,9 +218,10 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _simulation_notes() -> list[str]:
+def _simulation_notes(directivity: bool = False) -> list[str]:
     """How the corpus was simulated, from the simulator's own constants."""
     from . import devices as dev
+    from . import rooms as room_model
     from . import simulate as sim
 
     def shares(weights: dict[str, float]) -> str:
@@ -241,6 +243,18 @@ def _simulation_notes() -> list[str]:
         "(loudspeaker where the talker stood) → the same victim microphones and capture (+ real noise). "
         f"Loudspeaker classes: {classes}. Attacker records in the victim's room "
         f"{sim.SAME_ROOM_PROB:.0%} of the time.",
+        (
+            "- **Source directivity** (`--directivity`): the talker's mouth and each loudspeaker "
+            "face the microphone with their own directivity index (talker about "
+            f"{room_model.TALKER_DI_DB[2]:g} dB at 500 Hz and {room_model.TALKER_DI_DB[5]:g} dB "
+            "at 4 kHz; smart speakers near omnidirectional, studio monitors more directional "
+            "than a mouth): the direct sound is the same, the room's reflections carry 1/Q of "
+            "the power per band."
+            if directivity
+            else "- **Sources are omnidirectional**: talker and loudspeaker send the same "
+            "spectrum into the room's reflections as along their axis (`--directivity` gives "
+            "them their directivity; a study option)."
+        ),
         "- Shared by both classes, drawn from the same distributions: victim room, talker "
         f"distance, microphone, total SNR {sim.SNR_DB[0]:g}–{sim.SNR_DB[1]:g} dB (ambient plus, for "
         "replays, the replayed attacker-side noise), output level "
@@ -298,7 +312,7 @@ def render_markdown(card: dict[str, Any]) -> str:
                 "eval EER is not an estimate for new rooms or devices. Not for shipping.",
                 "",
             ]
-        lines += _simulation_notes()
+        lines += _simulation_notes(bool(b.get("directivity")))
     lines += ["## Counts", "", "| split | speakers | bonafide | spoof |", "|---|---|---|---|"]
     for split, c in card["counts"].items():
         lines.append(

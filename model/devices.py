@@ -28,6 +28,7 @@ corpus then meet the same victim microphone. This module builds those devices:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -194,6 +195,10 @@ class Loudspeaker:
     """Balance of odd (cubic) to even (quadratic) distortion."""
     measured: bool = False
     """True for a response measured on hardware."""
+    directivity_db: tuple[float, ...] = (0.0,) * 7
+    """Directivity index (dB) at ``rooms.DIRECTIVITY_BANDS_HZ``, facing the microphone:
+    how much less than an omnidirectional source it sends into the room's reflections.
+    :func:`build_devices` draws it per device (:data:`SPEAKER_DI_DB`)."""
     _nl_gain: float | None = field(default=None, init=False, repr=False)
 
     @property
@@ -614,6 +619,31 @@ def apply_codec(x: np.ndarray, codec: str) -> np.ndarray:
     raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
 
 
+# --------------------------------------------------------------------------- directivity
+
+SPEAKER_DI_DB = {
+    "phone": (0.5, 0.5, 1.0, 1.5, 2.5, 4.0, 5.5),
+    "laptop": (1.0, 1.0, 1.5, 2.5, 3.5, 4.5, 6.0),
+    "bluetooth": (0.5, 1.0, 1.5, 2.5, 4.0, 6.0, 8.0),
+    "smart-speaker": (0.5, 0.5, 0.5, 1.0, 1.0, 1.5, 2.5),
+    "perfect": (1.0, 1.5, 3.0, 4.5, 6.0, 8.0, 9.0),
+}
+"""Typical directivity index (dB, at ``rooms.DIRECTIVITY_BANDS_HZ``) of a loudspeaker class
+facing the listener. A driver radiates all round while it is small against the wavelength
+(ka < 1) and beams above: a phone's 1–2 cm driver and a small Bluetooth box stay near
+omnidirectional into the kHz range; smart speakers are built to radiate all round; a
+studio monitor (the "perfect" class: flat on axis) beams with its waveguide more than a
+mouth does. Each device draws a scale of its class's curve (:data:`SPEAKER_DI_SCALE`)."""
+
+SPEAKER_DI_SCALE = (0.7, 1.3)
+
+
+def speaker_directivity(device_class: str, rng: np.random.Generator) -> tuple[float, ...]:
+    """A loudspeaker's directivity index table: its class's curve, scaled."""
+    scale = float(rng.uniform(*SPEAKER_DI_SCALE))
+    return tuple(round(scale * v, 3) for v in SPEAKER_DI_DB[device_class])
+
+
 # ---------------------------------------------------------------------- the device set
 
 
@@ -740,6 +770,10 @@ def build_devices(devices_dir: Path | None, seed: int = 0) -> DeviceSet:
         mic = measured_microphone(devices_dir)
         mics[mic.name] = mic
         mic_splits[mic.name] = ("eval",)
+    # From one stream per device, so the draws above are those of builds without directivity.
+    for name, spk in speakers.items():
+        stream = np.random.default_rng([seed, 0xD1, zlib.crc32(name.encode())])
+        spk.directivity_db = speaker_directivity(spk.device_class, stream)
     return DeviceSet(speakers, splits, mics, mic_splits)
 
 

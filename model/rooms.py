@@ -2,8 +2,16 @@
 
 Each room holds one talker position, three victim microphones (talker distance classes
 a/b/c) and three attacker microphones (attacker distance classes A/B/C). The loudspeaker of
-a replay stands where the talker stood, as in ASVspoof 2019 PA, so the talker→victim-mic
-impulse response is shared by the live and the replayed path.
+a replay stands where the talker stood, as in ASVspoof 2019 PA, so the live and the replayed
+path share the room's geometry: the same direct sound and the same reflections.
+
+What they do not share is the source's directivity (:func:`directional`). A talker's mouth
+radiates more and more of its high frequencies forward; a smart speaker radiates all round;
+a studio monitor beams more than a mouth. Facing the microphone, the direct sound is the
+same, but the power a source sends into the room, and so its reflections and reverberation,
+falls with its directivity index (DI) per band. Beyond about half the critical distance a
+live talker and a replay through an omnidirectional loudspeaker differ in the balance of
+direct to reverberant high frequencies even with the same on-axis response.
 
 Impulse responses are a hybrid that stays cheap and deterministic: the image-source method
 (pyroomacoustics, order 3) gives the direct sound and early reflections with the right
@@ -110,6 +118,66 @@ class RoomIRs:
     attacker_delay: dict[str, int] = field(default_factory=dict)
     measured_t60: float = float("nan")
     """T60 measured on the first victim IR (Schroeder backward integration)."""
+
+
+DIRECT_SAMPLES = 41
+"""Samples after the direct sound's peak that still belong to it (the image-source method's
+fractional-delay sinc); everything later is reflected sound."""
+
+DIRECTIVITY_BANDS_HZ = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
+"""Octave bands of every directivity index table (dB)."""
+
+TALKER_DI_DB = (2.0, 2.0, 2.5, 3.5, 4.5, 5.5, 6.5)
+"""Directivity index of a talker's head and mouth, speech averaged: about 2–3 dB up to
+630 Hz, rising above as the mouth and head beam the high frequencies forward (Chu and
+Warnock 2002, NRC; Monson et al. 2012, JASA 132(1)). A talker draws a scale of it
+(:data:`TALKER_DI_SCALE`): individual talkers differ by a dB or two."""
+
+TALKER_DI_SCALE = (0.75, 1.25)
+
+
+def directivity_gain(n_fft: int, di_db: tuple[float, ...] | np.ndarray) -> np.ndarray:
+    """Amplitude gain 10^(-DI/20) on the ``rfft`` grid of ``n_fft`` points, the DI table
+    interpolated on a log-frequency axis (held flat beyond its end bands)."""
+    f = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
+    logf = np.log2(np.maximum(f, 1.0))
+    di = np.interp(logf, np.log2(DIRECTIVITY_BANDS_HZ), np.asarray(di_db, dtype=np.float64))
+    return 10 ** (-di / 20)
+
+
+def split_direct(h: np.ndarray, delay: int) -> tuple[np.ndarray, np.ndarray]:
+    """``h`` as its direct sound (up to :data:`DIRECT_SAMPLES` after ``delay``) and its
+    reflected sound (everything later), two arrays of ``h``'s length that sum to it."""
+    cut = min(delay + DIRECT_SAMPLES, len(h))
+    direct = np.asarray(h, dtype=np.float64).copy()
+    direct[cut:] = 0.0
+    return direct, np.asarray(h, dtype=np.float64) - direct
+
+
+def weight_reflections(rest: np.ndarray, di_db: tuple[float, ...] | np.ndarray) -> np.ndarray:
+    """Reflected sound of an omnidirectional source as it is for a source with directivity
+    index ``di_db`` (dB at :data:`DIRECTIVITY_BANDS_HZ`): scaled by 1/sqrt(Q) per band,
+    Q = 10^(DI/10), since a source's reverberant energy follows the power it radiates in
+    all directions. A zero-phase filter; being linear and time-invariant it may be applied
+    before or after a microphone's filter."""
+    n_fft = 1 << int(np.ceil(np.log2(2 * len(rest) + 1)))
+    out = np.fft.irfft(np.fft.rfft(rest, n_fft) * directivity_gain(n_fft, di_db), n_fft)
+    # The weighting spreads a few samples either side of the first reflection; what would
+    # fall before time zero wraps past ``len(rest)`` in the padded buffer and is dropped.
+    return out[: len(rest)]
+
+
+def directional(h: np.ndarray, delay: int, di_db: tuple[float, ...] | np.ndarray) -> np.ndarray:
+    """``h`` (an omnidirectional source's response, unit direct-path gain) as heard from a
+    source with directivity index ``di_db`` that faces the microphone: the direct sound
+    keeps its on-axis level, the reflections are weighted by :func:`weight_reflections`.
+
+    This is the diffuse-field view applied to every reflection, early ones too: a
+    reflection that leaves the source near its axis is attenuated a little more than a
+    real one would be.
+    """
+    direct, rest = split_direct(h, delay)
+    return direct + weight_reflections(rest, di_db)
 
 
 def _min_t60(dims: tuple[float, float, float]) -> float:
@@ -249,7 +317,7 @@ def compute_irs(cfg: RoomConfig) -> RoomIRs:
         direct = int(np.argmax(np.abs(early)))
         dist = (cfg.victim if side == "victim" else cfg.attacker)[k].distance
         # Energy of the early reflections (after the direct sound's sinc) counts toward e_rev.
-        e_early = float(np.sum(early[direct + 41 :] ** 2))
+        e_early = float(np.sum(early[direct + DIRECT_SAMPLES :] ** 2))
         e_tail = max(e_rev - e_early, 0.2 * e_rev)
         tail = _tail(n_tail, cfg.t60, rng) * np.sqrt(e_tail)
         # The diffuse field builds up over about two mean free paths after the direct sound.
@@ -264,7 +332,7 @@ def compute_irs(cfg: RoomConfig) -> RoomIRs:
         else:
             out.attacker[k], out.attacker_delay[k] = h, direct
     k0 = next(iter(out.victim))
-    out.measured_t60 = measure_t60(out.victim[k0][out.victim_delay[k0] + 41 :])
+    out.measured_t60 = measure_t60(out.victim[k0][out.victim_delay[k0] + DIRECT_SAMPLES :])
     return out
 
 

@@ -8,6 +8,12 @@ Chains (per utterance):
   victim room (the speaker stands where the talker stood) → the same victim microphone
   models (+ noise).
 
+With ``directivity`` (``--directivity``, a study option, off in the default build) the
+source that excites the victim room is a talker (a directional mouth) or a loudspeaker (its
+class's directivity): the direct sound is the same, the reflections carry the source's
+directivity (``rooms.directional``), as they do in a real room. Without it every source is
+omnidirectional (docs/benchmarks.md, "Session 13", measures the difference).
+
 Everything on the victim side (rooms, distances, microphones, noise, SNR, output level,
 leading/trailing silence) is drawn from the same distributions for both classes, and both
 classes are cut from the same command-length segments, so the replay path is the only
@@ -54,7 +60,10 @@ from wakeguard.edge.protocol import Row, write_protocol
 from .devices import DeviceSet, apply_codec, build_devices
 from .rooms import (
     ATTACKER_DISTANCE_M,
+    DIRECTIVITY_BANDS_HZ,
     T60_S,
+    TALKER_DI_DB,
+    TALKER_DI_SCALE,
     TALKER_DISTANCE_M,
     RoomConfig,
     RoomIRs,
@@ -62,6 +71,8 @@ from .rooms import (
     distance_bin,
     draw_rooms,
     range_label,
+    split_direct,
+    weight_reflections,
 )
 
 BUILD_VERSION = 8
@@ -120,6 +131,9 @@ EXACT_COLUMNS = (
     "speech_s",
 )
 """Per-utterance exact values, in ``simulation.csv`` beside the protocol."""
+DIRECTIVITY_EXACT_COLUMNS = ("source_di_4k_db",)
+"""More exact values of a ``directivity`` build: the 4 kHz directivity index of the source
+the victim heard (the talker, or the loudspeaker)."""
 
 QUALITY_LETTER = {"perfect": "A", "high": "B", "low": "C"}
 """ASVspoof 2019 PA letters for device quality Q."""
@@ -390,27 +404,38 @@ class Context:
     seed: int
     oracle: str = ""
     """One of :data:`ORACLES`, or "" for a normal build."""
-    _filters: dict[tuple[str, str, str, str], tuple[np.ndarray, int]] = field(default_factory=dict)
+    directivity: bool = False
+    """Sources radiate with their directivity (talker's mouth, loudspeaker class)."""
+    _filters: dict[tuple[str, str, str, str], tuple[np.ndarray, np.ndarray | None, int]] = field(
+        default_factory=dict
+    )
 
-    def path_filter(self, side: str, room: str, key: str, device: str) -> tuple[np.ndarray, int]:
-        """Room impulse response convolved with the microphone that records it (cached),
-        and the direct sound's sample index."""
+    def path_filter(
+        self, side: str, room: str, key: str, device: str, di_db: tuple[float, ...] | None
+    ) -> tuple[np.ndarray, int]:
+        """Room impulse response convolved with the microphone that records it, and the
+        direct sound's sample index; from a source with directivity index ``di_db``
+        (:func:`~wakeguard.model.rooms.directional`), or an omnidirectional one (None)."""
         ck = (side, room, key, device)
         if ck not in self._filters:
             from scipy.signal import oaconvolve
 
             irs = self.rooms[room]
             if side == "victim":
-                h, d, mic = irs.victim[key], irs.victim_delay[key], self.devices.mics[device]
+                h, d = irs.victim[key], irs.victim_delay[key]
             else:
-                h, d, mic = (
-                    irs.attacker[key],
-                    irs.attacker_delay[key],
-                    self.devices.mics[device],
-                )
+                h, d = irs.attacker[key], irs.attacker_delay[key]
+            mic = self.devices.mics[device]
             fir = mic.capture_fir if side == "victim" else mic.fir
-            self._filters[ck] = (oaconvolve(h, fir), d)
-        return self._filters[ck]
+            if self.directivity:  # kept apart: the weighting is per utterance
+                direct, rest = split_direct(h, d)
+                self._filters[ck] = (oaconvolve(direct, fir), oaconvolve(rest, fir), d)
+            else:
+                self._filters[ck] = (oaconvolve(h, fir), None, d)
+        h_fir, rest_fir, d = self._filters[ck]
+        if rest_fir is None or di_db is None:
+            return (h_fir if rest_fir is None else h_fir + rest_fir), d
+        return h_fir + weight_reflections(rest_fir, di_db), d
 
 
 _CTX: Context | None = None
@@ -443,11 +468,12 @@ def _init_worker(
     out: Path,
     seed: int,
     oracle: str = "",
+    directivity: bool = False,
 ) -> None:
     global _CTX
     devices = build_devices(shared / "devices" if (shared / "devices").is_dir() else None, seed)
     noise = _noise_regions(shared / "noise")
-    _CTX = Context(devices, rooms, rooms_by_split, noise, out, seed, oracle)
+    _CTX = Context(devices, rooms, rooms_by_split, noise, out, seed, oracle, directivity)
 
 
 # ----------------------------------------------------------------------------- render
@@ -500,6 +526,9 @@ def draw_conditions(
     c["lead_s"] = float(rng.uniform(*LEAD_S))
     c["trail_s"] = float(rng.uniform(*TRAIL_S))
     c["noise_seed"] = int(rng.integers(2**31))
+    if ctx.directivity:  # its own stream: every other draw is that of a build without it
+        talker = np.random.default_rng([c["noise_seed"], 0xD1])
+        c["talker_di_scale"] = float(talker.uniform(*TALKER_DI_SCALE))
     if label == "bonafide":
         return c
     speakers = ctx.devices.speakers_for(pool("loudspeakers"))
@@ -565,16 +594,22 @@ def render(
     talk = slice(lead_buf, lead_buf + len(speech))
     noise = ctx.noise[split]
     mic = ctx.devices.mics[c["mic"]]
-    h_victim, d_victim = ctx.path_filter("victim", c["room"], c["ds"], c["mic"])
+    talker_di = talker_directivity(c) if ctx.directivity else None
+    spk = ctx.devices.loudspeakers[c["speaker_device"]] if label == "spoof" else None
+    # The source the victim hears: the talker, or the loudspeaker standing where it stood.
+    speaker_di = spk.directivity_db if spk is not None and ctx.directivity else None
+    source_di = talker_di if spk is None else speaker_di
+    h_victim, d_victim = ctx.path_filter("victim", c["room"], c["ds"], c["mic"], source_di)
 
-    if label == "spoof":
-        h_att, d_att = ctx.path_filter("attacker", c["attacker_room"], c["da"], c["recorder"])
+    if spk is not None:
+        h_att, d_att = ctx.path_filter(
+            "attacker", c["attacker_room"], c["da"], c["recorder"], talker_di
+        )
         recorded = _conv(src, h_att, d_att)
         att_noise = ctx.devices.mics[c["recorder"]].record(_noise_segment(noise, len(src), rng))
         att_noise *= _rms(recorded[talk]) / (_rms(att_noise) * 10 ** (c["attacker_snr_db"] / 20))
         rec = apply_codec(recorded + att_noise, c["codec"])
         clean_rec = apply_codec(recorded, c["codec"])
-        spk = ctx.devices.loudspeakers[c["speaker_device"]]
         pre = spk.inverse_eq() if c["equalised"] else None
         played, gain = spk.play(rec, c["drive_db"], pre, level_window=talk)
         played_clean, _ = spk.play(clean_rec, c["drive_db"], pre, gain=gain)
@@ -597,6 +632,16 @@ def render(
     if peak > PEAK_LIMIT:  # the device's limiter: same rule for both classes
         y = y * (PEAK_LIMIT / peak)
     return y.astype(np.float32)
+
+
+DI_4K = DIRECTIVITY_BANDS_HZ.index(4000.0)
+"""Index of the 4 kHz band, where a talker's and a loudspeaker's directivity differ most."""
+
+
+def talker_directivity(c: dict[str, Any]) -> tuple[float, ...]:
+    """The talker's directivity index table for one utterance (its drawn scale of
+    :data:`~wakeguard.model.rooms.TALKER_DI_DB`)."""
+    return tuple(c["talker_di_scale"] * v for v in TALKER_DI_DB)
 
 
 def remove_rumble(x: np.ndarray) -> np.ndarray:
@@ -656,6 +701,8 @@ def _row(
             "speech_s": round(speech_s, 3),
         },
     }
+    if ctx.directivity:
+        row["exact"]["source_di_4k_db"] = round(talker_directivity(c)[DI_4K], 2)
     if label == "bonafide":
         for col in ATTACK_COLUMNS:
             row[col] = "-"
@@ -680,6 +727,8 @@ def _row(
         attacker_snr_db=round(c["attacker_snr_db"], 2),
         drive_db=round(c["drive_db"], 2),
     )
+    if ctx.directivity:
+        row["exact"]["source_di_4k_db"] = round(spk.directivity_db[DI_4K], 2)
     return row
 
 
@@ -770,7 +819,12 @@ def build_rooms(preset: SizePreset, seed: int) -> list[RoomConfig]:
 
 
 def _build_manifest(
-    size: str, seed: int, sources: list[Source], rooms: list[RoomConfig], oracle: str = ""
+    size: str,
+    seed: int,
+    sources: list[Source],
+    rooms: list[RoomConfig],
+    oracle: str = "",
+    directivity: bool = False,
 ) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "version": BUILD_VERSION,
@@ -782,6 +836,8 @@ def _build_manifest(
     }
     if oracle:
         manifest["oracle"] = oracle
+    if directivity:
+        manifest["directivity"] = True
     return manifest
 
 
@@ -794,7 +850,7 @@ def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
             )
         return
     old = json.loads(path.read_text())
-    for key in ("version", "size", "takes", "seed", "sources", "rooms", "oracle"):
+    for key in ("version", "size", "takes", "seed", "sources", "rooms", "oracle", "directivity"):
         if old.get(key) != manifest.get(key):
             raise FileExistsError(
                 f"{out}: holds a different build ({key} differs: size={old.get('size')}, seed={old.get('seed')}); "
@@ -840,12 +896,14 @@ def simulate(
     workers: int = 2,
     progress: bool = True,
     oracle: str = "",
+    directivity: bool = False,
 ) -> Path:
     """Build (or resume) a simulated replay corpus in ``out``; returns the dataset folder.
 
     The folder gets ``protocol.csv``, ``audio/``, ``simulation.csv`` (exact per-utterance
     values), ``build.json``, ``datacard.md`` and ``datacard.json``. ``oracle`` (one of
-    :data:`ORACLES`) makes an oracle build, for studies only.
+    :data:`ORACLES`) makes an oracle build, for studies only; ``directivity`` gives
+    talkers and loudspeakers their directivity (a study option, see the module docstring).
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
@@ -863,7 +921,7 @@ def simulate(
         )
     sources = assign_splits(find_sources(speech_dir), preset, seed)
     room_cfgs = build_rooms(preset, seed)
-    manifest = _build_manifest(size, seed, sources, room_cfgs, oracle)
+    manifest = _build_manifest(size, seed, sources, room_cfgs, oracle, directivity)
     _check_resume(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     (out / "build.json").write_text(json.dumps(manifest, indent=1))
@@ -888,7 +946,7 @@ def simulate(
 
         _run_sources(
             todo,
-            (shared, rooms, rooms_by_split, out, seed, oracle),
+            (shared, rooms, rooms_by_split, out, seed, oracle, directivity),
             preset.segments_per_file,
             preset.takes,
             workers,
@@ -977,7 +1035,8 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]]) -> None:
     write_protocol(out / "protocol.csv", prot, list(CONDITION_COLUMNS))
     tmp = out / "simulation.csv.part"
     with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(EXACT_COLUMNS))
+        extra = [k for k in DIRECTIVITY_EXACT_COLUMNS if rows and k in rows[0]["exact"]]
+        w = csv.DictWriter(fh, fieldnames=[*EXACT_COLUMNS, *extra])
         w.writeheader()
         for r in rows:
             w.writerow({"path": r["path"], **r["exact"]})

@@ -475,6 +475,83 @@ def test_rooms_have_their_t60_and_lose_direct_sound_with_distance() -> None:
             assert drr["a"] > drr["c"]
 
 
+def test_source_directivity_keeps_the_direct_sound_and_thins_the_reflections_per_band() -> None:
+    from wakeguard.model.rooms import DIRECT_SAMPLES, compute_irs, directional, draw_room
+
+    cfg = draw_room("r", "train", "b", "c", np.random.default_rng(3))
+    irs = compute_irs(cfg)
+    h, d = irs.victim["c"], irs.victim_delay["c"]
+    cut = d + DIRECT_SAMPLES
+    # A flat 3 dB directivity index halves the reflected energy and leaves the direct sound.
+    flat = directional(h, d, (3.0,) * 7)
+    np.testing.assert_allclose(flat[:cut], h[:cut], atol=1e-6 * np.abs(h).max())
+    ratio = np.sum(flat[cut:] ** 2) / np.sum(h[cut:] ** 2)
+    assert abs(ratio - 10 ** (-3 / 10)) < 0.02
+
+    # A talker beams its highs: 4 kHz reverberation falls by about its 4 kHz DI re omni.
+    def band_energy(x: np.ndarray, lo: float, hi: float) -> float:
+        spec = np.abs(np.fft.rfft(x[cut:], 1 << 16)) ** 2
+        f = np.fft.rfftfreq(1 << 16, 1 / 16000)
+        return float(np.sum(spec[(f >= lo) & (f < hi)]))
+
+    talker = directional(h, d, (2.0, 2.0, 2.5, 3.5, 4.5, 5.5, 6.5))
+    drop_low = 10 * np.log10(band_energy(talker, 200, 300) / band_energy(h, 200, 300))
+    drop_high = 10 * np.log10(band_energy(talker, 3500, 4500) / band_energy(h, 3500, 4500))
+    assert abs(drop_low + 2.0) < 0.5 and abs(drop_high + 5.5) < 0.5
+
+
+def test_a_directivity_build_renders_the_same_draws_with_directional_sources(
+    tiny: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    out = tmp_path / "di"
+    res = _simulate(out, "--directivity")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "build.json").read_text())["directivity"] is True
+    assert "directivity" not in json.loads((tiny / "build.json").read_text())
+    # The same utterances under the same conditions (the protocol is identical); only the
+    # reflections differ, so every file changes (the endpointer's cut may move a little,
+    # as it cuts where the reverberation dies away).
+    assert (out / "protocol.csv").read_bytes() == (tiny / "protocol.csv").read_bytes()
+    rows = read_protocol(out).rows
+    for row in rows:
+        a, _ = sf.read(out / row.path)
+        b, _ = sf.read(tiny / row.path)
+        assert abs(len(a) - len(b)) < 0.1 * len(b)
+        assert len(a) != len(b) or not np.array_equal(a, b)
+    exact = list(csv.DictReader((out / "simulation.csv").open()))
+    di = {r["path"]: float(r["source_di_4k_db"]) for r in exact}
+    assert all(0.0 < v < 12.0 for v in di.values())
+    assert "source_di_4k_db" not in (tiny / "simulation.csv").read_text().splitlines()[0]
+    assert "Source directivity" in (out / "datacard.md").read_text()
+    assert "omnidirectional" in (tiny / "datacard.md").read_text()
+    # A folder holding the default build is not resumed as a directivity build.
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    res = _simulate(other, "--directivity")
+    assert res.exit_code != 0 and "directivity differs" in res.output
+
+
+def test_loudspeakers_get_a_scale_of_their_class_directivity_for_every_build(
+    shared_dir: Path,
+) -> None:
+    from wakeguard.model.devices import SPEAKER_DI_DB, SPEAKER_DI_SCALE, build_devices
+
+    devices = build_devices(shared_dir / "devices", seed=0)
+    again = build_devices(shared_dir / "devices", seed=0)
+    lo, hi = SPEAKER_DI_SCALE
+    for name, spk in devices.loudspeakers.items():
+        base = np.asarray(SPEAKER_DI_DB[spk.device_class])
+        scale = np.asarray(spk.directivity_db) / base
+        assert np.all(scale >= lo - 1e-3) and np.all(scale <= hi + 1e-3)
+        assert np.ptp(scale) < 0.01  # one scale of the class curve
+        assert spk.directivity_db == again.loudspeakers[name].directivity_db
+    smart = [s for s in devices.loudspeakers.values() if s.device_class == "smart-speaker"]
+    perfect = devices.loudspeakers["perfect"]
+    assert all(s.directivity_db[5] < perfect.directivity_db[5] for s in smart)
+
+
 def test_shortcut_audit_catches_a_planted_silence_shortcut(tmp_path: Path) -> None:
     from wakeguard.edge.audio import write_wav
     from wakeguard.edge.protocol import Row, write_protocol

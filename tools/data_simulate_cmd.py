@@ -21,6 +21,7 @@ def simulate_dataset(
     overwrite: bool,
     progress: bool,
     oracle: str = "",
+    directivity: bool = False,
 ) -> dict[str, Any]:
     """Build (or resume) the corpus; returns the data card plus the build time."""
     from wakeguard.model.simulate import remove_build, simulate
@@ -36,6 +37,7 @@ def simulate_dataset(
         workers=workers,
         progress=progress,
         oracle=oracle,
+        directivity=directivity,
     )
     card = json.loads((folder / "datacard.json").read_text())
     card["build_seconds"] = round(time.perf_counter() - t0, 1)
@@ -75,6 +77,15 @@ def simulate_cli(
             "Shows which unseen condition makes eval hard; never train a model to ship on one."
         ),
     ] = "",
+    directivity: Annotated[
+        bool,
+        typer.Option(
+            "--directivity",
+            help="Study option: talkers and loudspeakers radiate with their directivity (the "
+            "room's reflections carry 1/Q of the power per band); off by default, every source "
+            "omnidirectional. docs/benchmarks.md, Session 13.",
+        ),
+    ] = False,
 ) -> None:
     """Simulate live and replayed commands (rooms, loudspeakers, microphones, noise) from real speech.
 
@@ -84,7 +95,16 @@ def simulate_cli(
 
     run_cli(ensure_folder, out, "dataset folder")
     card = run_cli(
-        simulate_dataset, out, size, seed, speech, workers, overwrite, not as_json, oracle
+        simulate_dataset,
+        out,
+        size,
+        seed,
+        speech,
+        workers,
+        overwrite,
+        not as_json,
+        oracle,
+        directivity,
     )
     if as_json:
         print_json(card)
