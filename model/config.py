@@ -109,7 +109,13 @@ class TrainConfig:
     so the trunk learns features that do not tell the domains apart (0: off). Its weight
     ramps up from 0 over training, as in the paper."""
     domain_column: str = "room"
-    """Condition column whose values are the domains of ``domain_adversarial``."""
+    """Condition column whose values are the domains of ``domain_adversarial`` and
+    ``group_dro``."""
+    group_dro: float = 0.0
+    """Step size of a group DRO (Sagawa et al., 2020) over the ``domain_column`` domains, at
+    epoch granularity: after each epoch every domain's weight is multiplied by exp(step x
+    its mean train loss), so the rooms the network does worst in count more in the next
+    epoch (0: off). Window weights keep mean 1 and stay within a factor of 5."""
 
 
 @dataclass
@@ -142,10 +148,18 @@ class EnsembleConfig:
             if not isinstance(m, dict) or set(m) - {"name", "overrides"} or "name" not in m:
                 raise ValueError(f"member {i} must be {{name = ..., overrides = [...]}}, not {m!r}")
             name, over = m["name"], m.get("overrides", [])
-            if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
-                raise ValueError(f"member name {name!r}: use letters, digits, - and _ (it names a folder)")
+            if (
+                not isinstance(name, str)
+                or not name
+                or not all(c.isalnum() or c in "-_" for c in name)
+            ):
+                raise ValueError(
+                    f"member name {name!r}: use letters, digits, - and _ (it names a folder)"
+                )
             if not isinstance(over, list) or not all(isinstance(o, str) for o in over):
-                raise ValueError(f"member {name!r}: overrides must be a list of section.key=value strings")
+                raise ValueError(
+                    f"member {name!r}: overrides must be a list of section.key=value strings"
+                )
             if any(o.strip().startswith("ensemble.") for o in over):
                 raise ValueError(f"member {name!r}: a member cannot override the ensemble")
             names.append(name)
@@ -233,6 +247,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.swa_start": _at_least(0),
     "train.threads": _at_least(0),
     "train.domain_adversarial": _at_least(0),
+    "train.group_dro": _at_least(0),
     "quantize.representative_windows": _at_least(1),
     "quantize.calibration_scores_per_label": _at_least(1),
     "quantize.latency_utterances": _at_least(0),

@@ -347,6 +347,35 @@ def domain_labels(feats: Features, column: str) -> tuple[list[str], np.ndarray |
     return domains, per_row[feats.utt]
 
 
+GROUP_DRO_WINDOWS = 4000
+"""Train windows scored after each epoch for the per-domain losses of ``train.group_dro``
+(a fixed random subset: a few seconds, not a pass over the split)."""
+GROUP_WEIGHT_CLIP = 5.0
+"""A domain's window weight stays within this factor of the mean."""
+
+
+def group_losses(
+    logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """Mean binary cross-entropy of window logits per group, the two labels weighted
+    equally within a group that has both; NaN for a group without windows."""
+    z = np.asarray(logits, dtype=np.float64)
+    loss = np.where(labels == 1, np.logaddexp(0.0, -z), np.logaddexp(0.0, z))
+    out = np.full(n_groups, np.nan)
+    for g in np.unique(groups):
+        mine = groups == g
+        parts = [loss[mine & (labels == lab)] for lab in (0, 1)]
+        out[g] = float(np.mean([p.mean() for p in parts if p.size]))
+    return out
+
+
+def group_weights(log_q: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each window's weight from its group's log weight: mean 1 over the windows, within
+    :data:`GROUP_WEIGHT_CLIP` of it."""
+    w = np.exp(log_q - log_q.max())[groups]
+    return np.clip(w / w.mean(), 1 / GROUP_WEIGHT_CLIP, GROUP_WEIGHT_CLIP).astype(np.float32)
+
+
 def domain_ramp(epoch: int, config: Config) -> float:
     """Ganin et al.'s schedule 2 / (1 + exp(-10 p)) - 1 at the start of ``epoch`` (0-based),
     p the fraction of the epochs done: the reversed gradient grows from 0 towards its weight
@@ -728,6 +757,25 @@ def train(
             f", weight {config.train.domain_adversarial}"
         )
 
+    dro = config.train.group_dro > 0
+    groups, g_win = domain_labels(tr, config.train.domain_column) if dro else ([], None)
+    if dro and g_win is None:
+        dro = False
+        log(
+            f"group DRO off: the train split has {len(groups)} {config.train.domain_column!r} domains"
+        )
+    base_w = w_win.copy()
+    log_q = np.zeros(len(groups))
+    dro_sub = np.sort(
+        np.random.default_rng([config.train.seed, 0x6D0]).choice(
+            len(y_win), min(GROUP_DRO_WINDOWS, len(y_win)), replace=False
+        )
+    )
+    if dro:
+        log(
+            f"group DRO on {len(groups)} {config.train.domain_column!r} domains, step {config.train.group_dro}"
+        )
+
     def gather(idx: np.ndarray) -> tuple[np.ndarray, ...]:
         d = d_win[idx] if d_win is not None else np.zeros(len(idx), dtype=np.int32)
         return windows[idx].astype(np.float32), y_win[idx][:, None], w_win[idx], d
@@ -776,6 +824,9 @@ def train(
         best_kind = state.get("best_kind", "")
         if state.get("swa_count", 0) > 0:
             swa = SwaState.load(out / CHECKPOINT_DIR / SWA_FILE, state["swa_count"])
+        if dro and "group_dro_log_q" in state:
+            log_q = np.asarray(state["group_dro_log_q"], dtype=np.float64)
+            w_win[:] = base_w * group_weights(log_q, g_win)
         log(f"resuming after epoch {state['epoch'] + 1}")
     else:
         from .detector import build_detector
@@ -858,6 +909,15 @@ def train(
             row["swa_dev_eer"] = eer_of(dev, swa_logits)
             row["swa_dev_loss"] = bce(swa_logits, dev.labels)
             candidates.append((row["swa_dev_eer"], row["swa_dev_loss"], swa_model, "swa"))
+        dro_note = ""
+        if dro:  # the next epoch weights the domains by how badly this one did in them
+            z = predict_windows(model, windows[dro_sub])
+            losses = group_losses(z, y_win[dro_sub].astype(int), g_win[dro_sub], len(groups))
+            seen = np.isfinite(losses)
+            log_q[seen] += config.train.group_dro * losses[seen]
+            w_win[:] = base_w * group_weights(log_q, g_win)
+            q = group_weights(log_q, np.arange(len(groups)))
+            dro_note = f"  heaviest domain {groups[int(np.argmax(q))]} x{q.max():.2f}"
         row["seconds"] = round(time.time() - t0, 2)
         history.append(row)
         # dev EER first; on a tie (often at 0 % on easy data) the lower dev loss wins
@@ -876,7 +936,8 @@ def train(
             swa_note = f"  domain loss {row['domain_loss']:.3f}{swa_note}"
         log(
             f"epoch {epoch + 1:3d}  loss {loss:.4f}  train EER {train_eer:6.2%}  dev EER {dev_eer:6.2%}"
-            f"{swa_note}{'  * ' + (kind or 'epoch') if improved else ''}  ({row['seconds']:.0f} s)"
+            f"{swa_note}{dro_note}{'  * ' + (kind or 'epoch') if improved else ''}"
+            f"  ({row['seconds']:.0f} s)"
         )
         (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
         model.save(out / CHECKPOINT_DIR / KERAS_MODEL)
@@ -892,6 +953,7 @@ def train(
                     "best_kind": best_kind,
                     "history": history,
                     "swa_count": swa.count if swa else 0,
+                    "group_dro_log_q": log_q.tolist(),
                 }
             )
         )

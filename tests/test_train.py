@@ -407,6 +407,45 @@ def test_a_corpus_without_rooms_trains_without_the_adversarial_loss(
         assert "domain_loss" not in next(csv.reader(fh))
 
 
+def test_group_dro_weights_follow_the_domains_losses() -> None:
+    from wakeguard.model.train import GROUP_WEIGHT_CLIP, group_losses, group_weights
+
+    labels = np.array([1, 0, 1, 0, 1, 0])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    # group 0 right and sure, group 1 unsure, group 2 wrong
+    logits = np.array([4.0, -4.0, 0.0, 0.0, -3.0, 3.0])
+    loss = group_losses(logits, labels, groups, 4)
+    assert loss[0] < loss[1] < loss[2] and np.isnan(loss[3])
+    np.testing.assert_allclose(loss[1], np.log(2))
+    # the two labels count equally inside a group, whatever their window counts
+    lopsided = group_losses(
+        np.array([0.0, 0.0, 0.0, 4.0]), np.array([1, 1, 1, 0]), np.zeros(4, int), 1
+    )
+    np.testing.assert_allclose(lopsided[0], 0.5 * np.log(2) + 0.5 * np.logaddexp(0, 4.0))
+    w = group_weights(np.array([0.0, 1.0, 2.0]), groups[groups < 3])
+    assert w.mean() == pytest.approx(1.0, rel=0.05) and w[4] > w[2] > w[0]
+    extreme = group_weights(np.array([0.0, 50.0]), np.array([0, 1, 1, 1]))
+    assert extreme.max() <= GROUP_WEIGHT_CLIP and extreme.min() >= 1 / GROUP_WEIGHT_CLIP
+
+
+def test_group_dro_training_reweights_rooms_and_survives_resume(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    data = with_rooms(dataset, tmp_path / "rooms")
+    run = tmp_path / "dro"
+    args = ["train", str(data), "--out", str(run), "--workers", "1", *FAST, "train.epochs=2"]
+    res = runner.invoke(app, [*args, "train.group_dro=1.0"])
+    assert res.exit_code == 0, res.output
+    assert "group DRO on 3 'room' domains" in res.output and "heaviest domain" in res.output
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert len(state["group_dro_log_q"]) == 3 and max(state["group_dro_log_q"]) > 0
+    res = runner.invoke(app, ["train", "--out", str(run), "--resume", "train.epochs=3"])
+    assert res.exit_code == 0, res.output
+    later = json.loads((run / "checkpoint" / "state.json").read_text())["group_dro_log_q"]
+    assert all(b > a for a, b in zip(state["group_dro_log_q"], later, strict=True))
+
+
 def test_resume_without_a_checkpoint_is_an_error(dataset: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(dataset), "--out", str(tmp_path / "new"), "--resume"])
     assert res.exit_code == 2
@@ -659,7 +698,10 @@ def test_workers_below_one_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "broken, problem",
     [
-        ("manifest.json", "manifest.json: not valid JSON (line 1, column 2: Expecting property name"),
+        (
+            "manifest.json",
+            "manifest.json: not valid JSON (line 1, column 2: Expecting property name",
+        ),
         ("config.json", "config.json: not valid JSON (line 1, column 2: Expecting property name"),
         ("model.keras", "model.keras: not a readable Keras model"),
     ],
