@@ -544,6 +544,10 @@ def test_sigterm_finishes_and_exits_zero(commands, tiny_bundle, tmp_path):
         (["--input", "{wav}", "--model", "{tmp}/nobundle"], "model bundle"),
         (["--input", "{wav}", "--config", "{tmp}/bad.toml"], "unknown key [endpoint] hangover"),
         (["--input", "{wav}", "--webhook", "http://example.com/x"], "not this machine"),
+        (
+            ["--input", "{wav}", "--clips-dir", "{tmp}/clips"],
+            "--clips-dir ([log] clips_dir) needs --log",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(commands, tiny_bundle, tmp_path, args, message):

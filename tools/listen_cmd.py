@@ -47,8 +47,9 @@ def resolve_config(
 ) -> RuntimeConfig:
     """The TOML file (or the defaults) with the command-line flags applied on top; the
     flags every runtime command shares (``model``, ``threads``, ``log``...) go by name to
-    :func:`~wakeguard.tools.runtime_flags.runtime_config`."""
-    return runtime_config(
+    :func:`~wakeguard.tools.runtime_flags.runtime_config`. Clips without a decision log
+    (which lists them) are refused, as ``serve`` refuses them."""
+    cfg = runtime_config(
         config,
         **common,
         **{
@@ -59,6 +60,13 @@ def resolve_config(
             "output.allow_remote_webhook": allow_remote_webhook or None,
         },
     )
+    if cfg.log.clips_dir and not cfg.log.path:
+        where = "" if cfg.source == "defaults" else f"{cfg.source}: "
+        raise ValueError(
+            f"{where}--clips-dir ([log] clips_dir) needs --log ([log] path): clips are "
+            "listed in the decision log"
+        )
+    return cfg
 
 
 def listen(
