@@ -743,38 +743,37 @@ def train(
     augment = make_augment(config, input_shape)
     windows = tr.windows
 
-    adversarial = config.train.domain_adversarial > 0
-    domains, d_win = domain_labels(tr, config.train.domain_column) if adversarial else ([], None)
-    if adversarial and d_win is None:
-        adversarial = False
-        log(
-            f"domain-adversarial loss off: the train split has {len(domains)} "
-            f"{config.train.domain_column!r} domains (it needs two or more)"
+    column = config.train.domain_column
+    uses = [
+        name
+        for name, weight in (
+            ("domain-adversarial loss", config.train.domain_adversarial),
+            ("group DRO", config.train.group_dro),
         )
+        if weight > 0
+    ]
+    domains, d_win = domain_labels(tr, column) if uses else ([], None)
+    if uses and d_win is None:
+        log(
+            f"{' and '.join(uses)} off: the train split has {len(domains)} {column!r} domains"
+            " (it needs two or more)"
+        )
+    adversarial = config.train.domain_adversarial > 0 and d_win is not None
+    dro = config.train.group_dro > 0 and d_win is not None
     if adversarial:
         log(
-            f"domain-adversarial loss on {len(domains)} {config.train.domain_column!r} domains"
+            f"domain-adversarial loss on {len(domains)} {column!r} domains"
             f", weight {config.train.domain_adversarial}"
         )
-
-    dro = config.train.group_dro > 0
-    groups, g_win = domain_labels(tr, config.train.domain_column) if dro else ([], None)
-    if dro and g_win is None:
-        dro = False
-        log(
-            f"group DRO off: the train split has {len(groups)} {config.train.domain_column!r} domains"
-        )
     base_w = w_win.copy()
-    log_q = np.zeros(len(groups))
+    log_q = np.zeros(len(domains))
     dro_sub = np.sort(
         np.random.default_rng([config.train.seed, 0x6D0]).choice(
             len(y_win), min(GROUP_DRO_WINDOWS, len(y_win)), replace=False
         )
     )
     if dro:
-        log(
-            f"group DRO on {len(groups)} {config.train.domain_column!r} domains, step {config.train.group_dro}"
-        )
+        log(f"group DRO on {len(domains)} {column!r} domains, step {config.train.group_dro}")
 
     def gather(idx: np.ndarray) -> tuple[np.ndarray, ...]:
         d = d_win[idx] if d_win is not None else np.zeros(len(idx), dtype=np.int32)
@@ -826,7 +825,7 @@ def train(
             swa = SwaState.load(out / CHECKPOINT_DIR / SWA_FILE, state["swa_count"])
         if dro and "group_dro_log_q" in state:
             log_q = np.asarray(state["group_dro_log_q"], dtype=np.float64)
-            w_win[:] = base_w * group_weights(log_q, g_win)
+            w_win[:] = base_w * group_weights(log_q, d_win)
         log(f"resuming after epoch {state['epoch'] + 1}")
     else:
         from .detector import build_detector
@@ -912,12 +911,12 @@ def train(
         dro_note = ""
         if dro:  # the next epoch weights the domains by how badly this one did in them
             z = predict_windows(model, windows[dro_sub])
-            losses = group_losses(z, y_win[dro_sub].astype(int), g_win[dro_sub], len(groups))
+            losses = group_losses(z, y_win[dro_sub].astype(int), d_win[dro_sub], len(domains))
             seen = np.isfinite(losses)
             log_q[seen] += config.train.group_dro * losses[seen]
-            w_win[:] = base_w * group_weights(log_q, g_win)
-            q = group_weights(log_q, np.arange(len(groups)))
-            dro_note = f"  heaviest domain {groups[int(np.argmax(q))]} x{q.max():.2f}"
+            w_win[:] = base_w * group_weights(log_q, d_win)
+            q = group_weights(log_q, np.arange(len(domains)))
+            dro_note = f"  heaviest domain {domains[int(np.argmax(q))]} x{q.max():.2f}"
         row["seconds"] = round(time.time() - t0, 2)
         history.append(row)
         # dev EER first; on a tie (often at 0 % on easy data) the lower dev loss wins
