@@ -398,32 +398,33 @@ def fuse(
         fingerprint = bundles[0][1].manifest.get("data_fingerprint", {})
         joined = sha256_bytes(b"".join(m.model_bytes for _, b in bundles for m in b.members))
         bundle_dir = out / "bundle"
-        write_ensemble_bundle(
-            bundle_dir,
-            [(name, b) for name, b in bundles],
-            thresholds=thresholds,
-            calibration=calibration,
-            copy_extra=(KERAS_MODEL,),
-            extra=manifest_extra(
-                fingerprint,
-                joined,
-                metrics=metrics,
-                variants=variants,
-                calibration_scores=cal_scores,
-                training={
-                    "members": [
-                        {
-                            "name": name,
-                            **{
-                                k: b.manifest.get("training", {}).get(k)
-                                for k in ("summary", "config")
-                            },
-                        }
-                        for name, b in bundles
-                    ],
-                    "dataset": cfg_json.get("dataset"),
-                },
-            ),
-        )
+        with staged_folder(bundle_dir) as staged_bundle:  # replaced whole or not at all
+            write_ensemble_bundle(
+                staged_bundle,
+                [(name, b) for name, b in bundles],
+                thresholds=thresholds,
+                calibration=calibration,
+                copy_extra=(KERAS_MODEL,),
+                extra=manifest_extra(
+                    fingerprint,
+                    joined,
+                    metrics=metrics,
+                    variants=variants,
+                    calibration_scores=cal_scores,
+                    training={
+                        "members": [
+                            {
+                                "name": name,
+                                **{
+                                    k: b.manifest.get("training", {}).get(k)
+                                    for k in ("summary", "config")
+                                },
+                            }
+                            for name, b in bundles
+                        ],
+                        "dataset": cfg_json.get("dataset"),
+                    },
+                ),
+            )
     log(f"ensemble of {len(bundles)}: " + ", ".join(n for n, _ in bundles))
     return QuantizeResult(out, bundle_dir, variants, calibration, thresholds, metrics)

@@ -307,28 +307,31 @@ def quantize(
         cal = calibrate(dev, ev, logits["int8"]["dev"], logits["int8"].get("eval"), qdir, rng, cfg)
         calibration, thresholds, metrics, cal_scores = cal
         bundle_dir = run / "bundle"
-        write_bundle(
-            bundle_dir,
-            int8,
-            cfg.frontend,
-            thresholds=thresholds,
-            calibration=calibration,
-            extra=manifest_extra(
-                fingerprint,
-                sha256_bytes(int8),
-                metrics=metrics,
-                variants=variants,
-                calibration_scores=cal_scores,
-                training={
-                    "summary": summary,
-                    "config": {k: v for k, v in cfg_json.items() if k != "dataset"},
-                    "dataset": portable_path(cfg_json.get("dataset")),
-                    "keras_model": KERAS_MODEL,
-                },
-            ),
-        )
-        # the float weights (no optimizer state) let `train --init-from BUNDLE` fine-tune
-        model.save(bundle_dir / KERAS_MODEL)
+        # staged too: a bundle is replaced whole or not at all (a full disk between the model
+        # and its manifest would otherwise leave one whose checksum does not match)
+        with staged_folder(bundle_dir) as staged_bundle:
+            write_bundle(
+                staged_bundle,
+                int8,
+                cfg.frontend,
+                thresholds=thresholds,
+                calibration=calibration,
+                extra=manifest_extra(
+                    fingerprint,
+                    sha256_bytes(int8),
+                    metrics=metrics,
+                    variants=variants,
+                    calibration_scores=cal_scores,
+                    training={
+                        "summary": summary,
+                        "config": {k: v for k, v in cfg_json.items() if k != "dataset"},
+                        "dataset": portable_path(cfg_json.get("dataset")),
+                        "keras_model": KERAS_MODEL,
+                    },
+                ),
+            )
+            # the float weights (no optimizer state) let `train --init-from BUNDLE` fine-tune
+            model.save(staged_bundle / KERAS_MODEL)
     return QuantizeResult(run, bundle_dir, variants, calibration, thresholds, metrics)
 
 

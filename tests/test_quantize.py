@@ -317,6 +317,27 @@ def test_a_quantize_that_fails_after_converting_keeps_the_previous_outputs(
     assert "not a valid TFLite model" in res.output
 
 
+def test_a_disk_that_fills_while_the_bundle_is_written_keeps_the_previous_bundle(
+    quantized_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model file is written, then the disk is full: the run keeps its previous bundle
+    whole (not a new model under an old manifest) and its previous ``quantize/``."""
+    import wakeguard.model.quantize as q
+
+    before = _tree(quantized_run)
+    real_write_bundle = q.write_bundle
+
+    def fill_disk(folder: Path, model_bytes: bytes, *args: object, **kwargs: object) -> Path:
+        real_write_bundle(folder, model_bytes, *args, **kwargs)
+        raise OSError(28, "No space left on device", str(Path(folder) / "manifest.json"))
+
+    monkeypatch.setattr(q, "write_bundle", fill_disk)
+    res = runner.invoke(app, ["quantize", str(quantized_run), "--workers", "1"])
+    assert res.exit_code != 0
+    assert _tree(quantized_run) == before
+    assert not [p.name for p in quantized_run.iterdir() if ".part" in p.name]
+
+
 def test_staged_folder_replaces_the_folder_only_when_the_block_succeeds(tmp_path: Path) -> None:
     from wakeguard.model.quantize import staged_folder
 

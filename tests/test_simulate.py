@@ -314,7 +314,7 @@ def test_train_replays_favour_good_loudspeakers_and_dev_eval_draws_do_not_depend
     from wakeguard.model import simulate as sim
 
     rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
-    ctx = SimpleNamespace(devices=dv.build_devices(None), rooms_by_split=rooms, oracle="")
+    ctx = SimpleNamespace(devices=dv.build_devices(None), rooms_by_split=rooms, oracle="", directivity=False)
 
     def draws(split: str, n: int) -> list[dict]:
         rng = np.random.default_rng(7)
@@ -349,8 +349,8 @@ def test_oracle_builds_share_only_the_named_conditions_with_eval(oracle: str) ->
 
     rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
     devices = dv.build_devices(None)
-    normal = SimpleNamespace(devices=devices, rooms_by_split=rooms, oracle="")
-    study = SimpleNamespace(devices=devices, rooms_by_split=rooms, oracle=oracle)
+    normal = SimpleNamespace(devices=devices, rooms_by_split=rooms, oracle="", directivity=False)
+    study = SimpleNamespace(devices=devices, rooms_by_split=rooms, oracle=oracle, directivity=False)
 
     def draws(ctx: SimpleNamespace, split: str) -> list[dict]:
         rng = np.random.default_rng(3)
