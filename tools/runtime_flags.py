@@ -43,7 +43,7 @@ ClipsDirOption = Annotated[
     Path | None,
     typer.Option(
         "--clips-dir",
-        help="Save rejected and borderline audio here (private, size-capped; default: none).",
+        help="Save rejected and borderline audio here (private, size-capped; needs --log, which lists them; default: none).",
     ),
 ]
 MetricsPortOption = Annotated[
