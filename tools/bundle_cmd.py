@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .console import console, err_console, print_json, run_cli
+from .runtime_flags import ModelOption
 
 
 def bundle_cli(
@@ -20,10 +21,7 @@ def bundle_cli(
     python: Annotated[
         str | None, typer.Option(help="Target Python: 3.11, 3.12 or 3.13 (default: this one).")
     ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="Model bundle folder (default: the shipped bundle)."),
-    ] = None,
+    model: ModelOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
