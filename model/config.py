@@ -116,6 +116,13 @@ class TrainConfig:
     epoch granularity: after each epoch every domain's weight is multiplied by exp(step x
     its mean train loss), so the rooms the network does worst in count more in the next
     epoch (0: off). Window weights keep mean 1 and stay within a factor of 5."""
+    distill_from: list[str] = field(default_factory=list)
+    """Teachers for knowledge distillation (Hinton et al., 2015): run or bundle folders with a
+    ``model.keras`` and this run's front-end. Each train window's target becomes
+    ``(1 - distill_weight) * label + distill_weight * sigmoid(mean teacher logit)``, so one
+    network can learn what an ensemble of teachers knows (empty: off)."""
+    distill_weight: float = 0.5
+    """Share of the teachers' soft target in each window's target (with ``distill_from``)."""
 
 
 @dataclass
@@ -248,6 +255,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.threads": _at_least(0),
     "train.domain_adversarial": _at_least(0),
     "train.group_dro": _at_least(0),
+    "train.distill_weight": _PROBABILITY,
     "quantize.representative_windows": _at_least(1),
     "quantize.calibration_scores_per_label": _at_least(1),
     "quantize.latency_utterances": _at_least(0),

@@ -601,17 +601,20 @@ def predict_windows(model: Any, windows: np.ndarray, batch: int = 512) -> np.nda
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
-    """Keras model and config of a run folder or a bundle folder (which keeps ``model.keras``)."""
+def load_init_source(
+    path: str | Path, role: str = "--init-from source"
+) -> tuple[Any, dict[str, Any], str]:
+    """Keras model and config of a run folder or a bundle folder (which keeps ``model.keras``);
+    ``role`` names what the folder is for in errors."""
     import keras
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: --init-from source not found")
+        raise FileNotFoundError(f"{path}: {role} not found")
     model_file = path / KERAS_MODEL
     if not model_file.is_file():
         raise FileNotFoundError(
-            f"{path}: no {KERAS_MODEL} to start from (need a run folder or a bundle written by `wakeguard quantize`)"
+            f"{path}: no {KERAS_MODEL} in this {role} (need a run folder or a bundle written by `wakeguard quantize`)"
         )
     if (path / MANIFEST).is_file():
         manifest = read_json_object(path / MANIFEST)
@@ -630,6 +633,25 @@ def load_init_source(path: str | Path) -> tuple[Any, dict[str, Any], str]:
             f"{model_file}: not a readable Keras model (truncated or corrupt?)"
         ) from exc
     return model, cfg, kind
+
+
+def teacher_logits(config: Config, windows: np.ndarray, log: Log) -> np.ndarray | None:
+    """Mean logit of the ``train.distill_from`` teachers per window (None without teachers);
+    a teacher with another front-end is refused: its logits would be of other inputs."""
+    teachers = config.train.distill_from
+    if not teachers:
+        return None
+    total = np.zeros(len(windows))
+    for path in teachers:
+        model, cfg, kind = load_init_source(path, "train.distill_from teacher")
+        if frontend_from_dict(cfg["frontend"]) != config.frontend:
+            raise ConfigError(
+                f"train.distill_from: {path} has another front-end than this run; a teacher "
+                "must read the same feature windows"
+            )
+        total += predict_windows(model, windows)
+        log(f"teacher {path} ({kind})")
+    return total / len(teachers)
 
 
 def training_protocol(dataset: str | Path) -> Protocol:
@@ -730,10 +752,20 @@ def train(
     keras.utils.set_random_seed(config.train.seed)
     input_shape = frontend_shape(config.frontend).input_shape
     y_win = tr.labels[tr.utt].astype(np.float32)
+    y_hard = y_win.copy()  # the class balance follows the labels, not the soft targets
+    z_teach = teacher_logits(config, tr.windows, log)
+    if z_teach is not None:
+        a = config.train.distill_weight
+        y_win = ((1 - a) * y_win + a / (1 + np.exp(-z_teach))).astype(np.float32)
+        log(
+            f"distilling from {len(config.train.distill_from)} teacher(s), weight {a}: "
+            f"teachers' train window EER "
+            f"{compute_eer(z_teach[y_hard == 1], z_teach[y_hard == 0])[0]:.2%}"
+        )
     if config.train.balance_classes:
-        pos = max(1.0, float(y_win.sum()))
-        neg = max(1.0, float(len(y_win) - y_win.sum()))
-        w_win = np.where(y_win == 1, len(y_win) / (2 * pos), len(y_win) / (2 * neg)).astype(
+        pos = max(1.0, float(y_hard.sum()))
+        neg = max(1.0, float(len(y_hard) - y_hard.sum()))
+        w_win = np.where(y_hard == 1, len(y_hard) / (2 * pos), len(y_hard) / (2 * neg)).astype(
             np.float32
         )
     else:
@@ -911,7 +943,7 @@ def train(
         dro_note = ""
         if dro:  # the next epoch weights the domains by how badly this one did in them
             z = predict_windows(model, windows[dro_sub])
-            losses = group_losses(z, y_win[dro_sub].astype(int), d_win[dro_sub], len(domains))
+            losses = group_losses(z, y_hard[dro_sub].astype(int), d_win[dro_sub], len(domains))
             seen = np.isfinite(losses)
             log_q[seen] += config.train.group_dro * losses[seen]
             w_win[:] = base_w * group_weights(log_q, d_win)

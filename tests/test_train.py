@@ -481,6 +481,26 @@ def test_init_from_fine_tunes_an_existing_model(
         assert [h["epoch"] for h in csv.DictReader(fh)] == ["0", "1"]
 
 
+def test_distillation_trains_on_the_teachers_soft_targets(
+    trained_run: Path, dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "student"
+    args = ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST, "train.epochs=1"]
+    teachers = f"train.distill_from={trained_run},{trained_run}"
+    res = runner.invoke(app, [*args, teachers, "train.distill_weight=0.7"])
+    assert res.exit_code == 0, res.output
+    assert "distilling from 2 teacher(s), weight 0.7" in res.output.replace("\n", " ")
+    assert (
+        json.loads((run / "config.json").read_text())["train"]["distill_from"]
+        == [str(trained_run)] * 2
+    )
+    # A teacher must read the same feature windows, and must exist.
+    other = runner.invoke(app, [*args, teachers, "frontend.block_frames=4"])
+    assert other.exit_code == 2 and "has another front-end than this run" in other.output
+    gone = runner.invoke(app, [*args, f"train.distill_from={tmp_path / 'nowhere'}"])
+    assert gone.exit_code != 0 and "train.distill_from teacher not found" in gone.output
+
+
 def test_missing_dataset_and_bad_override_give_clear_errors(tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "protocol file not found" in res.output
