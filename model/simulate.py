@@ -414,8 +414,9 @@ class Context:
         self, side: str, room: str, key: str, device: str, di_db: tuple[float, ...] | None
     ) -> tuple[np.ndarray, int]:
         """Room impulse response convolved with the microphone that records it, and the
-        direct sound's sample index; from a source with directivity index ``di_db``
-        (:func:`~wakeguard.model.rooms.directional`), or an omnidirectional one (None)."""
+        direct sound's sample index; in a ``directivity`` build from a source with
+        directivity index ``di_db`` (:func:`~wakeguard.model.rooms.directional`), else from
+        an omnidirectional one (``di_db`` is None there)."""
         ck = (side, room, key, device)
         if ck not in self._filters:
             from scipy.signal import oaconvolve
@@ -432,10 +433,10 @@ class Context:
                 self._filters[ck] = (oaconvolve(direct, fir), oaconvolve(rest, fir), d)
             else:
                 self._filters[ck] = (oaconvolve(h, fir), None, d)
-        h_fir, rest_fir, d = self._filters[ck]
-        if rest_fir is None or di_db is None:
-            return (h_fir if rest_fir is None else h_fir + rest_fir), d
-        return h_fir + weight_reflections(rest_fir, di_db), d
+        first, rest_fir, d = self._filters[ck]  # the whole response, or its direct sound
+        if rest_fir is None:
+            return first, d
+        return first + weight_reflections(rest_fir, di_db), d
 
 
 _CTX: Context | None = None
@@ -594,14 +595,11 @@ def render(
     talk = slice(lead_buf, lead_buf + len(speech))
     noise = ctx.noise[split]
     mic = ctx.devices.mics[c["mic"]]
-    talker_di = talker_directivity(c) if ctx.directivity else None
-    spk = ctx.devices.loudspeakers[c["speaker_device"]] if label == "spoof" else None
-    # The source the victim hears: the talker, or the loudspeaker standing where it stood.
-    speaker_di = spk.directivity_db if spk is not None and ctx.directivity else None
-    source_di = talker_di if spk is None else speaker_di
+    source_di = source_directivity(label, c, ctx)
     h_victim, d_victim = ctx.path_filter("victim", c["room"], c["ds"], c["mic"], source_di)
 
-    if spk is not None:
+    if label == "spoof":
+        talker_di = talker_directivity(c) if ctx.directivity else None
         h_att, d_att = ctx.path_filter(
             "attacker", c["attacker_room"], c["da"], c["recorder"], talker_di
         )
@@ -610,6 +608,7 @@ def render(
         att_noise *= _rms(recorded[talk]) / (_rms(att_noise) * 10 ** (c["attacker_snr_db"] / 20))
         rec = apply_codec(recorded + att_noise, c["codec"])
         clean_rec = apply_codec(recorded, c["codec"])
+        spk = ctx.devices.loudspeakers[c["speaker_device"]]
         pre = spk.inverse_eq() if c["equalised"] else None
         played, gain = spk.play(rec, c["drive_db"], pre, level_window=talk)
         played_clean, _ = spk.play(clean_rec, c["drive_db"], pre, gain=gain)
@@ -642,6 +641,16 @@ def talker_directivity(c: dict[str, Any]) -> tuple[float, ...]:
     """The talker's directivity index table for one utterance (its drawn scale of
     :data:`~wakeguard.model.rooms.TALKER_DI_DB`)."""
     return tuple(c["talker_di_scale"] * v for v in TALKER_DI_DB)
+
+
+def source_directivity(label: str, c: dict[str, Any], ctx: Context) -> tuple[float, ...] | None:
+    """Directivity index table of the source the victim hears: the talker, or the
+    loudspeaker standing where it stood; None in a build without directivity."""
+    if not ctx.directivity:
+        return None
+    if label == "spoof":
+        return ctx.devices.loudspeakers[c["speaker_device"]].directivity_db
+    return talker_directivity(c)
 
 
 def remove_rumble(x: np.ndarray) -> np.ndarray:
@@ -701,8 +710,9 @@ def _row(
             "speech_s": round(speech_s, 3),
         },
     }
-    if ctx.directivity:
-        row["exact"]["source_di_4k_db"] = round(talker_directivity(c)[DI_4K], 2)
+    source_di = source_directivity(label, c, ctx)
+    if source_di is not None:
+        row["exact"]["source_di_4k_db"] = round(source_di[DI_4K], 2)
     if label == "bonafide":
         for col in ATTACK_COLUMNS:
             row[col] = "-"
@@ -727,8 +737,6 @@ def _row(
         attacker_snr_db=round(c["attacker_snr_db"], 2),
         drive_db=round(c["drive_db"], 2),
     )
-    if ctx.directivity:
-        row["exact"]["source_di_4k_db"] = round(spk.directivity_db[DI_4K], 2)
     return row
 
 
