@@ -214,11 +214,13 @@ def _progress_bar(enabled: bool, label: str, total: int) -> Callable[[int | None
 
 
 def bce(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean binary cross-entropy of utterance logits, classes weighted equally."""
+    """Mean binary cross-entropy of logits, the two labels weighted equally (the one label
+    alone when only one is there)."""
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels)
-    loss = np.logaddexp(0.0, -z) * (y == 1) + np.logaddexp(0.0, z) * (y == 0)
-    return float(0.5 * loss[y == 1].mean() + 0.5 * loss[y == 0].mean())
+    loss = np.where(y == 1, np.logaddexp(0.0, -z), np.logaddexp(0.0, z))
+    parts = [loss[y == label].mean() for label in (1, 0) if np.any(y == label)]
+    return float(0.5 * parts[0] + 0.5 * parts[1] if len(parts) == 2 else parts[0])
 
 
 def eer_of(feats: Features, utt_scores: np.ndarray) -> float:
@@ -357,15 +359,11 @@ GROUP_WEIGHT_CLIP = 5.0
 def group_losses(
     logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int
 ) -> np.ndarray:
-    """Mean binary cross-entropy of window logits per group, the two labels weighted
-    equally within a group that has both; NaN for a group without windows."""
-    z = np.asarray(logits, dtype=np.float64)
-    loss = np.where(labels == 1, np.logaddexp(0.0, -z), np.logaddexp(0.0, z))
+    """:func:`bce` of the window logits of each group; NaN for a group without windows."""
     out = np.full(n_groups, np.nan)
     for g in np.unique(groups):
         mine = groups == g
-        parts = [loss[mine & (labels == lab)] for lab in (0, 1)]
-        out[g] = float(np.mean([p.mean() for p in parts if p.size]))
+        out[g] = bce(logits[mine], labels[mine])
     return out
 
 
@@ -799,12 +797,12 @@ def train(
         )
     base_w = w_win.copy()
     log_q = np.zeros(len(domains))
-    dro_sub = np.sort(
-        np.random.default_rng([config.train.seed, 0x6D0]).choice(
-            len(y_win), min(GROUP_DRO_WINDOWS, len(y_win)), replace=False
-        )
-    )
     if dro:
+        dro_sub = np.sort(
+            np.random.default_rng([config.train.seed, 0x6D0]).choice(
+                len(y_win), min(GROUP_DRO_WINDOWS, len(y_win)), replace=False
+            )
+        )
         log(f"group DRO on {len(domains)} {column!r} domains, step {config.train.group_dro}")
 
     def gather(idx: np.ndarray) -> tuple[np.ndarray, ...]:
