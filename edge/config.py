@@ -146,6 +146,16 @@ class MetricsConfig:
     host: str = "127.0.0.1"
 
 
+def check_durations(settings: Any, names: tuple[str, ...], zero_ok: tuple[str, ...] = ()) -> None:
+    """ValueError for a duration among ``settings``' attributes ``names`` that is NaN,
+    infinite, negative, or zero where zero has no meaning (those not in ``zero_ok``)."""
+    for name in names:
+        value = getattr(settings, name)
+        if not math.isfinite(value) or value < 0 or (value == 0 and name not in zero_ok):
+            what = "0 or more" if name in zero_ok else "a positive number of"
+            raise ValueError(f"{name} must be {what} seconds, got {value}")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """``wakeguard serve`` (field names follow ``wyoming_service.ServiceConfig``)."""
@@ -168,20 +178,14 @@ class ServeConfig:
     """On SIGTERM, wait this long for decisions in flight."""
 
     def check(self) -> None:
-        """ValueError for a duration that cannot work (NaN, infinite, negative, or zero
-        where zero has no meaning)."""
-        for name in (
-            "wake_seconds",
-            "shutdown_grace_s",
-            "buffer_seconds",
-            "max_screen_seconds",
-            "connect_timeout_s",
-        ):
-            value = getattr(self, name)
-            zero_ok = name in ("wake_seconds", "shutdown_grace_s")
-            if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-                what = "0 or more" if zero_ok else "a positive number of"
-                raise ValueError(f"{name} must be {what} seconds, got {value}")
+        """ValueError for a duration that cannot work (0 means one model window for
+        ``wake_seconds`` and no wait for ``shutdown_grace_s``)."""
+        check_durations(
+            self,
+            ("wake_seconds", "shutdown_grace_s", "buffer_seconds", "max_screen_seconds"),
+            zero_ok=("wake_seconds", "shutdown_grace_s"),
+        )
+        check_durations(self, ("connect_timeout_s",))
 
 
 @dataclass(frozen=True)

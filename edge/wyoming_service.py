@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import math
 import signal
 import threading
 import time
@@ -51,6 +50,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, resample
+from .config import check_durations
 from .scorer import BONAFIDE, Scorer, ScoreResult
 
 log = logging.getLogger(__name__)
@@ -281,14 +281,14 @@ class ServiceConfig:
                 raise ServiceError(f"{name} {uri!r}: only tcp:// and unix:// are supported")
         if self.upstream and self.upstream == self.uri:
             raise ServiceError(f"upstream {self.upstream} is this service's own address")
-        for name in ("wake_seconds", "buffer_seconds", "max_screen_seconds", "connect_timeout_s"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value <= 0:
-                raise ServiceError(f"{name} must be a positive number of seconds, got {value}")
-        if not math.isfinite(self.shutdown_grace_s) or self.shutdown_grace_s < 0:
-            raise ServiceError(
-                f"shutdown_grace_s must be 0 or more seconds, got {self.shutdown_grace_s}"
+        try:
+            check_durations(
+                self,
+                ("wake_seconds", "buffer_seconds", "max_screen_seconds", "connect_timeout_s"),
             )
+            check_durations(self, ("shutdown_grace_s",), zero_ok=("shutdown_grace_s",))
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
         if self.buffer_seconds < self.wake_seconds:
             raise ServiceError(
                 f"buffer_seconds ({self.buffer_seconds}) must be at least wake_seconds ({self.wake_seconds})"
