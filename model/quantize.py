@@ -31,7 +31,7 @@ from wakeguard.edge.audio import load_audio
 from wakeguard.edge.bundle import Calibration, sha256_bytes, write_bundle
 from wakeguard.edge.frontend import compute_features
 from wakeguard.edge.litert import ModelInvalid
-from wakeguard.edge.protocol import read_protocol, require_confirmed
+from wakeguard.edge.protocol import ensure_folder, read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
 from .config import config_from_dict, read_json_file, read_json_object
@@ -204,7 +204,7 @@ def staged_folder(folder: Path) -> Iterator[Path]:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: a file of that name is in the way of the output folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(folder.parent, "run folder")  # names a file in the way, or no permission
     # the unique parent keeps concurrent stages apart; the stage inside it is made by mkdir,
     # so the folder that moves into place has the usual permissions, not mkdtemp's 0700
     part = Path(tempfile.mkdtemp(prefix=f"{folder.name}.part-", dir=folder.parent))
