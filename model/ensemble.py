@@ -351,7 +351,7 @@ def fuse(
             cols.append([b.calibration.apply(table[r.path]) for r in split.rows])
         return np.mean(np.array(cols), axis=0)
 
-    with staged_folder(out / "quantize") as qdir:
+    with staged_folder(out / "quantize", log) as qdir:
         lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
         member_variants = [read_json_file(run / "quantize" / "variants.json") for _, run in runs]
         variants: list[dict[str, Any]] = []
@@ -398,7 +398,7 @@ def fuse(
         fingerprint = bundles[0][1].manifest.get("data_fingerprint", {})
         joined = sha256_bytes(b"".join(m.model_bytes for _, b in bundles for m in b.members))
         bundle_dir = out / "bundle"
-        with staged_folder(bundle_dir) as staged_bundle:  # replaced whole or not at all
+        with staged_folder(bundle_dir, log) as staged_bundle:  # replaced whole or not at all
             write_ensemble_bundle(
                 staged_bundle,
                 [(name, b) for name, b in bundles],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -192,23 +193,65 @@ def calibration_data(cfg_json: dict[str, Any], dataset: str | Path | None) -> tu
     return cfg, dataset, proto
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def recover_stale_stages(folder: Path, log: Log = None) -> None:
+    """Clear the stages of ``folder`` that a killed process left (``NAME.part-*``).
+
+    A stage whose process is gone is removed. One that holds the previous outputs
+    (``replaced``: killed between moving the old folder aside and moving the new one in)
+    while ``folder`` is missing gives them back first, so nothing is lost. Stages of a
+    process that is still running, and stages without a readable ``pid`` file, are left.
+    """
+    for part in sorted(folder.parent.glob(f"{folder.name}.part-*")):
+        try:
+            pid = int((part / "pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        old = part / "replaced"
+        if old.is_dir() and not folder.exists():
+            old.rename(folder)
+            message = (
+                f"{folder}: restored the previous outputs from {part.name}, left by an "
+                f"interrupted run (process {pid})"
+            )
+            if log:
+                log(message)
+            else:
+                print(message, file=sys.stderr)
+        shutil.rmtree(part, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def staged_folder(folder: Path) -> Iterator[Path]:
+def staged_folder(folder: Path, log: Log = None) -> Iterator[Path]:
     """A new, empty folder to write ``folder``'s contents into; it takes ``folder``'s place
     only when the block succeeds.
 
-    The stage is a uniquely named sibling (``NAME.part-*``, so a killed process leaves it
-    visibly unfinished); on an exception it is removed and a previous ``folder`` stays as it
-    was, so a failed quantize never leaves a half-written ``quantize/`` behind.
+    The stage is a uniquely named sibling (``NAME.part-*``, holding the writer's ``pid``);
+    on an exception it is removed and a previous ``folder`` stays as it was, so a failed
+    quantize never leaves a half-written ``quantize/`` behind. A stage that a killed
+    process left is cleared the next time (:func:`recover_stale_stages`).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: a file of that name is in the way of the output folder")
     ensure_folder(folder.parent, "run folder")  # names a file in the way, or no permission
+    recover_stale_stages(folder, log)
     # the unique parent keeps concurrent stages apart; the stage inside it is made by mkdir,
     # so the folder that moves into place has the usual permissions, not mkdtemp's 0700
     part = Path(tempfile.mkdtemp(prefix=f"{folder.name}.part-", dir=folder.parent))
     try:
+        (part / "pid").write_text(str(os.getpid()))
         stage = part / folder.name
         stage.mkdir()
         yield stage
@@ -269,7 +312,7 @@ def quantize(
     n_rep = min(cfg.quantize.representative_windows, len(tr.windows))
     representative = tr.windows[np.sort(rng.choice(len(tr.windows), n_rep, replace=False))]
 
-    with staged_folder(run / "quantize") as qdir:
+    with staged_folder(run / "quantize", log) as qdir:
         keras_dev = dev.utterance_logits(predict_windows(model, dev.windows))
         lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
         variants: list[dict[str, Any]] = []
@@ -309,7 +352,7 @@ def quantize(
         bundle_dir = run / "bundle"
         # staged too: a bundle is replaced whole or not at all (a full disk between the model
         # and its manifest would otherwise leave one whose checksum does not match)
-        with staged_folder(bundle_dir) as staged_bundle:
+        with staged_folder(bundle_dir, log) as staged_bundle:
             write_bundle(
                 staged_bundle,
                 int8,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +364,61 @@ def test_staged_folder_replaces_the_folder_only_when_the_block_succeeds(tmp_path
         with staged_folder(tmp_path / "in-the-way"):
             pass
     assert (tmp_path / "in-the-way").read_text() == "a file"
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_staged_folder_recovers_what_a_killed_run_left(tmp_path: Path) -> None:
+    from wakeguard.model.quantize import staged_folder
+
+    target = tmp_path / "quantize"
+    # killed between moving the old folder aside and moving the new one in
+    cut = tmp_path / "quantize.part-killed"
+    (cut / "replaced").mkdir(parents=True)
+    (cut / "replaced" / "old.txt").write_text("old")
+    (cut / "quantize").mkdir()
+    (cut / "pid").write_text(str(_dead_pid()))
+    # a stage of a process that still runs, and one from before stages had a pid file
+    running = tmp_path / "quantize.part-running"
+    running.mkdir()
+    (running / "pid").write_text(str(os.getppid()))
+    unknown = tmp_path / "quantize.part-unknown"
+    unknown.mkdir()
+    said: list[str] = []
+    with staged_folder(target, said.append) as stage:
+        assert _tree(target) == {"old.txt": b"old"}  # given back before the new run starts
+        (stage / "new.txt").write_text("new")
+    assert _tree(target) == {"new.txt": b"new"}
+    assert said and "restored the previous outputs from quantize.part-killed" in said[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "quantize",
+        "quantize.part-running",
+        "quantize.part-unknown",
+    ]
+
+
+def test_staged_folder_drops_a_killed_stage_when_the_folder_is_in_place(tmp_path: Path) -> None:
+    from wakeguard.model.quantize import staged_folder
+
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "model.tflite").write_bytes(b"current")
+    left = tmp_path / "bundle.part-left"
+    (left / "bundle").mkdir(parents=True)
+    (left / "bundle" / "model.tflite").write_bytes(b"half-written")
+    (left / "pid").write_text(str(_dead_pid()))
+    said: list[str] = []
+    with pytest.raises(RuntimeError), staged_folder(target, said.append):
+        raise RuntimeError("conversion failed")
+    assert _tree(target) == {"model.tflite": b"current"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    assert said == []
 
 
 def test_quantize_names_a_model_file_keras_cannot_load(tmp_path: Path) -> None:
