@@ -824,10 +824,12 @@ def _input_row(mf: dict[str, Any]) -> str:
         detail.append(f"{fe['sample_rate'] / fe['n_fft']:.1f} Hz bins")
     if fe.get("octave_pool_hz"):
         detail.append(f"pooled per octave above {fe['octave_pool_hz'] / 1000:g} kHz")
-    if fe.get("block_frames") and fe.get("hop_length") and fe.get("sample_rate"):
-        detail.append(
-            f"blocks of {fe['block_frames'] * fe['hop_length'] / fe['sample_rate']:.3g} s"
-        )
+    if fe.get("hop_length") and fe.get("sample_rate"):
+        hop_s = fe["hop_length"] / fe["sample_rate"]
+        if fe.get("kind") in ("spectral_power", "block_power") and fe.get("block_frames"):
+            detail.append(f"blocks of {fe['block_frames'] * hop_s:.3g} s")
+        else:  # one feature row per frame
+            detail.append(f"frames every {hop_s * 1000:.3g} ms")
     return (
         f"{_e(fe.get('kind'))} features{' (' + ', '.join(detail) + ')' if detail else ''}, "
         f"{fe.get('window_seconds')} s windows every {fe.get('window_hop_seconds')} s"

@@ -208,3 +208,15 @@ def test_report_refuses_a_folder_as_output_and_leaves_no_part(tmp_path, monkeypa
     with pytest.raises(OSError):
         report.build_report(run, out)
     assert not (tmp_path / "r.html.part").exists() and not out.exists()
+
+
+def test_the_input_row_describes_frames_or_blocks_as_the_front_end_has_them() -> None:
+    from wakeguard.model.report import _input_row
+
+    base = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 500, "block_frames": 8}
+    base |= {"window_seconds": 2.0, "window_hop_seconds": 1.0}
+    frames = _input_row({"frontend": {**base, "kind": "logspec"}, "input_shape": [63, 513]})
+    assert "frames every 31.2 ms" in frames and "blocks" not in frames
+    assert "15.6 Hz bins" in frames and "[63, 513]" in frames
+    blocks = _input_row({"frontend": {**base, "kind": "spectral_power"}, "input_shape": [7, 513]})
+    assert "blocks of 0.25 s" in blocks and "frames every" not in blocks
