@@ -22,11 +22,16 @@ from .config import Config, load_config
 CANDIDATES: dict[str, list[str]] = {
     "logspec": ["frontend.kind=logspec", "frontend.bin_pool=2"],
     "lfcc": ["frontend.kind=lfcc"],
-    "spectral_power": ["frontend.kind=spectral_power", "frontend.bin_pool=2"],
+    "spectral_power": [
+        "frontend.kind=spectral_power",
+        "frontend.bin_pool=2",
+        "frontend.hop_length=500",
+    ],
 }
-"""The representations compared: log-power linear spectrogram (62.5 Hz bins, 0-8 kHz), LFCC
-(20 cepstra + deltas from 70 linear filters), and Void-style block spectral power (the
-normalised long-term spectrum of 25-frame blocks)."""
+"""The representations compared, each on the base config's frames (1024 points): the
+log-power linear spectrogram (pairs of bins pooled: 31 Hz, 0-8 kHz), LFCC (20 cepstra +
+deltas from 70 linear filters), and Void-style block spectral power (the normalised
+long-term spectrum of blocks of 8 frames hopping 500 samples: 0.25 s)."""
 
 
 def compare_frontends(
@@ -94,9 +99,10 @@ def candidate_configs(
     from .train import training_protocol
 
     training_protocol(dataset)
-    # one network per front-end, whatever ensemble the config describes
+    # one network per front-end, whatever ensemble the config describes; the command line's
+    # overrides come after the candidate's, so a shared setting (frames, hop) reaches them all
     return {
-        name: load_config(config, [*overrides, *extra, "ensemble.members=[]"])
+        name: load_config(config, [*extra, *overrides, "ensemble.members=[]"])
         for name, extra in (candidates or CANDIDATES).items()
     }
 

@@ -98,7 +98,7 @@ def test_default_config_and_dotted_overrides() -> None:
     assert cfg.augment.noise_snr_db == [5.0, 20.0]
     assert cfg.train.balance_classes is False
     # the packaged default_config.toml is what the defaults say
-    assert load_config().frontend.kind == "spectral_power"
+    assert load_config().frontend.kind == "logspec"
 
 
 def test_log_axis_equaliser_is_smooth_per_octave_and_flat_at_the_bottom() -> None:
@@ -179,8 +179,9 @@ def test_train_writes_the_run_folder(trained_run: Path, dataset: Path) -> None:
     assert (
         list(rows[0])[:4] == ["path", "label", "speaker", "split"] and list(rows[0])[-1] == "score"
     )
-    # the kept checkpoint is the one with the best dev EER
-    best = min(float(h["dev_eer"]) for h in hist)
+    # the kept checkpoint is the one with the best dev EER: an epoch's weights or, from
+    # train.swa_start, their running average
+    best = min(float(h[k]) for h in hist for k in ("dev_eer", "swa_dev_eer") if h.get(k))
     summary = json.loads((trained_run / "train_summary.json").read_text())
     assert summary["dev_eer"] == pytest.approx(best)
 
@@ -609,6 +610,7 @@ def test_augmentation_keeps_shape_and_level_normalisation(kind: str) -> None:
             f"frontend.kind={kind}",
             "frontend.n_fft=512",
             "frontend.frame_length=512",
+            "frontend.hop_length=256",
             "augment.noise_prob=1",
             "augment.eq_prob=1",
             "augment.time_masks=1",
@@ -774,3 +776,14 @@ def test_compare_frontends_checks_dataset_and_config_before_making_the_folder(
         assert res.exit_code == 2 and problem in res.output, res.output
         assert "== logspec" not in res.output
         assert not out.exists()
+
+
+def test_compare_frontends_overrides_reach_every_candidate(dataset: Path) -> None:
+    from wakeguard.model.features_compare import candidate_configs
+
+    default = candidate_configs(dataset)
+    assert default["spectral_power"].frontend.hop_length == 500  # 0.25 s blocks of 8 frames
+    assert default["logspec"].frontend.hop_length == load_config().frontend.hop_length
+    shared = candidate_configs(dataset, overrides=["frontend.hop_length=250"])
+    assert {c.frontend.hop_length for c in shared.values()} == {250}
+    assert [c.frontend.kind for c in shared.values()] == ["logspec", "lfcc", "spectral_power"]
