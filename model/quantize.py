@@ -216,7 +216,7 @@ def recover_stale_stages(folder: Path, log: Log = None) -> None:
             pid = int((part / "pid").read_text())
         except (OSError, ValueError):
             continue
-        if pid == os.getpid() or _pid_alive(pid):
+        if _pid_alive(pid):  # this process included
             continue
         old = part / "replaced"
         if old.is_dir() and not folder.exists():
