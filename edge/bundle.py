@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .files import atomic_path, write_bytes_atomic, write_text_atomic
 from .frontend import FrontendParams, frontend_from_dict, frontend_shape
 from .protocol import is_finite_number
 
@@ -369,9 +370,7 @@ def _decision_fields(calibration: Calibration, thresholds: dict[str, float]) -> 
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    tmp = folder / (MANIFEST + ".part")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    tmp.replace(folder / MANIFEST)
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
 def write_bundle(
@@ -400,7 +399,7 @@ def write_bundle(
         **_decision_fields(calibration, thresholds),
     }
     manifest.update(extra or {})
-    (folder / model_file).write_bytes(model_bytes)
+    write_bytes_atomic(folder / model_file, model_bytes)
     _write_manifest(folder, manifest)
     return folder
 
@@ -441,8 +440,8 @@ def write_ensemble_bundle(
         sub.mkdir(exist_ok=True)
         files = [b.manifest["model_file"], *[f for f in copy_extra if (b.path / f).is_file()]]
         for f in [*files, MANIFEST]:  # manifest last: a half-copied member fails its checksum
-            shutil.copyfile(b.path / f, sub / (f + ".part"))
-            (sub / (f + ".part")).replace(sub / f)
+            with atomic_path(sub / f) as tmp:
+                shutil.copyfile(b.path / f, tmp)
         entries.append({"name": name, "path": name, "model_sha256": b.manifest["model_sha256"]})
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .decisionlog import DIR_MODE, FILE_MODE, LogContents, read_log, read_records
+from .files import atomic_path, save_figure, write_text_atomic
 
 PSI_WARNING = 0.2
 """PSI above this is reported as drift."""
@@ -515,7 +516,7 @@ def plot_monitor(
         axes[2].xaxis.set_major_locator(locator)
         axes[2].xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         p = out / "verdict_rates.png"
-        fig.savefig(p, dpi=110)
+        save_figure(fig, p, dpi=110)
         plt.close(fig)
         paths.append(p)
 
@@ -587,7 +588,7 @@ def plot_monitor(
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     p = out / "scores.png"
-    fig.savefig(p, dpi=110)
+    save_figure(fig, p, dpi=110)
     plt.close(fig)
     paths.append(p)
 
@@ -625,7 +626,7 @@ def plot_monitor(
         )
         ax.legend(fontsize=8)
         p = out / "latency.png"
-        fig.savefig(p, dpi=110)
+        save_figure(fig, p, dpi=110)
         plt.close(fig)
         paths.append(p)
     return paths
@@ -719,7 +720,8 @@ def export_clips(
             missing += 1  # deleted by the clip cap since it was logged
             continue
         dst = audio_dir / src.name
-        shutil.copyfile(src, dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
         os.chmod(dst, FILE_MODE)
         label = "spoof" if r.get("verdict") == "spoof" else "bonafide"
         labels[label] = labels.get(label, 0) + 1
@@ -772,7 +774,7 @@ def _write_export_card(out: Path, n: int) -> None:
         "These are recordings made in someone's home: keep the folder private (it is created 0700).\n"
     )
     p = out / "datacard.md"
-    p.write_text(text)
+    write_text_atomic(p, text)
     os.chmod(p, FILE_MODE)
 
 

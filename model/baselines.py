@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.audio import AudioError, load_audio, require_usable
+from wakeguard.edge.files import atomic_path, write_text_atomic
 from wakeguard.edge.protocol import Row, read_protocol, require_confirmed
 
 from .lfcc_gmm import LFCC, N_DIMS, LfccGmm, lfcc_frames
@@ -108,19 +109,17 @@ def _load_cache(path: Path, key: str) -> Features | None:
 
 
 def _save_cache(path: Path, key: str, f: Features) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     lengths = np.array([x.shape[0] for x in f.lfcc], dtype=np.int64)
     frames = np.concatenate(f.lfcc) if f.lfcc else np.zeros((0, N_DIMS), np.float16)
-    tmp = path.with_name(path.name + ".part.npz")
-    np.savez(
-        tmp,
-        key=key,
-        void=f.void,
-        lfcc=frames,
-        lengths=lengths,
-        errors=json.dumps([e or "" for e in f.error]),
-    )
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(
+            tmp,
+            key=key,
+            void=f.void,
+            lfcc=frames,
+            lengths=lengths,
+            errors=json.dumps([e or "" for e in f.error]),
+        )
 
 
 def extract_features(
@@ -331,9 +330,7 @@ def run_baselines(
         entry.update(fit_info.get(name, {}))
         write_scores(out / entry["scores"], [r for s in splits for r in scored[s]], conds)
         results.append(entry)
-    tmp = out / (BASELINES_FILE + ".part")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(out / BASELINES_FILE)
+    write_text_atomic(out / BASELINES_FILE, json.dumps(results, indent=2) + "\n")
     return results
 
 

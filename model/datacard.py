@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.audio import SAMPLE_RATE, load_audio
+from wakeguard.edge.files import write_text_atomic
 from wakeguard.edge.protocol import Protocol, read_protocol
 
 AUDIT_MIN_EER = 0.40
@@ -510,6 +511,6 @@ def write_datacard(dataset: Path) -> dict[str, Any]:
     """Write ``datacard.json`` and ``datacard.md`` into the dataset folder."""
     dataset = Path(dataset)
     card = build_datacard(dataset)
-    (dataset / "datacard.json").write_text(json.dumps(card, indent=1, default=str))
-    (dataset / "datacard.md").write_text(render_markdown(card))
+    write_text_atomic(dataset / "datacard.json", json.dumps(card, indent=1, default=str))
+    write_text_atomic(dataset / "datacard.md", render_markdown(card))
     return card

@@ -10,7 +10,10 @@ treble peak), so the position of a band matters, while time is averaged away.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
+
+from wakeguard.edge.files import atomic_path
 
 from .config import ModelConfig
 
@@ -73,3 +76,11 @@ def build_detector(
 
 def count_params(model: Any) -> int:
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))
+
+
+def save_keras(model: Any, path: Path) -> Path:
+    """Save ``model`` as a ``.keras`` file atomically: a full disk or a kill leaves the
+    previous file, and the error names ``path``."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path

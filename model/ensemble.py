@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.bundle import load_bundle, sha256_bytes, write_ensemble_bundle
+from wakeguard.edge.files import write_bytes_atomic, write_text_atomic
 from wakeguard.edge.scorer import Scorer
 
 from .config import Config, EnsembleConfig, config_to_json, ensemble_members, read_json_file
@@ -117,8 +118,8 @@ def train_ensemble(
     dataset = Path(dataset)
     training_protocol(dataset)  # a dataset train() would refuse fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(
-        json.dumps(config_to_json(config, dataset.resolve()), indent=2) + "\n"
+    write_text_atomic(
+        out / "config.json", json.dumps(config_to_json(config, dataset.resolve()), indent=2) + "\n"
     )
     result = EnsembleTrainResult(out)
     for i, (name, cfg) in enumerate(members, 1):
@@ -151,7 +152,7 @@ def train_ensemble(
             for (n, _), m in zip(members, config.ensemble.members, strict=True)
         ],
     }
-    (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out / ENSEMBLE_FILE, json.dumps(record, indent=2) + "\n")
     result.seconds = time.time() - t0
     return result
 
@@ -255,8 +256,8 @@ def ensemble_from_runs(
     record = {"dataset": str(ds), "fusion": FUSION, "members": members}
     with undone_on_failure(out, ("config.json", ENSEMBLE_FILE, "quantize", "bundle")):
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
-        (out / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_text_atomic(out / "config.json", json.dumps(cfg_json, indent=2) + "\n")
+        write_text_atomic(out / ENSEMBLE_FILE, json.dumps(record, indent=2) + "\n")
         return quantize_ensemble(out, dataset=dataset, workers=workers, log=log, requantize=False)
 
 
@@ -288,7 +289,7 @@ def undone_on_failure(out: Path, names: tuple[str, ...]) -> Iterator[None]:
                         path.unlink(missing_ok=True)
             for n, data in saved.items():
                 with contextlib.suppress(OSError):
-                    (out / n).write_bytes(data)
+                    write_bytes_atomic(out / n, data)
         raise
 
 
@@ -389,7 +390,7 @@ def fuse(
             }
             variants.append(entry)
             log(variant_line(entry, "ensemble "))
-        (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
+        write_text_atomic(qdir / "variants.json", json.dumps(variants, indent=2) + "\n")
 
         rng = np.random.default_rng(cfg.train.seed)
         calibration, thresholds, metrics, cal_scores = calibrate(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.audio import AudioError, load_audio
 from wakeguard.edge.bundle import load_bundle
+from wakeguard.edge.files import atomic_text
 from wakeguard.edge.protocol import (
     SPLITS,
     Protocol,
@@ -37,7 +38,6 @@ from wakeguard.edge.scorer import Scorer
 
 from .metrics import (
     DEFAULT_N_BOOT,
-    atomic_text,
     compute_metrics,
     read_scores,
     write_metrics,

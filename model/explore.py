@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, check_audio, load_audio
+from wakeguard.edge.files import save_figure, write_text_atomic
 from wakeguard.edge.protocol import LABELS, SPLITS, Protocol, Row, ensure_folder, read_protocol
 
 LOW_BAND_HZ = 500.0
@@ -282,7 +283,7 @@ def _plot_balance(summary: dict[str, Any], path: Path) -> None:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -313,7 +314,7 @@ def _plot_distributions(stats: list[FileStats], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("per-class distributions (overlap = no shortcut)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -345,7 +346,7 @@ def _plot_ltas(
     axd.set_xlabel("frequency (Hz)")
     axd.set_xlim(20, float(freqs[-1]))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -366,7 +367,7 @@ def _plot_spectrograms(examples: list[FileStats], path: Path) -> None:
         ax.set_ylabel("frequency (Hz)")
         fig.colorbar(mesh, ax=ax, label="dB")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -563,10 +564,8 @@ def explore(
         fn(out / name)
         summary["plots"].append(name)
 
-    (out / "summary.json").write_text(
-        json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8"
-    )
-    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    write_text_atomic(out / "summary.md", summary_markdown(summary))
     return summary
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from wakeguard.edge.files import write_text_atomic
 from wakeguard.edge.frontend import frontend_shape
 
 from .config import Config, load_config
@@ -111,7 +112,7 @@ def _write(
     out: Path, table: list[dict[str, Any]], overrides: list[str], dataset: str | Path
 ) -> None:
     doc = {"dataset": str(dataset), "common_overrides": overrides, "results": table}
-    (out / "features_compare.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_text_atomic(out / "features_compare.json", json.dumps(doc, indent=2) + "\n")
     lines = [
         "| front-end | input (time x bins) | dev EER | train EER | best epoch | parameters | train time |",
         "|---|---|---|---|---|---|---|",
@@ -126,4 +127,4 @@ def _write(
     head = (
         f"Front-end comparison on the dev split of `{dataset}`; common overrides: `{common}`.\n\n"
     )
-    (out / "features_compare.md").write_text(head + "\n".join(lines) + "\n")
+    write_text_atomic(out / "features_compare.md", head + "\n".join(lines) + "\n")

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wakeguard.edge.files import write_text_atomic
 from wakeguard.edge.protocol import LABELS, PROTOCOL, SPLITS, Row, ensure_folder, write_protocol
 
 FORMATS = ("asvspoof2017", "asvspoof2019pa", "asvspoof2021pa", "remasc", "folder")
@@ -672,7 +673,5 @@ def import_corpus(
         not_used=dict(not_used),
         copied=copy,
     )
-    tmp = out / (REPORT + ".part")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / REPORT)
+    write_text_atomic(out / REPORT, json.dumps(result.to_dict(), indent=2) + "\n")
     return result

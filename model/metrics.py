@@ -17,15 +17,15 @@ same keys, so metrics are always computed from the score files, never ad hoc.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
+from wakeguard.edge.files import atomic_text
 from wakeguard.edge.protocol import KNOWN, LABELS, not_utf8
 
 BONAFIDE, SPOOF = LABELS
@@ -237,28 +237,6 @@ def _read_scores(path: Path, require: Sequence[str]) -> ScoreTable:
                 first_line[row["path"]] = lineno
             rows.append(row)
     return ScoreTable(rows, conds)
-
-
-@contextlib.contextmanager
-def atomic_text(path: Path) -> Iterator[TextIO]:
-    """Write ``path`` through ``path.part``, moved onto it only once complete.
-
-    On any failure the ``.part`` file is removed and ``path`` keeps its old content; an
-    :class:`OSError` (full disk, no permission) is raised again naming ``path``, which the
-    bare error ("No space left on device") does not.
-    """
-    tmp = path.with_name(path.name + ".part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            yield fh
-        tmp.replace(path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
 
 
 def write_scores(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wakeguard.edge.bundle import MANIFEST, default_bundle_path, load_bundle
+from wakeguard.edge.files import atomic_path, atomic_text
 
 from .config import Config, load_config
 
@@ -68,14 +69,15 @@ def install_bundle(bundle: str | Path, target: str | Path | None = None) -> Path
         if keras_name and (b.path / keras_name).is_file():
             names.insert(0, keras_name)
     for name in [*names, MANIFEST]:  # manifest last: a half-copied bundle never loads stale
-        part = target / (name + ".part")
         if (b.path / name).is_dir():
+            part = target / (name + ".part")
             shutil.rmtree(part, ignore_errors=True)
             shutil.copytree(b.path / name, part)
             shutil.rmtree(target / name, ignore_errors=True)
+            part.replace(target / name)
         else:
-            shutil.copyfile(b.path / name, part)
-        part.replace(target / name)
+            with atomic_path(target / name) as tmp:
+                shutil.copyfile(b.path / name, tmp)
     # what the target held before (another bundle's model or members) must not linger
     for old in target.iterdir():
         if old.name in names or old.name == MANIFEST:
@@ -141,8 +143,12 @@ def pipeline(
                     "error": str(exc),
                 }
             )
-            _write_record(record, result)
-            raise PipelineError(f"pipeline step {name!r} failed: {exc}") from exc
+            message = f"pipeline step {name!r} failed: {exc}"
+            try:
+                _write_record(record, result)
+            except OSError as record_exc:  # the step's own error (a full disk) comes first
+                message += f" (and its record was not saved: {record_exc})"
+            raise PipelineError(message) from exc
         secs = round(time.time() - t0, 1)
         result.steps.append({"step": name, "status": "ok", "seconds": secs})
         _write_record(record, result)
@@ -237,6 +243,5 @@ def _summary(out: Path, trained: Any, quantized: Any, metrics: Any) -> dict[str,
 
 
 def _write_record(path: Path, result: PipelineResult) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    tmp.replace(path)
+    with atomic_text(path) as fh:
+        fh.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")

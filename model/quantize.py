@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.audio import load_audio
 from wakeguard.edge.bundle import Calibration, sha256_bytes, write_bundle
+from wakeguard.edge.files import atomic_text, write_bytes_atomic, write_text_atomic
 from wakeguard.edge.frontend import compute_features
 from wakeguard.edge.litert import ModelInvalid
 from wakeguard.edge.protocol import ensure_folder, read_protocol, require_confirmed
 from wakeguard.edge.scorer import Scorer
 
 from .config import config_from_dict, read_json_file, read_json_object
+from .detector import save_keras
 from .metrics import OPERATING_POINTS, compute_eer, compute_metrics, operating_threshold
 from .train import KERAS_MODEL, Features, dataset_features, predict_windows, write_scores
 
@@ -320,7 +322,7 @@ def quantize(
         for name in VARIANTS:
             log(f"converting {name}")
             data = convert(model, name, representative if name == "int8" else None)
-            (qdir / f"{name}.tflite").write_bytes(data)
+            write_bytes_atomic(qdir / f"{name}.tflite", data)
             try:
                 scorer = Scorer(data, cfg.frontend, num_threads=1)
             except ModelInvalid as exc:
@@ -342,7 +344,7 @@ def quantize(
             }
             variants.append(entry)
             log(variant_line(entry))
-        (qdir / "variants.json").write_text(json.dumps(variants, indent=2) + "\n")
+        write_text_atomic(qdir / "variants.json", json.dumps(variants, indent=2) + "\n")
 
         write_logits(qdir / LOGITS_FILE, {"dev": dev, "eval": ev}, logits)
 
@@ -374,7 +376,7 @@ def quantize(
                 ),
             )
             # the float weights (no optimizer state) let `train --init-from BUNDLE` fine-tune
-            model.save(staged_bundle / KERAS_MODEL)
+            save_keras(model, staged_bundle / KERAS_MODEL)
     return QuantizeResult(run, bundle_dir, variants, calibration, thresholds, metrics)
 
 
@@ -453,15 +455,13 @@ def write_logits(
     import csv
 
     names = list(logits)
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="") as f:
+    with atomic_text(path) as f:
         w = csv.writer(f)
         w.writerow(["path", "split", "label", *names])
         for split, feats in splits.items():
             for i, r in enumerate(feats.rows):
                 vals = [repr(float(logits[n][split][i])) for n in names]
                 w.writerow([r.path, split, r.label, *vals])
-    tmp.replace(path)
     return path
 
 

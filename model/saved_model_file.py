@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from wakeguard.edge.files import atomic_path
+
 
 def save_model_file(path: str | Path, fmt: str, fields: dict[str, Any]) -> Path:
     """Write ``{"format": fmt, "version": 1, **fields}`` with joblib, creating the folder."""
     import joblib
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump({"format": fmt, "version": 1, **fields}, path)
+    with atomic_path(path) as tmp:
+        joblib.dump({"format": fmt, "version": 1, **fields}, tmp)
     return path
 
 

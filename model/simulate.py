@@ -35,6 +35,7 @@ a rerun skips sources whose metadata and audio are complete and redoes the rest.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -55,6 +56,7 @@ from wakeguard.edge.audio import (
     require_usable,
     write_wav,
 )
+from wakeguard.edge.files import atomic_text, is_part
 from wakeguard.edge.protocol import Row, write_protocol
 
 from .devices import DeviceSet, apply_codec, build_devices
@@ -754,9 +756,9 @@ def _meta_path(out: Path, src: Source) -> Path:
 
 def process_source(
     src: Source, max_segments: int | None, takes: int = 1
-) -> tuple[str, int, str | None]:
+) -> tuple[str, int, str | None, bool]:
     """Render every utterance of one source file, ``takes`` times per segment; returns
-    (source, n files, error)."""
+    (source, n files, error, disk full)."""
     ctx = _CTX
     assert ctx is not None, "worker not initialised"
     try:
@@ -789,14 +791,12 @@ def process_source(
                     row = _row(name, label, src, k, c, ctx, len(speech) / SAMPLE_RATE)
                     write_wav(ctx.out / row["path"], y)
                     rows.append(row)
-        meta = _meta_path(ctx.out, src)
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        tmp = meta.with_name(meta.name + ".part")
-        tmp.write_text(json.dumps({"source": src.path, "rows": rows}))
-        tmp.replace(meta)
-        return src.path, len(rows), None
+        with atomic_text(_meta_path(ctx.out, src)) as fh:
+            fh.write(json.dumps({"source": src.path, "rows": rows}))
+        return src.path, len(rows), None, False
     except (AudioError, OSError, ValueError) as exc:
-        return src.path, 0, str(exc)
+        disk_full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+        return src.path, 0, str(exc), disk_full
 
 
 def _source_done(out: Path, src: Source) -> bool:
@@ -872,13 +872,15 @@ def _run_sources(
     max_segments: int | None,
     takes: dict[str, int],
     workers: int,
-    on_done: Callable[[Source, int, str | None], None],
+    on_done: Callable[[Source, int, str | None, bool], bool],
 ) -> None:
+    """Process ``todo``, calling ``on_done`` per source; it returns True to stop early."""
     if workers <= 1 or len(todo) <= 1:
         _init_worker(*init_args)
         for s in todo:
-            _, n, err = process_source(s, max_segments, takes.get(s.split, 1))
-            on_done(s, n, err)
+            _, n, err, full = process_source(s, max_segments, takes.get(s.split, 1))
+            if on_done(s, n, err, full):
+                return
         return
     import multiprocessing as mp
 
@@ -887,11 +889,12 @@ def _run_sources(
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
         args = [(s, max_segments, takes.get(s.split, 1)) for s in todo]
-        for path, n, err in pool.imap_unordered(_process_star, args, chunksize=1):
-            on_done(by_path[path], n, err)
+        for path, n, err, full in pool.imap_unordered(_process_star, args, chunksize=1):
+            if on_done(by_path[path], n, err, full):
+                return  # leaving the pool's block terminates the workers
 
 
-def _process_star(args: tuple[Source, int | None, int]) -> tuple[str, int, str | None]:
+def _process_star(args: tuple[Source, int | None, int]) -> tuple[str, int, str | None, bool]:
     return process_source(*args)
 
 
@@ -932,9 +935,11 @@ def simulate(
     manifest = _build_manifest(size, seed, sources, room_cfgs, oracle, directivity)
     _check_resume(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "build.json").write_text(json.dumps(manifest, indent=1))
-    for stale in out.rglob("*.part"):
-        stale.unlink()
+    with atomic_text(out / "build.json") as fh:
+        fh.write(json.dumps(manifest, indent=1))
+    for stale in out.rglob("*.part*"):  # what an interrupted build was writing
+        if stale.is_file() and is_part(stale):
+            stale.unlink()
 
     rooms = {r.name: compute_irs(r) for r in room_cfgs}
     _write_rooms(out, rooms)
@@ -943,14 +948,19 @@ def simulate(
     }
     todo = [s for s in sources if not _source_done(out, s)]
     failures: list[str] = []
+    disk_full: list[str] = []
     total_s = sum(s.duration_s for s in sources)
     done_s = total_s - sum(s.duration_s for s in todo)
 
     def run(on_progress: Callable[[float], None]) -> None:
-        def on_done(src: Source, n: int, err: str | None) -> None:
+        def on_done(src: Source, n: int, err: str | None, full: bool) -> bool:
+            if full:  # not this file's fault, and every later file would fail the same way
+                disk_full.append(err or "")
+                return True
             if err:
                 failures.append(err)
             on_progress(src.duration_s)
+            return False
 
         _run_sources(
             todo,
@@ -982,6 +992,13 @@ def simulate(
     else:
         run(lambda d: None)
 
+    if disk_full:
+        done = sum(_source_done(out, s) for s in sources)
+        raise SimulationError(
+            f"the disk is full: {disk_full[0]}. {done} of {len(sources)} source files are "
+            f"done; free space on the disk holding {out} (the default corpus takes about "
+            "0.8 GB) and rerun to resume"
+        )
     if failures:
         raise SimulationError(
             f"{len(failures)} source file(s) failed; the build is incomplete (rerun to resume after fixing them):\n  "
@@ -1014,7 +1031,8 @@ def _write_rooms(out: Path, rooms: dict[str, RoomIRs]) -> None:
                 "attacker_distance_m": {k: round(p.distance, 2) for k, p in r.attacker.items()},
             }
         )
-    (out / "rooms.json").write_text(json.dumps(info, indent=1))
+    with atomic_text(out / "rooms.json") as fh:
+        fh.write(json.dumps(info, indent=1))
 
 
 def _collect_rows(out: Path, sources: Iterable[Source]) -> list[dict[str, Any]]:
@@ -1041,14 +1059,12 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]]) -> None:
         for r in rows
     ]
     write_protocol(out / "protocol.csv", prot, list(CONDITION_COLUMNS))
-    tmp = out / "simulation.csv.part"
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_text(out / "simulation.csv") as fh:
         extra = [k for k in DIRECTIVITY_EXACT_COLUMNS if rows and k in rows[0]["exact"]]
         w = csv.DictWriter(fh, fieldnames=[*EXACT_COLUMNS, *extra])
         w.writeheader()
         for r in rows:
             w.writerow({"path": r["path"], **r["exact"]})
-    tmp.replace(out / "simulation.csv")
 
 
 def remove_build(out: Path) -> None:

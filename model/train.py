@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from wakeguard.edge.audio import load_audio
 from wakeguard.edge.bundle import MANIFEST
+from wakeguard.edge.files import atomic_path, atomic_text, save_figure, write_text_atomic
 from wakeguard.edge.frontend import (
     FrontendParams,
     compute_features,
@@ -48,6 +49,7 @@ from .config import (
     load_config,
     read_json_object,
 )
+from .detector import save_keras
 from .metrics import compute_eer
 
 Log = Callable[[str], None]
@@ -182,10 +184,8 @@ def dataset_features(
     windows = np.concatenate(feats)
     if cache:
         try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_name(cache_path.stem + ".part.npz")
-            np.savez(tmp, windows=windows, utt=utt)
-            tmp.replace(cache_path)
+            with atomic_path(cache_path) as tmp:
+                np.savez(tmp, windows=windows, utt=utt)
         except OSError:
             pass  # a read-only dataset still trains, it only recomputes next time
     return Features(list(proto.rows), windows, utt)
@@ -444,9 +444,8 @@ def save_domain_head(wrapper: Any, path: Path, domains: list[str]) -> None:
         for name in DOMAIN_HEAD_LAYERS
         for i, w in enumerate(wrapper.get_layer(name).get_weights())
     }
-    tmp = path.with_suffix(".part.npz")
-    np.savez(tmp, domains=np.array(domains), **arrays)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, domains=np.array(domains), **arrays)
 
 
 def load_domain_head(wrapper: Any, path: Path, domains: list[str]) -> str:
@@ -544,9 +543,8 @@ class SwaState:
         return avg
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".part.npz")
-        np.savez(tmp, *self.mean)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, *self.mean)
 
     @classmethod
     def load(cls, path: Path, count: int) -> SwaState:
@@ -728,9 +726,9 @@ def train(
         cfg_json["init_from"] = init_info
     if resume and "init_from" in saved:
         cfg_json["init_from"] = saved["init_from"]
-    (out / "config.json").write_text(json.dumps(cfg_json, indent=2) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(cfg_json, indent=2) + "\n")
     if not resume:
-        (out / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
+        write_text_atomic(out / "data_fingerprint.json", json.dumps(fingerprint, indent=2) + "\n")
     elif json.loads((out / "data_fingerprint.json").read_text())["sha256"] != fingerprint["sha256"]:
         raise ValueError(
             f"{out}: the dataset changed since this run started; start a new run instead of --resume"
@@ -895,7 +893,7 @@ def train(
             }
         )
         best_eer, best_loss, best_epoch = base, base_loss, 0
-        model.save(out / KERAS_MODEL)
+        save_keras(model, out / KERAS_MODEL)
     epoch = start_epoch - 1
     for epoch in range(start_epoch, config.train.epochs):
         if bad >= config.train.patience:
@@ -957,7 +955,7 @@ def train(
         if improved:
             best_eer, best_loss, best_epoch, bad = cand_eer, cand_loss, epoch + 1, 0
             best_kind = kind
-            cand_model.save(out / KERAS_MODEL)
+            save_keras(cand_model, out / KERAS_MODEL)
         else:
             bad += 1
         swa_note = f"  SWA dev EER {row['swa_dev_eer']:6.2%}" if "swa_dev_eer" in row else ""
@@ -969,9 +967,11 @@ def train(
             f"  ({row['seconds']:.0f} s)"
         )
         (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
-        model.save(out / CHECKPOINT_DIR / KERAS_MODEL)
+        save_keras(model, out / CHECKPOINT_DIR / KERAS_MODEL)
+        # the state file is the checkpoint's commit: moved into place after everything else
         tmp = state_file.with_suffix(".part")
-        tmp.write_text(
+        write_text_atomic(
+            tmp,
             json.dumps(
                 {
                     "epoch": epoch,
@@ -984,7 +984,7 @@ def train(
                     "swa_count": swa.count if swa else 0,
                     "group_dro_log_q": log_q.tolist(),
                 }
-            )
+            ),
         )
         if swa:
             swa.save(out / CHECKPOINT_DIR / SWA_FILE)
@@ -1017,12 +1017,12 @@ def train(
         n_params=n_params,
         averaged_from=averaged_from,
     )
-    (out / "train_summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    write_text_atomic(out / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
 
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
-    with (out / "history.csv").open("w", newline="") as fh:
+    with atomic_text(out / "history.csv") as fh:
         names = ["epoch", "loss", "train_eer", "dev_eer", "dev_loss"]
         if any("swa_dev_eer" in h for h in history):
             names += ["swa_dev_eer", "swa_dev_loss"]
@@ -1092,7 +1092,7 @@ def plot_curves(
     ax2.grid(alpha=0.3)
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

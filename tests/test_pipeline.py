@@ -119,6 +119,28 @@ def test_unknown_step_to_skip_is_an_error(tmp_path: Path) -> None:
     assert "unknown step" in res.output
 
 
+def test_a_failed_step_is_reported_even_when_its_record_cannot_be_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import wakeguard.model.simulate as sim
+
+    def disk_full(out: Path, **_: object) -> Path:
+        raise OSError(errno.ENOSPC, f"cannot write {out / 'audio' / 'a.wav'}: disk full")
+
+    monkeypatch.setattr(sim, "simulate", disk_full)
+    out = tmp_path / "r"
+    (out / "pipeline.json").mkdir(parents=True)  # the record cannot be written either
+    res = runner.invoke(app, ["pipeline", "--out", str(out)])
+    assert res.exit_code == 1
+    text = " ".join(res.output.split())
+    # the step's own error first, naming its file; then the record's, naming its file
+    assert "step 'simulate' failed: [Errno 28] cannot write" in text and "a.wav: disk full" in text
+    assert f"record was not saved: [Errno 21] cannot write {out / 'pipeline.json'}" in text
+    assert not list(out.glob("*.part*"))
+
+
 def test_pipeline_on_an_existing_dataset_without_training_data_fails_clearly(
     tmp_path: Path,
 ) -> None:

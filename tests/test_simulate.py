@@ -152,11 +152,12 @@ def test_interrupted_build_resumes_to_the_same_corpus(tiny: Path, tmp_path: Path
     lost = json.loads(metas[1].read_text())["rows"][0]["path"]
     (out / lost).unlink()
     (out / "audio" / "train" / "half.wav.part").write_bytes(b"RIFF")
+    (out / "meta" / "half.part.json").write_text("{")
     (out / "protocol.csv").unlink()
     res = _simulate(out, "--workers", "1")
     assert res.exit_code == 0, res.output
     assert _snapshot(out) == _snapshot(tiny)
-    assert not list(out.rglob("*.part"))
+    assert not list(out.rglob("*.part*"))
 
 
 def test_a_killed_build_resumes_to_the_same_corpus(tiny: Path, tmp_path: Path) -> None:
@@ -190,6 +191,36 @@ def test_a_killed_build_resumes_to_the_same_corpus(tiny: Path, tmp_path: Path) -
         time.sleep(0.02)
     proc.wait(timeout=120)
     res = _simulate(out, "--workers", "2")
+    assert res.exit_code == 0, res.output
+    assert _snapshot(out) == _snapshot(tiny)
+
+
+def test_a_full_disk_stops_the_build_at_once_and_a_rerun_resumes(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import wakeguard.model.simulate as sim
+
+    real_write = sim.write_wav
+    calls: list[Path] = []
+
+    def full_after_ten(path: Path, y: np.ndarray) -> Path:
+        calls.append(Path(path))
+        if len(calls) > 10:
+            raise OSError(errno.ENOSPC, f"cannot write {path}: disk full")
+        return real_write(path, y)
+
+    monkeypatch.setattr(sim, "write_wav", full_after_ten)
+    out = tmp_path / "full"
+    res = _simulate(out, "--workers", "1")
+    assert res.exit_code != 0
+    text = " ".join(res.output.split())
+    assert "the disk is full" in text and calls[-1].name in text and "rerun to resume" in text
+    assert len(calls) == 11  # the first failure ends the build: no file after it is tried
+    assert not (out / "protocol.csv").exists()
+    monkeypatch.setattr(sim, "write_wav", real_write)
+    res = _simulate(out, "--workers", "1")
     assert res.exit_code == 0, res.output
     assert _snapshot(out) == _snapshot(tiny)
 

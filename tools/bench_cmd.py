@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from wakeguard.edge.files import save_figure, write_text_atomic
 
 from .console import console, err_console, print_json, run_cli
 from .runtime_flags import ModelOption, ThreadsOption
@@ -760,7 +761,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"wakeguard bench on {m['cpu']}, threads={result['threads']}{load}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -924,6 +925,6 @@ def summarize_main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: summarize_main OUT_DIR RUN.json...")
     out = Path(args[0])
     s = summarize_runs([Path(p) for p in args[1:]])
-    (out / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
-    (out / "summary.md").write_text(summary_markdown(s))
+    write_text_atomic(out / "summary.json", json.dumps(s, indent=2) + "\n")
+    write_text_atomic(out / "summary.md", summary_markdown(s))
     sys.stdout.write(summary_markdown(s))

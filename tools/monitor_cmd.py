@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from wakeguard.edge.files import write_text_atomic
 
 from .console import console, err_console, print_json, run_cli
 
@@ -45,8 +46,8 @@ def monitor_run(
         except PlottingUnavailable as exc:
             notes.append(str(exc))
         out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(
-            json.dumps(summary.to_dict(), indent=2, default=str) + "\n"
+        write_text_atomic(
+            out / "summary.json", json.dumps(summary.to_dict(), indent=2, default=str) + "\n"
         )
     result: dict[str, Any] = {"summary": summary.to_dict(), "notes": notes}
     if export is not None:

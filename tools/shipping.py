@@ -36,6 +36,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from wakeguard.edge.files import write_text_atomic
+
 SHIP_FORMAT = "wakeguard-ship"
 SHIP_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -135,7 +137,7 @@ def write_manifest(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
         **info,
         "files": file_table(folder),
     }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

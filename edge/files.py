@@ -1,0 +1,72 @@
+"""Writing files so that a full disk or a kill loses nothing and names the file.
+
+Every output goes to a temporary sibling first and is moved onto its name only once it is
+complete, so an interrupted write leaves the previous file (or none), never half of one.
+A failure (a full disk, no permission) is raised again as an :class:`OSError` that keeps its
+``errno`` and names the file: the bare error of a ``write()`` ("No space left on device")
+says neither which file nor which step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+
+def part_path(path: Path) -> Path:
+    """The temporary sibling of ``path``: ``NAME.part.SUFFIX``, keeping the suffix, which
+    writers such as matplotlib, numpy and Keras read to choose the format."""
+    return path.with_name(f"{path.stem}.part{path.suffix}")
+
+
+def is_part(path: Path) -> bool:
+    """Whether ``path`` is a temporary sibling left by an interrupted write."""
+    return path.suffix == ".part" or path.stem.endswith(".part")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield the temporary path to write ``path`` through; moved onto ``path`` once the block
+    ends without error, removed if it raises (an ``OSError`` is raised again naming ``path``)."""
+    path = Path(path)
+    tmp = part_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        tmp.replace(path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+
+
+@contextlib.contextmanager
+def atomic_text(path: str | Path) -> Iterator[TextIO]:
+    """A UTF-8 text file handle that becomes ``path`` once the block ends (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        yield fh
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; returns ``path``."""
+    with atomic_text(path) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def save_figure(fig: object, path: str | Path, **savefig_kw: object) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (its suffix chooses the format)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **savefig_kw)  # type: ignore[attr-defined]
+    return Path(path)
