@@ -78,6 +78,20 @@ def count_params(model: Any) -> int:
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
 
+def load_keras(path: Path) -> Any:
+    """A model written by :func:`save_keras`, or a ValueError naming the file: Keras says
+    "File not found" of a file that is there but is a truncated or foreign archive."""
+    import zipfile
+
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        why = str(exc) if zipfile.is_zipfile(path) else "not a .keras archive: truncated or corrupt?"
+        raise ValueError(f"{path}: not a loadable Keras model ({why})") from exc
+
+
 def save_keras(model: Any, path: Path) -> Path:
     """Save ``model`` as a ``.keras`` file atomically: a full disk or a kill leaves the
     previous file, and the error names ``path``."""

@@ -37,7 +37,7 @@ from wakeguard.edge.protocol import ensure_folder, read_protocol, require_confir
 from wakeguard.edge.scorer import Scorer
 
 from .config import config_from_dict, read_json_file, read_json_object
-from .detector import save_keras
+from .detector import load_keras, save_keras
 from .metrics import OPERATING_POINTS, compute_eer, compute_metrics, operating_threshold
 from .train import KERAS_MODEL, Features, dataset_features, predict_windows, write_scores
 
@@ -270,17 +270,6 @@ def staged_folder(folder: Path, log: Log = None) -> Iterator[Path]:
         shutil.rmtree(part, ignore_errors=True)
 
 
-def load_keras_model(path: Path) -> Any:
-    """The run's Keras model, or a ValueError naming the file (Keras says "File not found"
-    of a file that is there but is not a ``.keras`` archive)."""
-    import keras
-
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a loadable Keras model ({exc})") from exc
-
-
 def quantize(
     run: str | Path, *, dataset: str | Path | None = None, workers: int = 2, log: Log | None = None
 ) -> QuantizeResult:
@@ -301,7 +290,7 @@ def quantize(
     fingerprint = read_json_file(run / "data_fingerprint.json", {})
     summary = read_json_file(run / "train_summary.json", {})
     cfg, dataset, proto = calibration_data(cfg_json, dataset)
-    model = load_keras_model(model_file)  # before the slow feature extraction
+    model = load_keras(model_file)  # before the slow feature extraction
 
     feats = dataset_features(proto, cfg.frontend, workers=workers)
     tr = feats.split("train")

@@ -49,7 +49,7 @@ from .config import (
     load_config,
     read_json_object,
 )
-from .detector import save_keras
+from .detector import load_keras, save_keras
 from .metrics import compute_eer
 
 Log = Callable[[str], None]
@@ -602,7 +602,6 @@ def load_init_source(
 ) -> tuple[Any, dict[str, Any], str]:
     """Keras model and config of a run folder or a bundle folder (which keeps ``model.keras``);
     ``role`` names what the folder is for in errors."""
-    import keras
 
     path = Path(path)
     if not path.exists():
@@ -622,13 +621,7 @@ def load_init_source(
     else:
         cfg = read_json_object(path / "config.json")
         kind = "run"
-    try:
-        model = keras.models.load_model(model_file, compile=False)
-    except Exception as exc:  # Keras says "File not found" for a truncated archive: misleading
-        raise ValueError(
-            f"{model_file}: not a readable Keras model (truncated or corrupt?)"
-        ) from exc
-    return model, cfg, kind
+    return load_keras(model_file), cfg, kind
 
 
 def teacher_logits(config: Config, windows: np.ndarray, log: Log) -> np.ndarray | None:
@@ -995,7 +988,7 @@ def train(
     if bad >= config.train.patience and epoch + 1 < config.train.epochs:
         stopped_early = True
 
-    best = keras.models.load_model(out / KERAS_MODEL, compile=False)
+    best = load_keras(out / KERAS_MODEL)
     dev_scores = dev.utterance_logits(predict_windows(best, dev.windows))
     write_scores(out / "dev_scores.csv", dev.rows, dev_scores)
     train_best = eer_of(tr_sub, tr_sub.utterance_logits(predict_windows(best, tr_sub.windows)))

@@ -725,7 +725,7 @@ def test_workers_below_one_are_refused(tmp_path: Path) -> None:
             "manifest.json: not valid JSON (line 1, column 2: Expecting property name",
         ),
         ("config.json", "config.json: not valid JSON (line 1, column 2: Expecting property name"),
-        ("model.keras", "model.keras: not a readable Keras model"),
+        ("model.keras", "model.keras: not a loadable Keras model"),
     ],
 )
 def test_a_corrupt_init_from_source_names_the_file(
