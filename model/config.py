@@ -28,6 +28,13 @@ class ModelConfig:
 
     stem_channels: int = 16
     """Channels of the first (strided) convolution."""
+    stem_time_stride: int = 0
+    """Stride of the first convolution along time (0 = 2 when the window has at least 8
+    frames, else 1). A larger stride lets short frames (fine time resolution) in at the
+    cost of coarse ones: the rest of the network sees as many steps as before."""
+    stem_time_kernel: int = 3
+    """Length of the first convolution's kernel along time, in frames; at least the stride,
+    so that no frame is skipped."""
     block_channels: list[int] = field(default_factory=lambda: [24, 32, 48, 64])
     """Channels of each depthwise-separable block; each block halves time and frequency."""
     head_units: int = 32

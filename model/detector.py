@@ -34,9 +34,19 @@ def build_detector(
         raise ValueError(f"model.freq_pool must be 'keep' or 'mean', got {cfg.freq_pool!r}")
     inp = keras.Input((n_time, n_bins), name="features")
     x = layers.Reshape((n_time, n_bins, 1))(inp)
-    st, sf = _stride(n_time), _stride(n_bins)
+    st, sf = cfg.stem_time_stride or _stride(n_time), _stride(n_bins)
+    if cfg.stem_time_kernel < st:
+        raise ValueError(
+            f"model.stem_time_kernel ({cfg.stem_time_kernel}) must be at least the stem's "
+            f"stride in time ({st}), or frames between the kernel's steps are never seen"
+        )
     x = layers.Conv2D(
-        cfg.stem_channels, 3, strides=(st, sf), padding="same", use_bias=False, name="stem"
+        cfg.stem_channels,
+        (cfg.stem_time_kernel, 3),
+        strides=(st, sf),
+        padding="same",
+        use_bias=False,
+        name="stem",
     )(x)
     x = layers.BatchNormalization(momentum=cfg.bn_momentum, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)

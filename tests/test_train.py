@@ -597,6 +597,27 @@ def test_head_channels_narrow_the_per_band_head() -> None:
     assert np.asarray(narrow(x)).shape == (2, 1)
 
 
+def test_a_wider_stem_stride_lets_short_frames_in_at_the_trunks_cost() -> None:
+    """63 frames through a stem of stride 4 reach the blocks as 16 steps, as 31 frames
+    through the default stride 2 do; a kernel shorter than its stride is refused."""
+    pytest.importorskip("tensorflow")
+    from wakeguard.model.config import ModelConfig
+    from wakeguard.model.detector import build_detector
+
+    base = dict(stem_channels=8, block_channels=[16, 32], head_units=8, dropout=0.0)
+    coarse = build_detector((31, 64), ModelConfig(**base))
+    fine = build_detector((63, 64), ModelConfig(**base, stem_time_stride=4, stem_time_kernel=5))
+    assert coarse.get_layer("stem").output.shape[1:] == (16, 32, 8)
+    assert fine.get_layer("stem").output.shape[1:] == (16, 32, 8)
+    assert fine.get_layer("stem").kernel.shape == (5, 3, 1, 8)
+    for name in ("b0_pw", "b1_pw", "head"):  # everything after the stem is the same network
+        assert fine.get_layer(name).output.shape == coarse.get_layer(name).output.shape
+    x = np.random.default_rng(0).normal(size=(2, 63, 64)).astype(np.float32)
+    assert np.asarray(fine(x)).shape == (2, 1)
+    with pytest.raises(ValueError, match="stem_time_kernel .3. must be at least"):
+        build_detector((63, 64), ModelConfig(**base, stem_time_stride=4))
+
+
 @pytest.mark.parametrize("kind", ["logspec", "spectral_power", "block_power", "lfcc"])
 def test_augmentation_keeps_shape_and_level_normalisation(kind: str) -> None:
     """Noise floor, equaliser and SpecAugment masks (off by default, see default_config.toml)."""
