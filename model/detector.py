@@ -98,7 +98,9 @@ def load_keras(path: Path) -> Any:
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:
-        why = str(exc) if zipfile.is_zipfile(path) else "not a .keras archive: truncated or corrupt?"
+        why = (
+            str(exc) if zipfile.is_zipfile(path) else "not a .keras archive: truncated or corrupt?"
+        )
         raise ValueError(f"{path}: not a loadable Keras model ({why})") from exc
 
 

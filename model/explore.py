@@ -564,7 +564,9 @@ def explore(
         fn(out / name)
         summary["plots"].append(name)
 
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    write_text_atomic(
+        out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n"
+    )
     write_text_atomic(out / "summary.md", summary_markdown(summary))
     return summary
 
