@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import atomic_text
+
 LABELS = ("bonafide", "spoof")
 SPLITS = ("train", "dev", "eval")
 REQUIRED = ("path", "label")
@@ -252,16 +254,9 @@ def write_protocol(
             for c in r.conditions:
                 seen.setdefault(c, None)
         condition_columns = list(seen)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = csv_path.with_name(csv_path.name + ".part")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=[*KNOWN, *condition_columns], extrasaction="ignore")
-            w.writeheader()
-            for r in rows:
-                w.writerow(r.as_dict())
-        tmp.replace(csv_path)
-    except OSError as exc:  # a full disk: say which file, and leave no half-written copy
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {csv_path}: {exc.strerror or exc}") from exc
+    with atomic_text(csv_path) as fh:  # a full disk: names the file, leaves no half copy
+        w = csv.DictWriter(fh, fieldnames=[*KNOWN, *condition_columns], extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r.as_dict())
     return csv_path
