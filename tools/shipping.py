@@ -304,12 +304,9 @@ def build_project_wheel(dest: Path) -> Path:
                 shutil.copy2(repo / name, src / name)
         for name in ("edge", "model", "tools"):
             shutil.copytree(repo / name, src / name, ignore=ignore)
-        try:
-            import setuptools  # noqa: F401
-
-            isolation = ["--no-build-isolation"]  # offline: build with the setuptools we have
-        except ImportError:
-            isolation = []
+        # offline: build with the setuptools we have, if it reads pyproject.toml's SPDX
+        # `license` (77 and later); else pip fetches a build backend (needs the index)
+        isolation = ["--no-build-isolation"] if _setuptools_version() >= (77,) else []
         _pip(
             ["wheel", "-q", "--no-deps", *isolation, "-w", str(dest), str(src)],
             offline=False,
@@ -319,6 +316,15 @@ def build_project_wheel(dest: Path) -> Path:
     if not wheels:
         raise ShipError("building the wakeguard wheel produced no wheel")
     return wheels[-1]
+
+
+def _setuptools_version() -> tuple[int, ...]:
+    """The installed setuptools' (major, minor), or () when there is none."""
+    try:
+        version = metadata.version("setuptools")
+    except metadata.PackageNotFoundError:
+        return ()
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
 
 
 def _pip_target_args(platform: str, python: str) -> list[str]:
