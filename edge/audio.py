@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path
+
 SAMPLE_RATE = 16_000
 """The rate every front-end and model in wakeguard works at."""
 
@@ -181,22 +183,14 @@ def write_wav(path: str | Path, x: np.ndarray, sample_rate: int = SAMPLE_RATE) -
     """Write 16-bit PCM WAV, creating the folder; a full disk raises OSError naming the file."""
     import soundfile as sf
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     x = np.clip(x, -1.0, 1.0)
-    try:
-        sf.write(str(tmp), x, sample_rate, subtype="PCM_16", format="WAV")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
-    except sf.SoundFileError as exc:  # libsndfile reports a full disk as "System error."
-        full = _no_room_for(tmp, 44 + 2 * np.size(x))
-        tmp.unlink(missing_ok=True)
-        if full:
-            raise OSError(errno.ENOSPC, f"cannot write {path}: disk full") from exc
-        raise OSError(errno.EIO, f"cannot write {path}: {exc}") from exc
+    with atomic_path(path) as tmp:
+        try:
+            sf.write(str(tmp), x, sample_rate, subtype="PCM_16", format="WAV")
+        except sf.SoundFileError as exc:  # libsndfile reports a full disk as "System error."
+            if _no_room_for(tmp, 44 + 2 * np.size(x)):
+                raise OSError(errno.ENOSPC, "disk full") from exc
+            raise OSError(errno.EIO, str(exc)) from exc
 
 
 def _no_room_for(tmp: Path, nbytes: int) -> bool:

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import TextIO
 
 
-def part_path(path: Path) -> Path:
-    """The temporary sibling of ``path``: ``NAME.part.SUFFIX``, keeping the suffix, which
-    writers such as matplotlib, numpy and Keras read to choose the format."""
-    return path.with_name(f"{path.stem}.part{path.suffix}")
+def part_path(path: Path, keep_suffix: bool = False) -> Path:
+    """The temporary sibling of ``path``: ``NAME.part``, which no ``*.wav`` or ``*.csv`` glob
+    picks up if a kill leaves it behind; with ``keep_suffix``, ``STEM.part.SUFFIX``, for
+    writers that choose the format by the suffix (matplotlib, numpy, Keras, joblib)."""
+    if keep_suffix:
+        return path.with_name(f"{path.stem}.part{path.suffix}")
+    return path.with_name(f"{path.name}.part")
 
 
 def is_part(path: Path) -> bool:
@@ -27,11 +30,12 @@ def is_part(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield the temporary path to write ``path`` through; moved onto ``path`` once the block
-    ends without error, removed if it raises (an ``OSError`` is raised again naming ``path``)."""
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield the temporary path to write ``path`` through (see :func:`part_path`); moved onto
+    ``path`` once the block ends without error, removed if it raises (an ``OSError`` is
+    raised again naming ``path``)."""
     path = Path(path)
-    tmp = part_path(path)
+    tmp = part_path(path, keep_suffix)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
@@ -67,6 +71,6 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 
 def save_figure(fig: object, path: str | Path, **savefig_kw: object) -> Path:
     """Save a matplotlib figure to ``path`` atomically (its suffix chooses the format)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, **savefig_kw)  # type: ignore[attr-defined]
     return Path(path)

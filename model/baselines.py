@@ -111,7 +111,7 @@ def _load_cache(path: Path, key: str) -> Features | None:
 def _save_cache(path: Path, key: str, f: Features) -> None:
     lengths = np.array([x.shape[0] for x in f.lfcc], dtype=np.int64)
     frames = np.concatenate(f.lfcc) if f.lfcc else np.zeros((0, N_DIMS), np.float16)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         np.savez(
             tmp,
             key=key,

@@ -107,6 +107,6 @@ def load_keras(path: Path) -> Any:
 def save_keras(model: Any, path: Path) -> Path:
     """Save ``model`` as a ``.keras`` file atomically: a full disk or a kill leaves the
     previous file, and the error names ``path``."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         model.save(tmp)
     return path

@@ -13,7 +13,7 @@ def save_model_file(path: str | Path, fmt: str, fields: dict[str, Any]) -> Path:
     import joblib
 
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         joblib.dump({"format": fmt, "version": 1, **fields}, tmp)
     return path
 

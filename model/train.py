@@ -184,7 +184,7 @@ def dataset_features(
     windows = np.concatenate(feats)
     if cache:
         try:
-            with atomic_path(cache_path) as tmp:
+            with atomic_path(cache_path, keep_suffix=True) as tmp:
                 np.savez(tmp, windows=windows, utt=utt)
         except OSError:
             pass  # a read-only dataset still trains, it only recomputes next time
@@ -444,7 +444,7 @@ def save_domain_head(wrapper: Any, path: Path, domains: list[str]) -> None:
         for name in DOMAIN_HEAD_LAYERS
         for i, w in enumerate(wrapper.get_layer(name).get_weights())
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         np.savez(tmp, domains=np.array(domains), **arrays)
 
 
@@ -543,7 +543,7 @@ class SwaState:
         return avg
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, keep_suffix=True) as tmp:
             np.savez(tmp, *self.mean)
 
     @classmethod

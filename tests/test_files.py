@@ -18,9 +18,11 @@ from wakeguard.edge.files import (
 )
 
 
-def test_the_temporary_keeps_the_suffix_that_writers_choose_formats_by() -> None:
-    assert part_path(Path("run/curves.png")) == Path("run/curves.part.png")
-    assert part_path(Path("model.keras")).name == "model.part.keras"
+def test_the_temporary_is_no_file_of_its_kind_unless_its_writer_needs_the_suffix() -> None:
+    # a stale take.wav.part is not picked up by a later *.wav glob
+    assert part_path(Path("audio/take.wav")) == Path("audio/take.wav.part")
+    assert part_path(Path("run/curves.png"), keep_suffix=True) == Path("run/curves.part.png")
+    assert part_path(Path("model.keras"), keep_suffix=True).name == "model.part.keras"
     assert is_part(Path("a/curves.part.png")) and is_part(Path("a/take.wav.part"))
     assert not is_part(Path("a/departure.wav")) and not is_part(Path("a/curves.png"))
 
@@ -65,7 +67,7 @@ def test_figures_and_arrays_are_written_in_their_own_format(tmp_path: Path) -> N
     png = save_figure(fig, tmp_path / "curves.png", dpi=50)
     plt.close(fig)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with atomic_path(tmp_path / "cache.npz") as tmp:
+    with atomic_path(tmp_path / "cache.npz", keep_suffix=True) as tmp:
         np.savez(tmp, x=np.arange(3))  # numpy appends no second .npz: the suffix is kept
     assert np.load(tmp_path / "cache.npz")["x"].tolist() == [0, 1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz", "curves.png"]
