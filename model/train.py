@@ -602,7 +602,6 @@ def load_init_source(
 ) -> tuple[Any, dict[str, Any], str]:
     """Keras model and config of a run folder or a bundle folder (which keeps ``model.keras``);
     ``role`` names what the folder is for in errors."""
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: {role} not found")

@@ -233,3 +233,24 @@ def test_version_option_prints_the_installed_version() -> None:
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0, r.output
     assert r.output.strip() == f"wakeguard {version('wakeguard')}"
+
+
+def test_a_tarball_that_does_not_fit_names_it_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from wakeguard.tools.shipping import _write_tarball
+
+    folder = tmp_path / "wakeguard-x"
+    folder.mkdir()
+    (folder / "manifest.json").write_text("{}")
+
+    def disk_full(self: tarfile.TarFile, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "add", disk_full)
+    out = tmp_path / "dist" / "wakeguard-x.tar.gz"
+    with pytest.raises(OSError, match=r"cannot write .*wakeguard-x\.tar\.gz: No space left"):
+        _write_tarball(folder, out)
+    assert not out.exists() and list(out.parent.iterdir()) == []

@@ -36,7 +36,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from wakeguard.edge.files import write_text_atomic
+from wakeguard.edge.files import atomic_path, write_text_atomic
 
 SHIP_FORMAT = "wakeguard-ship"
 SHIP_FORMAT_VERSION = 1
@@ -195,18 +195,16 @@ def read_manifest(tarball: Path) -> dict[str, Any]:
 
 
 def _write_tarball(folder: Path, out: Path) -> Path:
-    """``out`` holds ``folder`` under its own name; written to a temporary name, then renamed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
+    """``out`` holds ``folder`` under its own name; written to a temporary name, then renamed
+    (a full disk names ``out`` and leaves no half-written tarball)."""
 
     def reset(ti: tarfile.TarInfo) -> tarfile.TarInfo:
         ti.uid = ti.gid = 0
         ti.uname = ti.gname = "root"
         return ti
 
-    with tarfile.open(part, "w:gz", compresslevel=6) as tar:
+    with atomic_path(out) as part, tarfile.open(part, "w:gz", compresslevel=6) as tar:
         tar.add(folder, arcname=folder.name, filter=reset)
-    part.replace(out)
     return out
 
 
