@@ -30,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, check_audio
+from .files import atomic_path
 from .protocol import LABELS, file_in_the_way, is_finite_number
 
 log = logging.getLogger(__name__)
@@ -57,22 +58,14 @@ def write_private_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_R
     """Write 16-bit PCM WAV readable by the owner only (0600), atomically; returns its size."""
     import soundfile as sf
 
-    tmp = path.with_name(path.name + ".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(
-                fh,
-                np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0),
-                sample_rate,
-                subtype="PCM_16",
-                format="WAV",
-            )
-        os.chmod(tmp, FILE_MODE)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path, mode=FILE_MODE) as tmp:
+        sf.write(
+            tmp,
+            np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0),
+            sample_rate,
+            subtype="PCM_16",
+            format="WAV",
+        )
     return path.stat().st_size
 
 

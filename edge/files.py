@@ -10,6 +10,7 @@ says neither which file nor which step.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -30,14 +31,26 @@ def is_part(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, keep_suffix: bool = False, mode: int | None = None
+) -> Iterator[Path]:
     """Yield the temporary path to write ``path`` through (see :func:`part_path`); moved onto
     ``path`` once the block ends without error, removed if it raises (an ``OSError`` is
-    raised again naming ``path``)."""
+    raised again naming ``path``).
+
+    ``mode`` (e.g. ``0o600`` for recordings made in someone's home): the temporary file is
+    created empty with exactly that mode before the block writes it, so the file never exists,
+    even for a moment, with wider permissions (writers that open an existing file keep its
+    mode); missing parent folders are then created owner-only (0700)."""
     path = Path(path)
     tmp = part_path(path, keep_suffix)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if mode is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
+            os.chmod(tmp, mode)  # an existing leftover keeps its old mode through os.open
         yield tmp
         tmp.replace(path)
     except BaseException as exc:
@@ -49,22 +62,22 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_text(path: str | Path) -> Iterator[TextIO]:
+def atomic_text(path: str | Path, mode: int | None = None) -> Iterator[TextIO]:
     """A UTF-8 text file handle that becomes ``path`` once the block ends (see :func:`atomic_path`)."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path, mode=mode) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         yield fh
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+def write_text_atomic(path: str | Path, text: str, mode: int | None = None) -> Path:
     """Write ``text`` to ``path`` atomically; returns ``path``."""
-    with atomic_text(path) as fh:
+    with atomic_text(path, mode=mode) as fh:
         fh.write(text)
     return Path(path)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+def write_bytes_atomic(path: str | Path, data: bytes, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path``."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode=mode) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 

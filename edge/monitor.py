@@ -720,9 +720,8 @@ def export_clips(
             missing += 1  # deleted by the clip cap since it was logged
             continue
         dst = audio_dir / src.name
-        with atomic_path(dst) as tmp:
+        with atomic_path(dst, mode=FILE_MODE) as tmp:
             shutil.copyfile(src, tmp)
-        os.chmod(dst, FILE_MODE)
         label = "spoof" if r.get("verdict") == "spoof" else "bonafide"
         labels[label] = labels.get(label, 0) + 1
         rows.append(
@@ -754,8 +753,7 @@ def export_clips(
             for c in row.conditions:
                 if c not in cols:
                     cols.append(c)
-        write_protocol(out / PROTOCOL, rows, cols)
-        os.chmod(out / PROTOCOL, FILE_MODE)
+        write_protocol(out / PROTOCOL, rows, cols, mode=FILE_MODE)
         _write_export_card(out, len(rows))
     return ExportResult(str(out), exported, already, missing, labels)
 
@@ -774,8 +772,7 @@ def _write_export_card(out: Path, n: int) -> None:
         "These are recordings made in someone's home: keep the folder private (it is created 0700).\n"
     )
     p = out / "datacard.md"
-    write_text_atomic(p, text)
-    os.chmod(p, FILE_MODE)
+    write_text_atomic(p, text, mode=FILE_MODE)
 
 
 __all__ = [

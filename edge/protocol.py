@@ -243,9 +243,13 @@ def require_confirmed(protocol: Protocol, rows: Sequence[Row], used_for: str) ->
 
 
 def write_protocol(
-    path: str | Path, rows: Iterable[Row], condition_columns: Sequence[str] | None = None
+    path: str | Path,
+    rows: Iterable[Row],
+    condition_columns: Sequence[str] | None = None,
+    mode: int | None = None,
 ) -> Path:
-    """Write rows atomically (temp file, then rename) so an interrupted write loses nothing."""
+    """Write rows atomically (temp file, then rename) so an interrupted write loses nothing;
+    ``mode`` as in :func:`~wakeguard.edge.files.atomic_path`."""
     csv_path = protocol_file(path) if Path(path).suffix != ".csv" else Path(path)
     rows = list(rows)
     if condition_columns is None:
@@ -254,7 +258,7 @@ def write_protocol(
             for c in r.conditions:
                 seen.setdefault(c, None)
         condition_columns = list(seen)
-    with atomic_text(csv_path) as fh:  # a full disk: names the file, leaves no half copy
+    with atomic_text(csv_path, mode=mode) as fh:  # a full disk: names the file, leaves no half copy
         w = csv.DictWriter(fh, fieldnames=[*KNOWN, *condition_columns], extrasaction="ignore")
         w.writeheader()
         for r in rows:

@@ -4,6 +4,9 @@ temporary behind, and its error keeps the errno and names the file."""
 from __future__ import annotations
 
 import errno
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +74,26 @@ def test_figures_and_arrays_are_written_in_their_own_format(tmp_path: Path) -> N
         np.savez(tmp, x=np.arange(3))  # numpy appends no second .npz: the suffix is kept
     assert np.load(tmp_path / "cache.npz")["x"].tolist() == [0, 1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.npz", "curves.png"]
+
+
+def test_a_private_file_never_exists_with_wider_permissions(tmp_path: Path) -> None:
+    """``mode``: the temporary is created with it before anything is written, so the file is
+    0600 while it is written and after, whatever the umask, and a leftover temporary with a
+    wider mode from an earlier kill does not pass its mode on."""
+    target = tmp_path / "private" / "clip.wav"
+    leftover = part_path(target)
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"half")
+    leftover.chmod(0o644)
+    old = os.umask(0)
+    try:
+        with atomic_path(target, mode=0o600) as tmp:
+            assert stat.S_IMODE(tmp.stat().st_mode) == 0o600 and tmp.stat().st_size == 0
+            shutil.copyfile(__file__, tmp)  # a writer that opens the file by name
+        write_text_atomic(tmp_path / "new" / "card.md", "private\n", mode=0o600)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_bytes() == Path(__file__).read_bytes() and not leftover.exists()
+    assert stat.S_IMODE((tmp_path / "new" / "card.md").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
