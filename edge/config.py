@@ -138,12 +138,30 @@ class LogConfig:
     clip_cap_bytes: int = 50_000_000
     borderline_margin: float = 1.0
 
+    def check(self) -> None:
+        """ValueError for a size, count or margin that means nothing."""
+        if self.max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive number of bytes, got {self.max_bytes}")
+        if self.backups < 0:
+            raise ValueError(f"backups must be 0 or more, got {self.backups}")
+        if self.clip_cap_bytes <= 0:
+            raise ValueError(
+                f"clip_cap_bytes must be a positive number of bytes, got {self.clip_cap_bytes}"
+            )
+        if not math.isfinite(self.borderline_margin) or self.borderline_margin < 0:
+            raise ValueError(f"borderline_margin must be 0 or more, got {self.borderline_margin}")
+
 
 @dataclass(frozen=True)
 class MetricsConfig:
     port: int = 0
     """Prometheus metrics port; 0 = no metrics."""
     host: str = "127.0.0.1"
+
+    def check(self) -> None:
+        """ValueError for a port no socket can bind."""
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 1-65535 (or 0 for no metrics), got {self.port}")
 
 
 def check_durations(settings: Any, names: tuple[str, ...], zero_ok: tuple[str, ...] = ()) -> None:
@@ -272,7 +290,7 @@ def _section(cfg: RuntimeConfig, name: str, values: dict[str, Any], where: str) 
             section.params()
         elif name == "decision":
             section.params(0.0)
-        elif name == "serve":
+        elif name in ("serve", "log", "metrics"):
             section.check()
     except ValueError as exc:
         raise ConfigError(where, f"[{name}] {exc}") from exc

@@ -20,6 +20,7 @@ import errno
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 CLIP_SUFFIX = ".wav"
+CLIP_NAME = re.compile(r"\d{8}T\d{6}\.\d{6}_\d{4}_[A-Za-z_-]+\.wav")
+"""The clips this log writes (``20261124T090312.123456_0001_spoof.wav``): the only files in the
+clip folder it counts against the cap and deletes; any other file there is the user's."""
 
 
 def utc_now_iso() -> str:
@@ -52,6 +56,25 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, DIR_MODE)
     except OSError:  # not ours to change (e.g. a shared parent); the files are still 0600
         pass
+
+
+def not_a_log(path: Path) -> str | None:
+    """Why the existing file ``path`` must not be appended to as a decision log, or None (it is
+    one, it is empty, or it does not exist). Only its first line is read: a power cut can leave
+    NUL bytes at a log's end, and the service must start again after one."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None  # missing, or a folder: opening it reports that
+    first = head.split(b"\n", 1)[0].strip(b"\x00 \t\r")
+    if not first or first.startswith(b"{"):
+        return None
+    if b"\x00" in head or first.startswith((b"RIFF", b"fLaC", b"OggS", b"ID3")):
+        return "holds binary data (audio?), not JSON lines"
+    return (
+        f"holds text that is not JSON lines (it starts {first[:20].decode('utf-8', 'replace')!r})"
+    )
 
 
 def write_private_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> int:
@@ -113,6 +136,11 @@ class DecisionLog:
         self._clips: list[tuple[str, int]] = []  # (name, bytes), oldest first
         self._clip_bytes = 0
         self._clip_seq = 0
+        why = not_a_log(self.path)
+        if why:  # e.g. --log and --input swapped: never append to someone's recording
+            raise ValueError(
+                f"decision log {self.path} {why}; choose another --log path (nothing was written)"
+            )
         self._open(strict=strict_open)
         if self.clips_dir is not None:
             self._scan_clips()
@@ -183,7 +211,7 @@ class DecisionLog:
             _private_dir(self.clips_dir)
             found = []
             for p in self.clips_dir.iterdir():
-                if p.suffix == CLIP_SUFFIX and p.is_file():
+                if CLIP_NAME.fullmatch(p.name) and p.is_file():
                     st = p.stat()
                     found.append((st.st_mtime, p.name, st.st_size))
         except OSError as exc:
@@ -506,6 +534,7 @@ __all__ = [
     "DecisionLog",
     "LogContents",
     "log_files",
+    "not_a_log",
     "read_log",
     "read_records",
     "record_problem",

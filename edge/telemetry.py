@@ -128,7 +128,7 @@ class Telemetry:
                 self._server, self._thread = self._start_server(
                     self.port, addr=self.host, registry=self.registry
                 )
-            except OSError as exc:
+            except (OSError, OverflowError) as exc:  # taken, not ours, out of range
                 raise TelemetryError(
                     f"cannot serve metrics on {self.host}:{self.port}: {exc}"
                 ) from exc

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from wakeguard.edge.decisionlog import DecisionLog, log_files, read_log, read_records
+from wakeguard.edge.decisionlog import DecisionLog, log_files, not_a_log, read_log, read_records
 
 
 def _tone(seconds: float = 0.5, amp: float = 0.1) -> np.ndarray:
@@ -300,3 +300,49 @@ def test_telemetry_without_prometheus_client(monkeypatch: pytest.MonkeyPatch) ->
     importlib.reload(telemetry)  # the module itself imports fine without it
     with pytest.raises(telemetry.TelemetryError, match="prometheus-client"):
         telemetry.Telemetry()
+
+
+def test_the_clip_cap_deletes_only_its_own_clips(tmp_path: Path) -> None:
+    """A --clips-dir that already holds the user's recordings: they are neither counted
+    against the cap nor deleted by it, however old."""
+    clips = tmp_path / "recordings"
+    clips.mkdir()
+    mine = []
+    for i in range(5):
+        p = clips / f"take{i}.wav"
+        sf.write(p, _tone(0.5), 16_000, subtype="PCM_16")
+        os.utime(p, (1_000_000 + i, 1_000_000 + i))  # older than any clip
+        mine.append((p, p.read_bytes()))
+    audio = _tone(0.5)
+    with DecisionLog(tmp_path / "d.jsonl", clips_dir=clips, clip_cap_bytes=40_000) as log:
+        saved = [_rec(log, -3.0, "spoof", audio=audio)["clip"] for _ in range(3)]
+    assert all(p.read_bytes() == data for p, data in mine)
+    assert not Path(saved[0]).exists() and Path(saved[1]).exists() and Path(saved[2]).exists()
+    # A second session counts the clips it finds by their names, still not the takes.
+    with DecisionLog(tmp_path / "d.jsonl", clips_dir=clips, clip_cap_bytes=40_000) as log:
+        assert log.clip_bytes == sum(Path(p).stat().st_size for p in saved[1:])
+    assert all(p.read_bytes() == data for p, data in mine)
+
+
+def test_a_file_that_is_not_a_log_is_refused_and_left_alone(tmp_path: Path) -> None:
+    wav = tmp_path / "take.wav"
+    sf.write(wav, _tone(0.2), 16_000, subtype="PCM_16")
+    before = wav.read_bytes()
+    with pytest.raises(ValueError, match=r"take\.wav holds binary data \(audio\?\), not JSON"):
+        DecisionLog(wav)
+    assert wav.read_bytes() == before
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list\n")
+    assert "text that is not JSON lines (it starts 'shopping list')" in not_a_log(notes)
+    # A log, an empty file, a missing one, and a log whose tail a power cut filled with NULs.
+    log = tmp_path / "d.jsonl"
+    with DecisionLog(log) as dl:
+        _rec(dl, 1.0, "bonafide")
+    with log.open("ab") as fh:
+        fh.write(b"\x00" * 300)
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    for ok in (log, tmp_path / "empty.jsonl", tmp_path / "new.jsonl"):
+        assert not_a_log(ok) is None
+    with DecisionLog(log) as dl:
+        _rec(dl, 2.0, "bonafide")
+    assert log.read_bytes().count(b"\n") == 2

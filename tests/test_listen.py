@@ -444,6 +444,32 @@ def test_decision_log_wrong_path_fails_at_start_full_disk_is_counted(
     )
 
 
+def test_log_never_appends_to_a_recording_and_bad_ports_are_refused(
+    commands, tiny_bundle, tmp_path
+):
+    """--log and --input swapped must not write JSON into the user's WAV; a port no socket
+    can bind is a one-line error, not a traceback."""
+    path, _ = commands
+    base = [*WAKEGUARD, "listen", "--input", str(path), "--speed", "0", "--model", str(tiny_bundle)]
+    victim = tmp_path / "take.wav"
+    victim.write_bytes(path.read_bytes())
+    r = subprocess.run([*base, "--log", str(victim)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"decision log {victim} holds binary data (audio?), not JSON lines" in r.stderr
+    assert victim.read_bytes() == path.read_bytes()
+    for port in ("99999", "-5"):
+        r = subprocess.run(
+            [*base, "--metrics-port", port], capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "Invalid value for '--metrics-port'" in r.stderr
+    conf = tmp_path / "ports.toml"
+    conf.write_text("[metrics]\nport = 70000\n")
+    r = subprocess.run([*base, "--config", str(conf)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "[metrics] port must be 1-65535 (or 0 for no metrics), got 70000" in r.stderr
+
+
 def test_a_file_with_no_command_in_it_says_so(tiny_bundle, tmp_path):
     fan = tmp_path / "fan.wav"
     write_wav(fan, 0.05 * np.random.default_rng(0).standard_normal(3 * SR))

@@ -610,7 +610,9 @@ def demo_cli(
     model: ModelOption = None,
     operating_point: OperatingPointOption = None,
     speed: Annotated[float, typer.Option(help="File playback speed (1 = real time, 0 = as fast as possible).")] = 1.0,
-    rounds: Annotated[int, typer.Option(help="Challenge rounds with a microphone (0 = until Ctrl-C).")] = 0,
+    rounds: Annotated[
+        int, typer.Option(min=0, help="Challenge rounds with a microphone (0 = until Ctrl-C).")
+    ] = 0,
 ) -> None:
     """Live terminal demo: level meter, voice activity, verdicts with score bars and latency."""
     if list_devices_flag:

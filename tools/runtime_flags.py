@@ -49,7 +49,10 @@ ClipsDirOption = Annotated[
 MetricsPortOption = Annotated[
     int | None,
     typer.Option(
-        "--metrics-port", help="Serve Prometheus metrics on this port (default: 0 = no metrics)."
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve Prometheus metrics on this port (default: 0 = no metrics).",
     ),
 ]
 MetricsHostOption = Annotated[

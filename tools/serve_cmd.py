@@ -181,11 +181,16 @@ def serve_cli(
     clips_dir: ClipsDirOption = None,
     clip_cap_mb: Annotated[
         float | None,
-        typer.Option(help="Size cap of the clip folder, MB, oldest deleted first (default: 50)."),
+        typer.Option(
+            min=0.001,
+            help="Size cap of the clip folder, MB, oldest deleted first (default: 50).",
+        ),
     ] = None,
     borderline: Annotated[
         float | None,
-        typer.Option(help="Clips are saved when |score - threshold| is below this (default: 1)."),
+        typer.Option(
+            min=0.0, help="Clips are saved when |score - threshold| is below this (default: 1)."
+        ),
     ] = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = None,
