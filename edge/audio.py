@@ -101,16 +101,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     import soundfile as sf
 
     path = Path(path)
-    if not path.exists():
-        raise AudioError(path, "file not found")
-    if path.is_dir():
-        raise AudioError(path, "is a folder, not an audio file")
-    sizes = _wav_data_sizes(path)
-    if sizes is not None and sizes[1] < sizes[0]:
-        raise AudioError(
-            path,
-            f"truncated WAV: its data chunk declares {sizes[0]} bytes but only {sizes[1]} are present",
-        )
+    check_audio_file(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types; all mean unreadable
@@ -123,6 +114,21 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if rate != sample_rate:
         x = resample(x, rate, sample_rate)
     return x
+
+
+def check_audio_file(path: Path) -> None:
+    """AudioError for a path that is missing, a folder, or a truncated WAV: what every reader
+    (whole-file or streamed) checks before libsndfile, which plays a cut WAV without a word."""
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
+    sizes = _wav_data_sizes(path)
+    if sizes is not None and sizes[1] < sizes[0]:
+        raise AudioError(
+            path,
+            f"truncated WAV: its data chunk declares {sizes[0]} bytes but only {sizes[1]} are present",
+        )
 
 
 def _wav_data_sizes(path: Path) -> tuple[int, int] | None:
@@ -175,6 +181,9 @@ def require_usable(x: np.ndarray, path: str | Path | None = None, min_seconds: f
     info = check_audio(x)
     if info.duration_s < min_seconds:
         raise AudioError(path, f"too short to score ({info.duration_s:.3f} s < {min_seconds} s)")
+    if info.silent and info.rms_dbfs <= -199.0:  # the 1e-10 floor: no variation at all
+        what = "every sample is zero" if info.peak == 0.0 else "every sample has the same value"
+        raise AudioError(path, f"silent (digital silence: {what})")
     if info.silent:
         raise AudioError(path, f"silent (RMS {info.rms_dbfs:.1f} dBFS < {SILENCE_DBFS:.0f} dBFS)")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, to_mono
+from .audio import SAMPLE_RATE, AudioError, check_audio_file, to_mono
 from .stream_resample import StreamResampler
 
 log = logging.getLogger(__name__)
@@ -305,10 +305,7 @@ class FileSource(_FeederSource):
 
         self.path = Path(path)
         self.description = str(self.path)
-        if not self.path.exists():
-            raise AudioError(self.path, "file not found")
-        if self.path.is_dir():
-            raise AudioError(self.path, "is a folder, not an audio file")
+        check_audio_file(self.path)
         try:
             info = sf.info(str(self.path))
         except Exception as exc:  # libsndfile raises several types; all mean unreadable

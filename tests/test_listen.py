@@ -483,6 +483,40 @@ def test_a_file_with_no_command_in_it_says_so(tiny_bundle, tmp_path):
     assert f"no command found in {fan}: silence, steady noise" in r.stderr
 
 
+def test_a_cut_file_is_refused_and_a_short_or_silent_one_named_as_such(
+    commands, tiny_bundle, tmp_path
+):
+    """listen reads files as screen does: a truncated WAV is an error naming it, not a
+    stream of what is left; a file too short or silent says that, not "try screen"."""
+    path, _ = commands
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    short = tmp_path / "short.wav"
+    write_wav(short, 0.1 * np.random.default_rng(1).standard_normal(SR // 10))
+    zeros = tmp_path / "zeros.wav"
+    write_wav(zeros, np.zeros(2 * SR, np.float32))
+    runs = {}
+    for f in (cut, short, zeros):
+        runs[f] = subprocess.run(
+            [*WAKEGUARD, "listen", "--input", str(f), "--speed", "0", "--model", str(tiny_bundle)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    r = runs[cut]
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"error: {cut}: truncated WAV: its data chunk declares" in r.stderr
+    r = runs[short]
+    assert r.returncode == 0 and "screen" not in r.stderr
+    assert f"no command found in {short}: it is too short to score (0.100 s < 0.3 s)" in r.stderr
+    r = runs[zeros]
+    assert r.returncode == 0 and "screen" not in r.stderr
+    assert (
+        f"no command found in {zeros}: it is silent (digital silence: every sample is zero)"
+        in r.stderr
+    )
+
+
 def test_failing_hook_and_dead_webhook_are_logged_not_fatal(commands, tiny_bundle):
     path, spans = commands
     result = CliRunner().invoke(

@@ -204,6 +204,21 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _no_command_found(path: Path, min_seconds: float) -> str:
+    """Why a file gave no command: too short or silent as a whole (which ``screen`` refuses
+    too), or no stretch in it that sounds like speech."""
+    from wakeguard.edge.audio import AudioError, load_audio, require_usable
+
+    try:
+        require_usable(load_audio(path), min_seconds=min_seconds)
+    except AudioError as exc:
+        return f"no command found in {path}: it is {exc.problem}"
+    return (
+        f"no command found in {path}: silence, steady noise, or speech too quiet against it "
+        "(wakeguard screen scores a whole file regardless)"
+    )
+
+
 def listen_cli(
     input_file: Annotated[
         Path | None,
@@ -338,11 +353,7 @@ def listen_cli(
         f", latency p95 {p95:.1f} ms" if p95 is not None else "",
     )
     if input_file is not None and not s["segments"] and not stop.is_set():
-        logger.warning(
-            "no command found in %s: silence, steady noise, or speech too quiet against it "
-            "(wakeguard screen scores a whole file regardless)",
-            input_file,
-        )
+        logger.warning("%s", _no_command_found(input_file, cfg.endpoint.params().min_seconds))
     if s["log_write_errors"]:
         logger.warning(
             "%d decision record(s) or clip(s) could not be written to %s",
