@@ -3,8 +3,10 @@
 :func:`build_report` reads only artefacts already in the run folder (score CSVs, metrics
 and baseline JSON, ``quantize/variants.json``, the bundle manifest, the dataset's data
 card) and recomputes nothing beyond plots of those scores. Every section that lacks its
-input says what is missing instead of failing. Figures are written as PNGs next to the
-HTML and also embedded (base64), so the single ``index.html`` can be mailed around.
+input says what is missing instead of failing. Figures are embedded (base64), so the single
+HTML file can be mailed around, and also written as PNGs for slides: next to the default
+``RUN/report/index.html``, or in ``STEM_figures/`` beside a report written elsewhere
+(``--out``), so that they never overwrite files of the user's that share their names.
 """
 
 from __future__ import annotations
@@ -1006,12 +1008,16 @@ def build_report(run: Path, out: Path | None = None) -> Path:
     # step; without it the folder is not a run and every section would be empty.
     if not (run / "config.json").is_file():
         raise FileNotFoundError(f"{run}: not a run folder (no config.json)")
-    out = Path(out) if out is not None else run / REPORT_DIR / REPORT_FILE
+    default = run / REPORT_DIR / REPORT_FILE
+    out = Path(out) if out is not None else default
     if out.is_dir():
         raise ValueError(f"{out} is a folder; give the HTML file to write")
+    if out.suffix.lower() not in (".html", ".htm"):
+        what = "exists and is not an HTML file" if out.exists() else "does not end in .html"
+        raise ValueError(f"{out} {what}; give the HTML file to write (e.g. report.html)")
     out.parent.mkdir(parents=True, exist_ok=True)
     inp = gather(run)
-    figs = Figures(out.parent)
+    figs = Figures(out.parent if out == default else out.with_name(f"{out.stem}_figures"))
     version = (inp.manifest or {}).get("version", "unknown")
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sections = [

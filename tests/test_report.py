@@ -210,6 +210,30 @@ def test_report_refuses_a_folder_as_output_and_leaves_no_part(tmp_path, monkeypa
     assert not list(tmp_path.glob("*.part*")) and not out.exists()
 
 
+def test_a_report_elsewhere_overwrites_nothing_of_the_users(run_folder, tmp_path):
+    """--out in a folder of the user's: a file that is not HTML is refused, not replaced, and
+    the figures go to STEM_figures/, not over the user's own det.png."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "take.wav").write_bytes(b"RIFF-not-really")
+    (mine / "det.png").write_bytes(b"my own plot")
+    res = runner.invoke(app, ["report", str(run_folder), "-o", str(mine / "take.wav")])
+    assert res.exit_code == 2 and "take.wav exists and is not an HTML file" in res.output
+    res = runner.invoke(app, ["report", str(run_folder), "-o", str(mine / "summary")])
+    assert res.exit_code == 2 and "summary does not end in .html" in res.output
+    res = runner.invoke(app, ["report", str(run_folder), "-o", str(mine / "summary.html")])
+    assert res.exit_code == 0, res.output
+    assert (mine / "take.wav").read_bytes() == b"RIFF-not-really"
+    assert (mine / "det.png").read_bytes() == b"my own plot"
+    assert (mine / "summary_figures" / "det.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in mine.iterdir()) == [
+        "det.png",
+        "summary.html",
+        "summary_figures",
+        "take.wav",
+    ]
+
+
 def test_the_input_row_describes_frames_or_blocks_as_the_front_end_has_them() -> None:
     from wakeguard.model.report import _input_row
 

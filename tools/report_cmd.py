@@ -16,7 +16,12 @@ def report_cli(
     ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="HTML file to write (default: RUN/report/index.html)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="HTML file to write (default: RUN/report/index.html); its PNG figures go to"
+            " STEM_figures/ beside it.",
+        ),
     ] = None,
 ) -> None:
     """Build the HTML report: task, data card, DET, histograms, per-condition EER, baselines, int8 vs float."""
