@@ -340,7 +340,8 @@ def bootstrap_ci(
     their trials (bona fide and spoof), so the interval reflects speaker-to-speaker
     variation rather than pretending trials are independent. Replicates that lose a class
     are skipped (their count is reported). If any row lacks a speaker id the unit falls
-    back to the trial, and ``unit`` says so.
+    back to the trial, and ``unit`` says so; so does a test of one speaker, whose every
+    replicate would draw the same trials (an interval of zero width), and ``fallback`` says why.
 
     ``crossed_with`` names a second factor crossed with the speakers (the room: every
     speaker is heard in several rooms and every room hears several speakers). Then each
@@ -351,9 +352,12 @@ def bootstrap_ci(
     """
     speakers = [str(r.get("speaker", "")) for r in rows]
     unit = "speaker" if all(speakers) else "trial"
+    fallback = None
     if unit == "speaker":
         spk, n_spk = _unit_index(rows, "speaker")
-    else:
+        if n_spk < 2:
+            unit, fallback = "trial", "one speaker: resampled by trial, not by speaker"
+    if unit == "trial":
         spk, n_spk = np.arange(len(rows)), len(rows)
     if crossed_with:
         other, n_other = _unit_index(rows, crossed_with)
@@ -396,6 +400,8 @@ def bootstrap_ci(
         "n_skipped": skipped,
         "seed": seed,
     }
+    if fallback:
+        out["fallback"] = fallback
     if crossed_with:
         out["n_units_" + crossed_with] = n_other
     for k, v in stats.items():

@@ -135,6 +135,20 @@ def test_bootstrap_resamples_speakers_and_is_seeded():
     assert (a["eer"][1] - a["eer"][0]) > 1.5 * (t["eer"][1] - t["eer"][0])
 
 
+def test_one_speaker_is_resampled_by_trial_not_given_a_zero_width_interval():
+    rng = np.random.default_rng(0)
+    rows = [
+        {"speaker": "s0", "label": label, "score": float(rng.normal(mu, 1.0))}
+        for label, mu in (("bonafide", 0.5), ("spoof", -0.5))
+        for _ in range(40)
+    ]
+    ci = bootstrap_ci(rows, threshold=0.0, n_boot=300, seed=1)
+    assert ci["unit"] == "trial" and ci["n_units"] == len(rows)
+    assert ci["fallback"] == "one speaker: resampled by trial, not by speaker"
+    assert ci["eer"][1] > ci["eer"][0]
+    assert "fallback" not in bootstrap_ci(_rows(np.random.default_rng(0)), threshold=0.0, n_boot=50)
+
+
 def test_crossed_bootstrap_also_resamples_rooms():
     """Trials of one room share its acoustics: when rooms differ in difficulty, an interval
     that resamples only speakers is too narrow, and the crossed one widens it."""

@@ -18,6 +18,10 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _ci(pair: list[float] | None) -> str:
     return "" if not pair else f"[{100 * pair[0]:.2f}, {100 * pair[1]:.2f}]"
 
@@ -28,7 +32,7 @@ def print_metrics(m: dict[str, Any]) -> None:
 
     ci = m.get("ci") or {}
     t = Table(
-        title=f"{m.get('split', '')} split: {m['n_bonafide']} bona fide, {m['n_spoof']} spoof, {m.get('n_speakers', 0)} speakers"
+        title=f"{m.get('split', '')} split: {m['n_bonafide']} bona fide, {m['n_spoof']} spoof, {_count(m.get('n_speakers', 0), 'speaker')}"
     )
     t.add_column("metric")
     t.add_column("value", justify="right")
