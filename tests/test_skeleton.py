@@ -396,6 +396,19 @@ def test_screen_warns_about_clipping_and_keeps_long_lines_whole(tiny_bundle, spe
         "too quiet against it?); a score of audio that is not speech means little"
     ]
 
+    # A recording made at 8 kHz is scored (converted to 16 kHz), with a warning: nothing in it
+    # lies above 4 kHz, and every live command the model learned from had the whole band.
+    speech, rate = sf.read(speech_file, dtype="float32")
+    narrow = folder / "phone-line.wav"
+    sf.write(narrow, speech[::2], rate // 2, subtype="PCM_16")
+    out = subprocess.run([*base, "--json", str(narrow)], capture_output=True, text=True, env=env)
+    (d,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 0 and d["verdict"] in ("bonafide", "spoof")
+    assert d["warnings"] == [
+        "recorded at 8000 Hz: nothing above 4000 Hz, while the model learned from live commands "
+        "recorded at 16000 Hz; the score may be less reliable"
+    ]
+
 
 @pytest.mark.parametrize(
     "args",

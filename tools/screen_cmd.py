@@ -38,15 +38,22 @@ class ScreenedFile:
         return d
 
 
-def audio_warnings(audio: np.ndarray) -> tuple[str, ...]:
+def audio_warnings(audio: np.ndarray, native_rate: int | None = None) -> tuple[str, ...]:
     """What is worth telling about scoreable audio: clipping distorts, but a clipped command
     is still a command, so it is scored and flagged rather than refused; audio in which the
     live listener's endpointer finds no command (steady noise, a hum) is scored too, but the
-    score of something that is not speech means little."""
-    from wakeguard.edge.audio import check_audio
+    score of something that is not speech means little; and a file recorded below 16 kHz
+    (``native_rate``) has no sound above half its rate, where much of the replay evidence
+    is, while every live command the model learned from had the whole band."""
+    from wakeguard.edge.audio import SAMPLE_RATE, check_audio
     from wakeguard.edge.endpoint import Endpointer
 
     found: list[str] = []
+    if native_rate is not None and native_rate < SAMPLE_RATE:
+        found.append(
+            f"recorded at {native_rate} Hz: nothing above {native_rate // 2} Hz, while the model "
+            f"learned from live commands recorded at {SAMPLE_RATE} Hz; the score may be less reliable"
+        )
     info = check_audio(audio)
     if info.clipped:
         found.append(
@@ -59,6 +66,16 @@ def audio_warnings(audio: np.ndarray) -> tuple[str, ...]:
             "speech too quiet against it?); a score of audio that is not speech means little"
         )
     return tuple(found)
+
+
+def _native_rate(path: Path) -> int | None:
+    """The sample rate the file was recorded at (before load_audio converts it)."""
+    import soundfile as sf
+
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except Exception:  # load_audio read it already; a second look failing only loses a warning
+        return None
 
 
 def screen(
@@ -79,13 +96,14 @@ def screen(
         try:
             audio = load_audio(f)
             r = scorer.score(audio, path=f)
+            native_rate = _native_rate(f)
             out.append(
                 ScreenedFile(
                     str(f),
                     round(r.score, 4),
                     r.verdict,
                     round(r.latency_ms, 2),
-                    warnings=audio_warnings(audio),
+                    warnings=audio_warnings(audio, native_rate),
                 )
             )
         except AudioError as exc:
