@@ -177,6 +177,12 @@ def _read_protocol(csv_path: Path) -> Protocol:
         rows = []
         first_line: dict[str, int] = {}
         for lineno, rec in enumerate(reader, start=2):
+            extra = [v for v in rec.get(None) or [] if v.strip()]  # type: ignore[call-overload]
+            if extra:  # the columns after a stray comma would all be shifted by one
+                raise ProtocolError(
+                    f"{csv_path}:{lineno}: {len(header) + len(rec[None])} fields but the header "  # type: ignore[index]
+                    f"has {len(header)} (a comma inside a value that is not quoted?)"
+                )
             label = (rec.get("label") or "").strip()
             if label not in LABELS:
                 raise ProtocolError(f"{csv_path}:{lineno}: label {label!r} is not one of {LABELS}")

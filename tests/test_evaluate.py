@@ -468,3 +468,18 @@ def test_single_label_protocol_explains_missing_eer(tmp_path):
     code, text = _evaluate("-p", str(live), "--scores", str(scores), "--json")
     m = json.loads(text.strip().splitlines()[-1])
     assert code == 0 and m["eer"] is None and "4 bonafide, 0 spoof" in m["note"]
+
+
+def test_a_row_with_more_fields_than_the_header_is_named(tmp_path):
+    """An unquoted comma shifts every later column of its row: refused with the line, while a
+    trailing comma (an empty extra field, as spreadsheets write) is not a problem."""
+    from wakeguard.edge.protocol import ProtocolError, read_protocol
+
+    proto = tmp_path / "protocol.csv"
+    proto.write_text("path,label\na.wav,bonafide,\nb,1.wav,spoof\n")
+    with pytest.raises(
+        ProtocolError, match=r"protocol\.csv:3: 3 fields but the header has 2 \(a comma"
+    ):
+        read_protocol(proto)
+    proto.write_text("path,label\na.wav,bonafide,\nb.wav,spoof,,\n")
+    assert [r.path for r in read_protocol(proto).rows] == ["a.wav", "b.wav"]

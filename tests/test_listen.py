@@ -468,6 +468,10 @@ def test_log_never_appends_to_a_recording_and_bad_ports_are_refused(
     r = subprocess.run([*base, "--config", str(conf)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "[metrics] port must be 1-65535 (or 0 for no metrics), got 70000" in r.stderr
+    for flag in (["--device", "3"], ["--wait-for-mic"]):  # they choose a mic; --input is a file
+        r = subprocess.run([*base, *flag], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stdout == ""
+        assert f"{flag[0]} chooses a microphone, but --input plays a file" in r.stderr
 
 
 def test_a_file_with_no_command_in_it_says_so(tiny_bundle, tmp_path):

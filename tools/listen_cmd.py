@@ -281,6 +281,14 @@ def listen_cli(
                 highlight=False,
             )
         return
+    if input_file is not None and (device is not None or wait_for_mic):
+        flag = "--device" if device is not None else "--wait-for-mic"
+        err_console.print(
+            f"[bold red]error:[/] {flag} chooses a microphone, but --input plays a file "
+            "instead: give one or the other",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     from wakeguard.edge.listener import SkippedEvent
     from wakeguard.edge.telemetry import TelemetryError
 
