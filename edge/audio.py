@@ -26,6 +26,10 @@ SILENCE_DBFS = -60.0
 CLIP_LEVEL = 0.999
 """Samples at or above this absolute value count as clipped."""
 
+MIN_SCORE_SECONDS = 0.3
+"""Audio shorter than this (about a syllable) is not scored: the default of a bundle's
+``input_policy.min_seconds``."""
+
 
 class AudioError(ValueError):
     """Audio that cannot be used, with the file it came from and the reason."""

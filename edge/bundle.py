@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .audio import MIN_SCORE_SECONDS
 from .files import atomic_path, write_bytes_atomic, write_text_atomic
 from .frontend import FrontendParams, frontend_from_dict, frontend_shape
 from .protocol import is_finite_number
@@ -131,7 +132,7 @@ class Bundle:
 
     @property
     def min_seconds(self) -> float:
-        return float(self.manifest.get("input_policy", {}).get("min_seconds", 0.3))
+        return float(self.manifest.get("input_policy", {}).get("min_seconds", MIN_SCORE_SECONDS))
 
     @property
     def calibration_scores(self) -> dict[str, list[float]]:
@@ -355,7 +356,7 @@ def _input_policy(frontend: FrontendParams) -> dict[str, Any]:
         "window_slack_seconds": frontend.window_slack_seconds,
         "short_audio": "repeat-pad",
         "aggregate": "mean of window logits",
-        "min_seconds": 0.3,
+        "min_seconds": MIN_SCORE_SECONDS,
     }
 
 

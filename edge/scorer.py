@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, require_usable
+from .audio import MIN_SCORE_SECONDS, SAMPLE_RATE, require_usable
 from .bundle import IDENTITY, Bundle, BundleError, Calibration, load_bundle
 from .frontend import FrontendParams, compute_features, compute_features_many
 from .litert import ModelInvalid, make_interpreter
@@ -101,7 +101,7 @@ class Scorer:
         calibration: Calibration | None = None,
         threshold: float = 0.0,
         num_threads: int | None = None,
-        min_seconds: float = 0.3,
+        min_seconds: float = MIN_SCORE_SECONDS,
     ):
         self.calibration = Calibration() if calibration is None else calibration
         self.threshold = threshold
@@ -116,7 +116,7 @@ class Scorer:
         calibration: Calibration | None = None,
         threshold: float = 0.0,
         num_threads: int | None = None,
-        min_seconds: float = 0.3,
+        min_seconds: float = MIN_SCORE_SECONDS,
     ) -> Scorer:
         """Several ``(name, model, front-end, member calibration)``; the score fuses them."""
         if not members:

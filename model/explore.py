@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from wakeguard.edge.audio import SAMPLE_RATE, SILENCE_DBFS, AudioError, check_audio, load_audio
+from wakeguard.edge.audio import (
+    MIN_SCORE_SECONDS,
+    SAMPLE_RATE,
+    SILENCE_DBFS,
+    AudioError,
+    check_audio,
+    load_audio,
+)
 from wakeguard.edge.files import save_figure, write_text_atomic
 from wakeguard.edge.protocol import LABELS, SPLITS, Protocol, Row, ensure_folder, read_protocol
 
@@ -211,6 +218,12 @@ def _warnings(
     silent = [s for s in stats if s.silent]
     if silent:
         w.append(f"{len(silent)} file(s) silent (RMS < {SILENCE_DBFS:.0f} dBFS): {some(silent)}")
+    short = [s for s in stats if s.duration_s < MIN_SCORE_SECONDS]
+    if short:
+        w.append(
+            f"{len(short)} file(s) shorter than {MIN_SCORE_SECONDS} s, which the scorer refuses "
+            f"(evaluate lists them as unscored): {some(short)}"
+        )
     rates = Counter(s.rate for s in stats if s.rate != SAMPLE_RATE)
     if rates:
         w.append(

@@ -184,3 +184,22 @@ def test_missing_plot_libraries_are_named_before_any_output_folder(dataset, tmp_
     assert r.exit_code == 2, r.output
     assert "matplotlib missing" in r.output and "pip install 'wakeguard[train]'" in r.output
     assert not out.exists()
+
+
+def test_explore_flags_files_too_short_to_score(tmp_path):
+    """A 0.1 s file passes every other check but evaluate would refuse it: say so up front."""
+    rng = np.random.default_rng(5)
+    root = tmp_path / "ds"
+    rows = []
+    for i in range(4):
+        write_wav(root / f"b{i}.wav", _utterance(rng, low=True))
+        write_wav(root / f"p{i}.wav", _utterance(rng, low=False))
+        rows += [Row(f"b{i}.wav", "bonafide", f"s{i}", "eval"), Row(f"p{i}.wav", "spoof", f"s{i}", "eval")]
+    write_wav(root / "blip.wav", _utterance(rng, low=True, seconds=0.1))
+    rows.append(Row("blip.wav", "bonafide", "s0", "eval"))
+    write_protocol(root, rows)
+    out = tmp_path / "explore"
+    r = runner.invoke(app, ["data", "explore", str(root), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    text = "\n".join(json.loads((out / "summary.json").read_text())["warnings"])
+    assert "1 file(s) shorter than 0.3 s, which the scorer refuses" in text and "blip.wav" in text
