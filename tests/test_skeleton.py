@@ -448,3 +448,13 @@ def test_an_output_folder_under_a_file_is_named_before_any_work(args, tmp_path):
     assert r.exit_code == 2, r.output
     assert f"{blocker} is a file, not a folder" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt", "run"]
+
+
+def test_short_help_flag_works_at_every_level():
+    from typer.testing import CliRunner
+    from wakeguard.tools.cli import app
+
+    runner = CliRunner()
+    for args in (["-h"], ["screen", "-h"], ["data", "-h"], ["data", "simulate", "-h"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0 and "Usage:" in r.output, args

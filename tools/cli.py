@@ -33,6 +33,7 @@ app = typer.Typer(
     name="wakeguard",
     help="Voice liveness for smart speakers: tell a live talker from a replayed recording.",
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
     pretty_exceptions_enable=False,
 )
