@@ -406,7 +406,7 @@ def _pct(x: Any, digits: int = 2) -> str:
 
 
 def _ci(pair: Any) -> str:
-    return "" if not pair else f" <span class=ci>[{100 * pair[0]:.2f}, {100 * pair[1]:.2f}]</span>"
+    return "" if not pair else f" <span class=ci>[{_pct(pair[0])}, {_pct(pair[1])}]</span>"
 
 
 def _rooms_ci(m: dict[str, Any]) -> str:
