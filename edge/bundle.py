@@ -33,6 +33,11 @@ BUNDLE_FORMAT = "wakeguard-bundle"
 FORMAT_VERSION = 2
 SINGLE_FORMAT_VERSION = 1
 """Single-network bundles are still written as version 1, which older runtimes read."""
+
+TRIM_POLICIES = ("none", "speech")
+"""How a recording is cut before scoring (``input_policy.trim``): ``none``, whole; ``speech``,
+to the span the live listener's endpointer finds (the calibration is fitted the same way)."""
+
 MANIFEST = "manifest.json"
 OPERATING_POINTS = ("eer", "bpcer_1pct", "bpcer_5pct")
 """Named thresholds every bundle carries: equal error rate, BPCER 1 %, BPCER 5 %."""
@@ -131,6 +136,12 @@ class Bundle:
         return self.thresholds[key]
 
     @property
+    def trim(self) -> str:
+        """``speech``: a recording is scored over :func:`~wakeguard.edge.endpoint.speech_span`,
+        the span the live listener would hand over; ``none`` (bundles before it): whole."""
+        return str(self.manifest.get("input_policy", {}).get("trim", "none"))
+
+    @property
     def min_seconds(self) -> float:
         return float(self.manifest.get("input_policy", {}).get("min_seconds", MIN_SCORE_SECONDS))
 
@@ -219,6 +230,11 @@ def _check_policy(folder: Path, manifest: dict[str, Any]) -> None:
     policy = _mapping(folder, "input_policy", manifest.get("input_policy", {}))
     if "min_seconds" in policy:
         _number(folder, "input_policy.min_seconds", policy["min_seconds"], minimum=0.0)
+    if policy.get("trim", "none") not in TRIM_POLICIES:
+        raise BundleError(
+            folder,
+            f"{MANIFEST}: input_policy.trim {policy['trim']!r} is not one of {list(TRIM_POLICIES)}",
+        )
     scores = _mapping(folder, "calibration_scores", manifest.get("calibration_scores", {}))
     for label, values in scores.items():
         if not isinstance(values, list) or not all(is_finite_number(v) for v in values):
@@ -349,8 +365,11 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
     return _load_single(folder, manifest)
 
 
-def _input_policy(frontend: FrontendParams) -> dict[str, Any]:
+def _input_policy(frontend: FrontendParams, trim: str = "none") -> dict[str, Any]:
+    if trim not in TRIM_POLICIES:
+        raise ValueError(f"trim {trim!r} is not one of {list(TRIM_POLICIES)}")
     return {
+        "trim": trim,
         "window_seconds": frontend.window_seconds,
         "window_hop_seconds": frontend.window_hop_seconds,
         "window_slack_seconds": frontend.window_slack_seconds,
@@ -382,9 +401,11 @@ def write_bundle(
     thresholds: dict[str, float],
     calibration: Calibration = Calibration(),
     model_file: str = "model.tflite",
+    trim: str = "none",
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a bundle folder; the manifest's checksum and input shape are computed here."""
+    """Write a bundle folder; the manifest's checksum and input shape are computed here.
+    ``trim``: the input policy the calibration was fitted under (see :attr:`Bundle.trim`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
@@ -396,7 +417,7 @@ def write_bundle(
         "sample_rate": frontend.sample_rate,
         "frontend": frontend.to_dict(),
         "input_shape": list(frontend_shape(frontend).input_shape),
-        "input_policy": _input_policy(frontend),
+        "input_policy": _input_policy(frontend, trim),
         **_decision_fields(calibration, thresholds),
     }
     manifest.update(extra or {})
@@ -423,7 +444,12 @@ def write_ensemble_bundle(
     if not members:
         raise ValueError("an ensemble needs at least one member")
     first = members[0][1].frontend
+    trim = members[0][1].trim
     for name, b in members:
+        if b.trim != trim:
+            raise BundleError(
+                b.path, f"member {name!r}: input_policy.trim {b.trim!r} differs from {trim!r}"
+            )
         for key in WINDOW_POLICY:
             if getattr(b.frontend, key) != getattr(first, key):
                 raise BundleError(
@@ -451,7 +477,7 @@ def write_ensemble_bundle(
         "fusion": "mean of the members' calibrated scores, then the calibration below",
         "model_bytes": sum(b.total_model_bytes for _, b in members),
         "sample_rate": first.sample_rate,
-        "input_policy": _input_policy(first),
+        "input_policy": _input_policy(first, trim),
         **_decision_fields(calibration, thresholds),
     }
     manifest.update(extra or {})

@@ -347,6 +347,22 @@ class Endpointer:
         )
 
 
+def speech_span(x: np.ndarray, params: EndpointParams | None = None) -> tuple[int, int] | None:
+    """Where the commands in a recording are, as the live listener would cut them: from the
+    first command's pre-roll to the last one's post-roll, in samples; None if it finds none.
+
+    A file is followed by the hangover's length of digital silence, so a command that runs to
+    the end of the file ends as one in a stream would, not with everything after it kept."""
+    p = params or EndpointParams()
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    ep = Endpointer(p)
+    tail = np.zeros((ep._hang + 1) * ep._fs, dtype=np.float32)
+    segments = ep.push(np.concatenate([x, tail])) + ep.flush()
+    if not segments:
+        return None
+    return segments[0].start, min(segments[-1].end, x.size)
+
+
 __all__ = [
     "EndpointParams",
     "EndpointState",
@@ -355,4 +371,5 @@ __all__ = [
     "Phase",
     "Segment",
     "frame_info",
+    "speech_span",
 ]

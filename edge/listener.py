@@ -368,7 +368,7 @@ class Listener:
         for seg in segments:
             self.stats.segments += 1
             try:
-                r = self.scorer.score(seg.audio)
+                r = self.scorer.score(seg.audio, endpointed=True)
             except AudioError as exc:
                 self._deliver(SkippedEvent(seg.t_start, seg.t_end, exc.problem), events)
                 continue

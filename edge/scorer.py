@@ -4,6 +4,11 @@ The same code path scores every model variant (int8, float16, float32) in evalua
 ``screen``, in ``listen`` and in the Wyoming service, so what is measured is what ships.
 An ensemble bundle runs each member's front-end and network on the utterance, averages the
 members' calibrated scores and calibrates that mean (:mod:`wakeguard.edge.bundle`).
+
+A bundle whose input policy trims (``speech``) is scored over the span of a recording that
+the live listener's endpointer would hand over (:func:`trim_to_policy`), so how much silence
+a file has around its command does not move its score; the listener's own segments are
+already that span.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from .audio import MIN_SCORE_SECONDS, SAMPLE_RATE, require_usable
-from .bundle import IDENTITY, Bundle, BundleError, Calibration, load_bundle
+from .bundle import IDENTITY, TRIM_POLICIES, Bundle, BundleError, Calibration, load_bundle
+from .endpoint import speech_span
 from .frontend import FrontendParams, compute_features, compute_features_many
 from .litert import ModelInvalid, make_interpreter
 
@@ -76,6 +82,18 @@ class TFLiteModel:
         return float(y)
 
 
+def trim_to_policy(audio: np.ndarray, trim: str) -> np.ndarray:
+    """``audio`` cut as the input policy ``trim`` says: ``speech``, to its
+    :func:`~wakeguard.edge.endpoint.speech_span` (whole when no command is found in it);
+    ``none``, unchanged."""
+    if trim == "none":
+        return audio
+    if trim != "speech":
+        raise ValueError(f"trim {trim!r} is not one of {list(TRIM_POLICIES)}")
+    span = speech_span(audio)
+    return audio if span is None else audio[span[0] : span[1]]
+
+
 @dataclass
 class ScorerMember:
     """One network of a scorer: front-end, model and the calibration of its own logit."""
@@ -102,10 +120,12 @@ class Scorer:
         threshold: float = 0.0,
         num_threads: int | None = None,
         min_seconds: float = MIN_SCORE_SECONDS,
+        trim: str = "none",
     ):
         self.calibration = Calibration() if calibration is None else calibration
         self.threshold = threshold
         self.min_seconds = min_seconds
+        self.trim = trim
         self.members = [ScorerMember("model", frontend, TFLiteModel(model_bytes, num_threads))]
 
     @classmethod
@@ -117,6 +137,7 @@ class Scorer:
         threshold: float = 0.0,
         num_threads: int | None = None,
         min_seconds: float = MIN_SCORE_SECONDS,
+        trim: str = "none",
     ) -> Scorer:
         """Several ``(name, model, front-end, member calibration)``; the score fuses them."""
         if not members:
@@ -125,6 +146,7 @@ class Scorer:
         self.calibration = Calibration() if calibration is None else calibration
         self.threshold = threshold
         self.min_seconds = min_seconds
+        self.trim = trim
         self.members = []
         for n, d, f, c in members:
             try:
@@ -153,6 +175,7 @@ class Scorer:
                 threshold=b.threshold(operating_point),
                 num_threads=num_threads,
                 min_seconds=b.min_seconds,
+                trim=b.trim,
             )
         except ModelInvalid as exc:
             where = "" if b.is_ensemble else f"{b.manifest.get('model_file', 'model')}: "
@@ -188,10 +211,18 @@ class Scorer:
         feats = self.member_features(audio)
         return self.fused_logit(feats), len(feats[0])
 
-    def score(self, audio: np.ndarray, path: str | Path | None = None) -> ScoreResult:
-        """Score 16 kHz mono float32 audio; raises AudioError if it is too short or silent."""
+    def score(
+        self, audio: np.ndarray, path: str | Path | None = None, *, endpointed: bool = False
+    ) -> ScoreResult:
+        """Score 16 kHz mono float32 audio; raises AudioError if it is too short or silent.
+
+        A recording is first cut as the bundle's input policy says (:func:`trim_to_policy`;
+        the latency includes it); ``endpointed``: the audio is already a segment of the
+        live listener's endpointer, so it is scored as it is."""
         require_usable(audio, path, self.min_seconds)
         t0 = time.perf_counter()
+        if not endpointed:
+            audio = trim_to_policy(audio, self.trim)
         logit, n = self.raw_logit(audio)
         score = self.calibration.apply(logit)
         latency = (time.perf_counter() - t0) * 1000.0
@@ -207,4 +238,5 @@ __all__ = [
     "Scorer",
     "ScorerMember",
     "TFLiteModel",
+    "trim_to_policy",
 ]

@@ -142,6 +142,11 @@ class QuantizeConfig:
     """Dev scores per label stored in the bundle for drift monitoring."""
     latency_utterances: int = 20
     """Dev utterances timed per variant (front-end plus inference, one thread)."""
+    trim: str = "speech"
+    """The bundle's input policy (``edge.bundle.TRIM_POLICIES``): ``speech`` scores a recording
+    over the span the live listener's endpointer would hand over, and dev and eval are scored
+    that way to calibrate, so the silence around a command does not move its score; ``none``,
+    whole files (bundles before session 16)."""
 
 
 @dataclass
@@ -266,6 +271,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "quantize.representative_windows": _at_least(1),
     "quantize.calibration_scores_per_label": _at_least(1),
     "quantize.latency_utterances": _at_least(0),
+    "quantize.trim": (lambda v: v in ("none", "speech"), "'none' or 'speech'"),
 }
 """Allowed range of the numeric settings, checked with the types (file and overrides alike):
 a value outside would crash deep in training (``batch_size=0``) or silently do nothing

@@ -34,7 +34,7 @@ from wakeguard.edge.files import atomic_text, write_bytes_atomic, write_text_ato
 from wakeguard.edge.frontend import compute_features
 from wakeguard.edge.litert import ModelInvalid
 from wakeguard.edge.protocol import ensure_folder, read_protocol, require_confirmed
-from wakeguard.edge.scorer import Scorer
+from wakeguard.edge.scorer import Scorer, trim_to_policy
 
 from .config import config_from_dict, read_json_file, read_json_object
 from .detector import load_keras, save_keras
@@ -92,9 +92,13 @@ def convert(model: Any, variant: str, representative: np.ndarray | None = None) 
         return bytes(conv.convert())
 
 
-def runtime_features(feats: Features, root: Path, frontend: Any) -> Features:
-    """The same rows with float32 windows computed from the audio by the edge front-end."""
-    wins = [compute_features(load_audio(r.audio_path(root)), frontend) for r in feats.rows]
+def runtime_features(feats: Features, root: Path, frontend: Any, trim: str = "none") -> Features:
+    """The same rows with float32 windows computed from the audio by the edge front-end, each
+    recording cut first as the bundle's input policy ``trim`` says (as the scorer cuts it)."""
+    wins = [
+        compute_features(trim_to_policy(load_audio(r.audio_path(root)), trim), frontend)
+        for r in feats.rows
+    ]
     if not wins:
         return feats
     utt = np.concatenate([np.full(len(w), i, dtype=np.int32) for i, w in enumerate(wins)])
@@ -296,7 +300,10 @@ def quantize(
     tr = feats.split("train")
     # dev and eval go through the runtime's own front-end in float32 (the training cache
     # holds float16), so the scores below are exactly what a Pi computes from the audio
-    dev, ev = (runtime_features(feats.split(s), proto.root, cfg.frontend) for s in ("dev", "eval"))
+    dev, ev = (
+        runtime_features(feats.split(s), proto.root, cfg.frontend, cfg.quantize.trim)
+        for s in ("dev", "eval")
+    )
     if not dev.rows:
         raise ValueError(f"{dataset}: no dev split to calibrate on")
     rng = np.random.default_rng(cfg.train.seed)
@@ -350,6 +357,7 @@ def quantize(
                 cfg.frontend,
                 thresholds=thresholds,
                 calibration=calibration,
+                trim=cfg.quantize.trim,
                 extra=manifest_extra(
                     fingerprint,
                     sha256_bytes(int8),

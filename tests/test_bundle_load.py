@@ -72,6 +72,10 @@ def _replace_model(folder: Path, data: bytes) -> Path:
         ),
         (lambda m: m.update(input_policy=[]), "input_policy must be a mapping, got []"),
         (
+            lambda m: m["input_policy"].update(trim="vad"),
+            "input_policy.trim 'vad' is not one of ['none', 'speech']",
+        ),
+        (
             lambda m: m.update(sample_rate="16000"),
             'sample_rate must be a whole number, got "16000"',
         ),

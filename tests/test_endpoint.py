@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from wakeguard.edge.endpoint import Endpointer, EndpointParams, Segment
+from wakeguard.edge.endpoint import Endpointer, EndpointParams, Segment, speech_span
 
 SR = 16_000
 
@@ -180,3 +180,24 @@ def test_silence_only_and_digital_zero():
 def test_bad_params_are_refused(kw):
     with pytest.raises(ValueError):
         EndpointParams(**kw)
+
+
+def test_speech_span_is_what_the_listener_would_cut_from_a_file():
+    """From the first command's pre-roll to the last one's post-roll; a command that runs to
+    the end of the file keeps no more than its post-roll would; no command: None."""
+    p = EndpointParams()
+    x = np.concatenate(
+        [quiet(1.5), voice(1.2), quiet(0.6, seed=2), voice(0.8, seed=3), quiet(2.0, seed=4)]
+    )
+    start, end = speech_span(x, p)
+    v0, v1 = int(1.5 * SR), int((1.5 + 1.2 + 0.6 + 0.8) * SR)
+    assert v0 - int(p.pre_roll_s * SR) - 3 * p.frame_samples <= start <= v0
+    assert v1 <= end <= v1 + int(p.post_roll_s * SR) + 3 * p.frame_samples
+    # the same as the listener's segments, streamed
+    segs, _ = run(x, 512, p)
+    assert (start, end) == (segs[0].start, segs[-1].end)
+    # the command at the very end of the file: the span ends with the file
+    cut = x[:v1]
+    assert speech_span(cut, p)[1] == cut.size
+    assert speech_span(quiet(3.0), p) is None
+    assert speech_span(np.zeros(SR, np.float32), p) is None

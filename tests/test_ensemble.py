@@ -124,6 +124,20 @@ def test_members_must_share_the_window_policy(members: dict[str, Path], tmp_path
             calibration=Calibration(),
         )
     assert not (tmp_path / "ens").exists()  # refused before anything was written
+    # and the input policy their calibrations were fitted under
+    trimming = tmp_path / "trimming"
+    shutil.copytree(members["bass"], trimming)
+    m = json.loads((trimming / "manifest.json").read_text())
+    m["input_policy"]["trim"] = "speech"
+    (trimming / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="input_policy.trim 'speech' differs from 'none'"):
+        write_ensemble_bundle(
+            tmp_path / "ens",
+            [("plain", load_bundle(members["plain"])), ("bass", load_bundle(trimming))],
+            thresholds={"eer": 0.0},
+            calibration=Calibration(),
+        )
+    assert not (tmp_path / "ens").exists()
 
 
 def test_install_swaps_single_and_ensemble_bundles_cleanly(

@@ -329,6 +329,33 @@ def test_bundle_round_trip_and_corruption(tiny_bundle, tmp_path, speech_file):
         load_bundle(bad)
 
 
+def test_a_trimming_bundle_scores_a_file_over_its_speech_span(tiny_bundle, tmp_path, speech_file):
+    """input_policy.trim = speech: the silence padded around a command does not change its
+    score (it is scored over the span the listener would cut); the listener's own segments,
+    and bundles without the policy, are scored as given."""
+    import shutil
+
+    from wakeguard.edge.endpoint import speech_span
+
+    trimming = tmp_path / "trimming"
+    shutil.copytree(tiny_bundle, trimming)
+    m = json.loads((trimming / "manifest.json").read_text())
+    assert m["input_policy"]["trim"] == "none"
+    m["input_policy"]["trim"] = "speech"
+    (trimming / "manifest.json").write_text(json.dumps(m))
+    s = Scorer.from_bundle(trimming)
+    whole = Scorer.from_bundle(tiny_bundle)
+    assert (s.trim, whole.trim) == ("speech", "none")
+    x = load_audio(speech_file)[: 3 * 16_000]
+    quiet = (1e-4 * np.random.default_rng(0).standard_normal(16_000)).astype(np.float32)
+    padded = np.concatenate([quiet, np.zeros(8_000, np.float32), x, quiet])
+    a, b = speech_span(padded)
+    assert 0 < a and b < padded.size
+    assert s.score(padded).score == whole.score(padded[a:b]).score
+    assert s.score(padded, endpointed=True).score == whole.score(padded).score
+    assert s.score(padded).n_windows < whole.score(padded).n_windows
+
+
 def test_screen_cli_json(tiny_bundle, speech_file, tmp_path):
     write_wav(tmp_path / "silent.wav", np.zeros(16_000, dtype=np.float32))
     out = subprocess.run(

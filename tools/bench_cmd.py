@@ -303,8 +303,8 @@ class ModelDetector:
     def classify(self, feats: Any) -> float:
         return self.scorer.fused_logit(feats)
 
-    def score(self, audio: Any) -> Any:
-        return self.scorer.score(audio)
+    def score(self, audio: Any, *, endpointed: bool = False) -> Any:
+        return self.scorer.score(audio, endpointed=endpointed)
 
 
 class VoidDetector:
@@ -326,14 +326,15 @@ class VoidDetector:
     threshold = 0.0
     """The SVM's own boundary (decision value 0)."""
 
-    def score(self, audio: Any) -> Any:
-        """Same contract as :meth:`Scorer.score`, so the listener can run the baseline too."""
+    def score(self, audio: Any, *, endpointed: bool = False) -> Any:
+        """Same contract as :meth:`Scorer.score`, so the listener can run the baseline too
+        (the listener's segments are all it scores: nothing to trim)."""
         import time
 
-        from wakeguard.edge.audio import require_usable
+        from wakeguard.edge.audio import MIN_SCORE_SECONDS, require_usable
         from wakeguard.edge.scorer import BONAFIDE, SPOOF, ScoreResult
 
-        require_usable(audio, None, 0.3)
+        require_usable(audio, None, MIN_SCORE_SECONDS)
         t0 = time.perf_counter()
         v = self.model.score_audio(audio)
         ms = (time.perf_counter() - t0) * 1000.0

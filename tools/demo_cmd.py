@@ -229,9 +229,9 @@ class RecordingScorer:
         self.threshold = scorer.threshold
         self.last_audio: Any = None
 
-    def score(self, audio: Any, path: Any = None) -> Any:
+    def score(self, audio: Any, path: Any = None, *, endpointed: bool = False) -> Any:
         self.last_audio = audio
-        return self.scorer.score(audio, path)
+        return self.scorer.score(audio, path, endpointed=endpointed)
 
 
 @dataclass
