@@ -525,6 +525,23 @@ class MicSource(AudioSource):
         self.description = f"microphone {dev.index} ({dev.name})"
         return stream
 
+    def _missing(self, exc: Exception) -> CaptureError:
+        return CaptureError(
+            f"{self.description}: {exc}; plug one in, pick another with --device "
+            "(wakeguard listen --list-devices), or pass --wait-for-mic to wait for it"
+        )
+
+    def check_present(self) -> None:
+        """CaptureError now if the microphone does not exist and the source would not wait for
+        it, so a command can say so before it announces that it is listening."""
+        if self.wait_for_device:
+            return
+        sd = self.sd
+        try:
+            find_device(self.device, list_input_devices(sd), _default_input_index(sd))
+        except LookupError as exc:
+            raise self._missing(exc) from exc
+
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray | None]:
         delay = self.backoff_s
         first = True
@@ -537,10 +554,7 @@ class MicSource(AudioSource):
                 if isinstance(exc, LookupError) and first and not self.wait_for_device:
                     # No such device at the start: a person at a terminal wants to know now;
                     # a service (--wait-for-mic) waits for the microphone to be plugged in.
-                    raise CaptureError(
-                        f"{self.description}: {exc}; plug one in, pick another with --device "
-                        "(wakeguard listen --list-devices), or pass --wait-for-mic to wait for it"
-                    ) from exc
+                    raise self._missing(exc) from exc
                 self.open_failures += 1
                 log.warning("%s unavailable (%s); retrying in %.1f s", self.description, exc, delay)
                 if self._sleep(stop, delay):

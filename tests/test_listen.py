@@ -316,8 +316,12 @@ def test_no_such_microphone_fails_at_once_unless_told_to_wait():
         mic = MicSource(spec, sd_module=sd, sleep=sleep)
         with pytest.raises(CaptureError, match="--wait-for-mic"):
             next(mic.blocks(threading.Event()))
+        with pytest.raises(CaptureError, match="--wait-for-mic"):  # before "listening to ..."
+            mic.check_present()
     assert waits == []  # no retrying before the error
+    MicSource("usb", sd_module=FakeSoundDevice()).check_present()
     mic = MicSource("blue yeti", sd_module=FakeSoundDevice(), sleep=sleep, wait_for_device=True)
+    mic.check_present()  # a service waits for it: nothing to say yet
     assert list(mic.blocks(threading.Event())) == []  # waited until stopped
     assert waits == [1.0, 2.0, 4.0] and mic.open_failures == 3
 

@@ -167,6 +167,8 @@ def listen(
             decision_log=decision_log,
             telemetry=telemetry,
         )
+        if isinstance(source, MicSource):
+            source.check_present()  # "no microphone" before "listening to ..."
         if on_ready is not None:
             on_ready(
                 {
