@@ -122,23 +122,27 @@ def spectral_shape(frame: np.ndarray, p: EndpointParams) -> tuple[float, float]:
 def frames_info(frames: np.ndarray, p: EndpointParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`frame_level` and :func:`spectral_shape` of every row of ``frames`` at once (one
     batched FFT): levels, flatnesses and speech-band shares. The endpointer analyses a block
-    this way; scoring a whole file frame by frame spent most of its time in per-frame FFTs."""
+    this way; scoring a whole file frame by frame spent most of its time in per-frame FFTs.
+    Frames below ``min_level_dbfs``, which are never voice, get no FFT (flatness 1, share 0),
+    so a quiet room costs the always-on listener only the levels."""
     x = np.asarray(frames, dtype=np.float64)
     n = x.shape[1]
     ms = np.einsum("ij,ij->i", x, x) / max(n, 1)
     level = np.full(len(x), -120.0)
     live = ms > 1e-12
     level[live] = 10.0 * np.log10(ms[live])
-    n_fft = 1 << (n - 1).bit_length()
-    spec = (np.abs(np.fft.rfft(x * _hann(n), n_fft, axis=1)) ** 2)[:, 1:]
-    total = spec.sum(axis=1)
-    ok = total > 1e-20
     flatness = np.ones(len(x))
     band_ratio = np.zeros(len(x))
-    if ok.any():
+    loud = np.flatnonzero(level >= p.min_level_dbfs)
+    if loud.size:
+        n_fft = 1 << (n - 1).bit_length()
+        spec = (np.abs(np.fft.rfft(x[loud] * _hann(n), n_fft, axis=1)) ** 2)[:, 1:]
+        total = spec.sum(axis=1)
+        ok = total > 1e-20
+        idx = loud[ok]
         sp, tot = spec[ok], total[ok]
-        flatness[ok] = np.exp(np.mean(np.log(sp + 1e-20), axis=1)) / (tot / sp.shape[1])
-        band_ratio[ok] = sp[:, _band_mask(n_fft, p.sample_rate, p.band_hz)].sum(axis=1) / tot
+        flatness[idx] = np.exp(np.mean(np.log(sp + 1e-20), axis=1)) / (tot / sp.shape[1])
+        band_ratio[idx] = sp[:, _band_mask(n_fft, p.sample_rate, p.band_hz)].sum(axis=1) / tot
     return level, flatness, band_ratio
 
 
