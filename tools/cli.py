@@ -34,6 +34,7 @@ app = typer.Typer(
     help="Voice liveness for smart speakers: tell a live talker from a replayed recording.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="markdown",
     add_completion=False,
     pretty_exceptions_enable=False,
 )

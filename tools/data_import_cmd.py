@@ -38,19 +38,16 @@ def import_cli(
 ) -> None:
     """Import a replay corpus into the dataset format, keeping its splits and condition columns.
 
-    \b
     FORMAT, its layout, and where to get it (download it yourself; each has a licence):
-      asvspoof2017    ASVspoof 2017 v2.0: ASVspoof2017_V2_{train,dev,eval}/, protocol_V2/
-                      https://datashare.ed.ac.uk/handle/10283/3055
-      asvspoof2019pa  ASVspoof 2019 PA: PA/ASVspoof2019_PA_{train,dev,eval}/flac,
-                      PA/ASVspoof2019_PA_cm_protocols/
-                      https://datashare.ed.ac.uk/handle/10283/3336
-      asvspoof2021pa  ASVspoof 2021 PA eval: ASVspoof2021_PA_eval[_partNN]/.../flac and
-                      the keys PA-keys-full/keys/PA/CM/trial_metadata.txt
-                      https://www.asvspoof.org/index2021.html
-      remasc          ReMASC: meta.csv and the WAV files
-                      https://github.com/YuanGongND/ReMASC
-      folder          your own: bonafide/ and spoof/ (optionally inside train/ dev/ eval/)
+
+    * `asvspoof2017`: ASVspoof 2017 v2.0, `ASVspoof2017_V2_{train,dev,eval}/` and `protocol_V2/`
+      (https://datashare.ed.ac.uk/handle/10283/3055)
+    * `asvspoof2019pa`: ASVspoof 2019 PA, `PA/ASVspoof2019_PA_{train,dev,eval}/flac` and
+      `PA/ASVspoof2019_PA_cm_protocols/` (https://datashare.ed.ac.uk/handle/10283/3336)
+    * `asvspoof2021pa`: ASVspoof 2021 PA eval, `ASVspoof2021_PA_eval[_partNN]/.../flac` and the
+      keys `PA-keys-full/keys/PA/CM/trial_metadata.txt` (https://www.asvspoof.org/index2021.html)
+    * `remasc`: ReMASC, `meta.csv` and the WAV files (https://github.com/YuanGongND/ReMASC)
+    * `folder`: your own, `bonafide/` and `spoof/` (optionally inside `train/` `dev/` `eval/`)
 
     Every referenced audio file must exist: a missing file or malformed protocol line
     stops the import, naming the protocol file and line, unless --skip-missing. In a

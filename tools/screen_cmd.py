@@ -129,11 +129,14 @@ def screen_cli(
 ) -> None:
     """Score audio files: higher score = more likely a live talker; verdict bonafide or spoof.
 
+    Each file is scored over the span of its commands, as the live listener would cut it
+    (the shipped bundle's input policy), so the silence around them does not move the score.
     Files that cannot be scored (unreadable, truncated, too short, silent) print an error on
-    stderr and the others still run; exit code 2 if any failed. Clipped files, and files in
-    which the listener's endpointer finds no command, are scored with a warning on stderr
-    (a "warnings" list in --json). Screen the recording as the device heard it: a lossy copy
-    (MP3, AAC) carries codec traces that replays also carry, and may score as one.
+    stderr and the others still run; exit code 2 if any failed. Clipped files, files recorded
+    below 16 kHz, and files in which the listener's endpointer finds no command (scored
+    whole) get a warning on stderr (a "warnings" list in --json). Screen the recording as the
+    device heard it: a lossy copy (MP3, AAC) carries codec traces that replays also carry,
+    and may score as one.
     """
     results = run_cli(screen, files, model, operating_point, threads)
     failed = 0
