@@ -33,7 +33,7 @@ def train_cli(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Run folder to write (default: runs/train-<time>)."),
+        typer.Option("--out", "-o", help="Run folder to write (default: runs/train-TIME)."),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
