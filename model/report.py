@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from wakeguard.edge.endpoint import EndpointParams
 from wakeguard.edge.files import write_bytes_atomic, write_text_atomic
 
 from .config import read_json_file
@@ -870,6 +871,18 @@ def _model(inp: RunInputs) -> str:
             ["model file", f"{_e(mf.get('model_file'))}, {mf.get('model_bytes', 0) / 1024:.1f} KB"],
             ["input", _input_row(mf)],
         ]
+    trim = (mf.get("input_policy") or {}).get("trim", "none")
+    ep = EndpointParams()
+    rows.append(
+        [
+            "what is scored",
+            "the span of a recording's commands, as the live listener's endpointer cuts it "
+            f"({ep.pre_roll_s:g} s before the first to {ep.post_roll_s:g} s after the last), so "
+            "silence around them does not move the score; dev was scored the same way to calibrate"
+            if trim == "speech"
+            else "the whole recording",
+        ]
+    )
     rows += [
         [
             "thresholds (fixed on dev)",

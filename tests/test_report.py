@@ -78,6 +78,8 @@ def test_report_of_a_complete_run(run_folder):
         "Limits",
     ):
         assert heading in doc, heading
+    # What the bundle scores: this test bundle has no trim policy, so whole recordings.
+    assert "<td>what is scored</td><td>the whole recording</td>" in doc
     # Data card rendered from Markdown, baselines in the table, measured metrics shown.
     assert "<b>fake</b>" in doc and "<table class='card'>" in doc
     # On screen the card scrolls in its box; on paper (print, save as PDF) it is whole.
