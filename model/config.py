@@ -76,6 +76,13 @@ class AugmentConfig:
     eq_axis: str = "linear"
     """Frequency axis the equaliser curve is smooth on: ``linear`` or ``log`` (above 100 Hz,
     as microphone and port responses are: the same detail per octave)."""
+    edge_silence_prob: float = 0.0
+    """Probability that a window's first or last frames are replaced by silence 30-90 dB
+    below its loudest frame: quiet noise, or (one time in three) a flat floor like digital
+    zeros. Real recordings' edges are quieter than the simulator's room noise, and the
+    network leaned towards "live" on them (docs/benchmarks.md, "Session 16")."""
+    edge_silence_frames: int = 8
+    """Most frames replaced (8 frames of the shipped front-end: 0.5 s)."""
 
     def __post_init__(self) -> None:
         if self.eq_axis not in ("linear", "log"):
@@ -255,6 +262,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "augment.eq_prob": _PROBABILITY,
     "augment.eq_db": _at_least(0),
+    "augment.edge_silence_prob": _PROBABILITY,
+    "augment.edge_silence_frames": _at_least(1),
     "train.epochs": _at_least(1),
     "train.batch_size": _at_least(1),
     "train.learning_rate": _POSITIVE,

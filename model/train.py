@@ -266,6 +266,23 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
         keep = tf.cast(keep, x.dtype)
         return x * (keep[:, :, None] if axis == 1 else keep[:, None, :])
 
+    def edge_silence(x: Any, b: Any) -> Any:
+        """The first or last 1..edge_silence_frames frames of some windows become silence
+        30-90 dB below the window's loudest frame (see ``AugmentConfig.edge_silence_prob``)."""
+        t = tf.range(n_time)[None, :]
+        k = tf.random.uniform((b, 1), 1, min(a.edge_silence_frames, n_time) + 1, dtype=tf.int32)
+        at_start = tf.random.uniform((b, 1)) < 0.5
+        edge = tf.where(at_start, t < k, t >= n_time - k)
+        edge &= tf.random.uniform((b, 1)) < a.edge_silence_prob
+        peak = tf.reduce_max(tf.reduce_mean(x, axis=2), axis=1)[:, None, None]
+        slope = tf.random.uniform((b, 1, 1), -12.0, 6.0) * u[None, None, :]
+        fill = peak - tf.random.uniform((b, 1, 1), 30.0, 90.0) + slope
+        if periodogram:  # quiet noise fluctuates like a chi-squared periodogram; a floor does not
+            flicker = 10.0 * tf.math.log(-tf.math.log(tf.random.uniform(tf.shape(x), 1e-6, 1.0)))
+            flat = tf.random.uniform((b, 1, 1)) < 1.0 / 3.0
+            fill = fill + tf.where(flat, 0.0, flicker / tf.math.log(10.0))
+        return tf.where(edge[:, :, None], fill, x)
+
     def augment(x: Any, y: Any, w: Any) -> Any:
         x = tf.cast(x, tf.float32)
         b = tf.shape(x)[0]
@@ -291,6 +308,8 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
             curve = curve * tf.random.uniform((b, 1), 0, a.eq_db)
             use = tf.random.uniform((b, 1, 1)) < a.eq_prob
             x = tf.where(use, x + curve[:, None, :], x)
+        if spectral and a.edge_silence_prob > 0:
+            x = edge_silence(x, b)
         if renorm:
             x = x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)
         if a.time_masks and t_max:
@@ -993,7 +1012,13 @@ def train(
     train_best = eer_of(tr_sub, tr_sub.utterance_logits(predict_windows(best, tr_sub.windows)))
     _write_history(out, history)
     a = config.augment
-    augmented = a.noise_prob > 0 or a.eq_prob > 0 or a.time_masks > 0 or a.freq_masks > 0
+    augmented = (
+        a.noise_prob > 0
+        or a.eq_prob > 0
+        or a.time_masks > 0
+        or a.freq_masks > 0
+        or a.edge_silence_prob > 0
+    )
     averaged_from = config.train.swa_start if best_kind == "swa" else 0
     plot_curves(
         out / "curves.png", history, best_epoch, augmented=augmented, averaged_from=averaged_from

@@ -657,6 +657,33 @@ def test_augmentation_keeps_shape_and_level_normalisation(kind: str) -> None:
         assert np.allclose(xa.mean(axis=(1, 2)), 0.0, atol=2.0)
 
 
+def test_edge_silence_replaces_first_or_last_frames_with_quiet() -> None:
+    """augment.edge_silence_prob: some of a window's first or last frames fall 30-90 dB
+    below its loudest frame (a study option, off by default); the rest is untouched."""
+    pytest.importorskip("tensorflow")
+    from wakeguard.edge.frontend import compute_features, frontend_shape
+    from wakeguard.model.train import make_augment
+
+    cfg = load_config(None, ["augment.edge_silence_prob=1", "augment.edge_silence_frames=5"])
+    assert load_config(None, []).augment.edge_silence_prob == 0.0
+    shape = frontend_shape(cfg.frontend).input_shape
+    rng = np.random.default_rng(0)
+    x = np.stack(
+        [compute_features(rng.normal(0, 0.1, 40_000).astype(np.float32), cfg.frontend)[0]] * 16
+    )
+    ones = np.ones((16, 1), np.float32)
+    xa = np.asarray(make_augment(cfg, shape)(x, ones, ones[:, 0])[0])
+    frame = xa.mean(axis=2)  # (windows, frames)
+    quiet = frame <= frame.max(axis=1, keepdims=True) - 25.0
+    for q, orig, new in zip(quiet, x, xa, strict=True):
+        k = int(q.sum())
+        assert 1 <= k <= 5 and (q[:k].all() or q[-k:].all())
+        kept = ~q
+        np.testing.assert_allclose(  # untouched frames keep their shape (up to the re-centring)
+            new[kept] - new[kept].mean(), orig[kept] - orig[kept].mean(), atol=1e-3
+        )
+
+
 def test_compare_frontends_trains_each_candidate_and_reuses_finished_ones(
     tmp_path: Path, dataset: Path
 ) -> None:
