@@ -39,6 +39,11 @@ def variants(x: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     return [x, np.r_[zeros, x, zeros], np.r_[n80, x, n80], np.r_[n60, x, n60]]
 
 
+def _name(bundle: Path) -> str:
+    """A bundle's name in the table: its run folder's for RUN/bundle."""
+    return bundle.parent.name if bundle.name == "bundle" else bundle.name
+
+
 def main(dataset: str, bundles: list[str]) -> None:
     proto = read_protocol(dataset)
     rows = [r for r in proto.rows if r.split == "eval"]
@@ -52,7 +57,7 @@ def main(dataset: str, bundles: list[str]) -> None:
     live = np.array([r.label == "bonafide" for r in rows])
     print(f"{dataset}: {len(rows)} eval utterances ({live.sum()} live, {(~live).sum()} replayed)")
     names = " / ".join(
-        f"{Path(b).name} (trim {s.trim})" for b, s in zip(bundles, scorers, strict=True)
+        f"{_name(Path(b))} (trim {s.trim})" for b, s in zip(bundles, scorers, strict=True)
     )
     print(f"| audio | EER: {names} | replays accepted | live rejected |")
     print("|---|---|---|---|")
