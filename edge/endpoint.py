@@ -98,31 +98,11 @@ class FrameInfo:
     band_ratio: float
 
 
-def frame_level(frame: np.ndarray) -> float:
-    """RMS level of one frame in dBFS (-120 for digital silence)."""
-    x = np.asarray(frame, dtype=np.float64)
-    ms = float(np.dot(x, x)) / max(len(x), 1)
-    return 10.0 * np.log10(ms) if ms > 1e-12 else -120.0
-
-
-def spectral_shape(frame: np.ndarray, p: EndpointParams) -> tuple[float, float]:
-    """Spectral flatness and speech-band share of one frame's power (DC excluded)."""
-    x = np.asarray(frame, dtype=np.float64)
-    n_fft = 1 << (len(x) - 1).bit_length()
-    spec = np.abs(np.fft.rfft(x * _hann(len(x)), n_fft)) ** 2
-    spec = spec[1:]  # DC carries offset, not voice
-    total = float(spec.sum())
-    if total <= 1e-20:
-        return 1.0, 0.0
-    band = _band_mask(n_fft, p.sample_rate, p.band_hz)
-    flatness = float(np.exp(np.mean(np.log(spec + 1e-20))) / (total / len(spec)))
-    return flatness, float(spec[band].sum() / total)
-
-
 def frames_info(frames: np.ndarray, p: EndpointParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`frame_level` and :func:`spectral_shape` of every row of ``frames`` at once (one
-    batched FFT): levels, flatnesses and speech-band shares. The endpointer analyses a block
-    this way; scoring a whole file frame by frame spent most of its time in per-frame FFTs.
+    """RMS level (dBFS, -120 for digital silence), spectral flatness (geometric / arithmetic
+    mean power, DC excluded) and speech-band share of every row of ``frames``, with one
+    batched FFT. The endpointer analyses a block this way; scoring a whole file frame by
+    frame spent most of its time in per-frame FFTs.
     Frames below ``min_level_dbfs``, which are never voice, get no FFT (flatness 1, share 0),
     so a quiet room costs the always-on listener only the levels."""
     x = np.asarray(frames, dtype=np.float64)
@@ -147,9 +127,9 @@ def frames_info(frames: np.ndarray, p: EndpointParams) -> tuple[np.ndarray, np.n
 
 
 def frame_info(frame: np.ndarray, p: EndpointParams) -> FrameInfo:
-    """Level, spectral flatness and speech-band share of one frame."""
-    flatness, band_ratio = spectral_shape(frame, p)
-    return FrameInfo(frame_level(frame), flatness, band_ratio)
+    """Level, spectral flatness and speech-band share of one frame (see :func:`frames_info`)."""
+    level, flatness, band_ratio = frames_info(np.asarray(frame)[None, :], p)
+    return FrameInfo(float(level[0]), float(flatness[0]), float(band_ratio[0]))
 
 
 _BANDS: dict[tuple[int, int, tuple[float, float]], np.ndarray] = {}
