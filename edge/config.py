@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .decision import DecisionParams
+from .decisionlog import check_log_limits
 from .endpoint import EndpointParams
 
 DEFAULT_CONFIG_NAME = "wakeguard.toml"
@@ -139,17 +140,8 @@ class LogConfig:
     borderline_margin: float = 1.0
 
     def check(self) -> None:
-        """ValueError for a size, count or margin that means nothing."""
-        if self.max_bytes <= 0:
-            raise ValueError(f"max_bytes must be a positive number of bytes, got {self.max_bytes}")
-        if self.backups < 0:
-            raise ValueError(f"backups must be 0 or more, got {self.backups}")
-        if self.clip_cap_bytes <= 0:
-            raise ValueError(
-                f"clip_cap_bytes must be a positive number of bytes, got {self.clip_cap_bytes}"
-            )
-        if not math.isfinite(self.borderline_margin) or self.borderline_margin < 0:
-            raise ValueError(f"borderline_margin must be 0 or more, got {self.borderline_margin}")
+        """ValueError for a size, count or margin that means nothing (what the log checks)."""
+        check_log_limits(self.max_bytes, self.backups, self.clip_cap_bytes, self.borderline_margin)
 
 
 @dataclass(frozen=True)

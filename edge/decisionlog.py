@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -56,6 +57,21 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, DIR_MODE)
     except OSError:  # not ours to change (e.g. a shared parent); the files are still 0600
         pass
+
+
+def check_log_limits(
+    max_bytes: int, backups: int, clip_cap_bytes: int, borderline_margin: float
+) -> None:
+    """ValueError for a size, count or margin of a decision log that means nothing (the
+    ``[log]`` table of a configuration is checked with it before anything runs)."""
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes}")
+    if backups < 0:
+        raise ValueError(f"backups must be 0 or more, got {backups}")
+    if clip_cap_bytes <= 0:
+        raise ValueError(f"clip_cap_bytes must be a positive number of bytes, got {clip_cap_bytes}")
+    if not math.isfinite(borderline_margin) or borderline_margin < 0:
+        raise ValueError(f"borderline_margin must be 0 or more, got {borderline_margin}")
 
 
 def not_a_log(path: Path) -> str | None:
@@ -114,12 +130,7 @@ class DecisionLog:
         """``strict_open``: a log that cannot be opened at the start for a reason that will not
         pass by itself (no such folder, no permission: a wrong path) raises OSError instead of
         running without it; a full disk never does, as it may clear while decisions go on."""
-        if max_bytes <= 0:
-            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-        if backups < 0:
-            raise ValueError(f"backups must be >= 0, got {backups}")
-        if clip_cap_bytes <= 0:
-            raise ValueError(f"clip_cap_bytes must be positive, got {clip_cap_bytes}")
+        check_log_limits(max_bytes, backups, clip_cap_bytes, borderline_margin)
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self.backups = int(backups)
@@ -533,6 +544,7 @@ __all__ = [
     "BadLine",
     "DecisionLog",
     "LogContents",
+    "check_log_limits",
     "log_files",
     "not_a_log",
     "read_log",
