@@ -27,6 +27,7 @@ from .shipping import (
     install_script_text,
     normalise_platform,
     read_manifest,
+    version_tuple,
 )
 
 Log = Callable[[str], None]
@@ -209,16 +210,6 @@ class TargetFacts:
         }
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
-    out = []
-    for part in v.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
-
-
 @dataclass
 class CheckResult:
     errors: list[str] = field(default_factory=list)
@@ -256,7 +247,7 @@ def check_target(
             "python3 cannot make virtual environments: install python3-venv (sudo apt install python3-venv)"
         )
     glibc = facts.get("glibc")
-    if glibc and glibc != "unknown" and _version_tuple(glibc) < GLIBC_MIN:
+    if glibc and glibc != "unknown" and version_tuple(glibc) < GLIBC_MIN:
         r.errors.append(
             f"glibc {glibc} is older than {'.'.join(map(str, GLIBC_MIN))}, which the bundled wheels need"
         )

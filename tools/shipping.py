@@ -316,13 +316,25 @@ def build_project_wheel(dest: Path) -> Path:
     return wheels[-1]
 
 
+def version_tuple(v: str) -> tuple[int, ...]:
+    """The leading numeric parts of a dotted version (``"2.31"`` -> ``(2, 31)``, ``"80.9.0rc1"``
+    -> ``(80, 9, 0)``), up to the first part without a digit."""
+    out = []
+    for part in v.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
 def _setuptools_version() -> tuple[int, ...]:
     """The installed setuptools' (major, minor), or () when there is none."""
     try:
         version = metadata.version("setuptools")
     except metadata.PackageNotFoundError:
         return ()
-    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    return version_tuple(version)[:2]
 
 
 def _pip_target_args(platform: str, python: str) -> list[str]:
