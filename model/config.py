@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from wakeguard.edge.bundle import TRIM_POLICIES
 from wakeguard.edge.frontend import FrontendParams, frontend_from_dict
 
 
@@ -280,7 +281,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "quantize.representative_windows": _at_least(1),
     "quantize.calibration_scores_per_label": _at_least(1),
     "quantize.latency_utterances": _at_least(0),
-    "quantize.trim": (lambda v: v in ("none", "speech"), "'none' or 'speech'"),
+    "quantize.trim": (
+        lambda v: v in TRIM_POLICIES,
+        " or ".join(repr(p) for p in TRIM_POLICIES),
+    ),
 }
 """Allowed range of the numeric settings, checked with the types (file and overrides alike):
 a value outside would crash deep in training (``batch_size=0``) or silently do nothing
