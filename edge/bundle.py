@@ -30,9 +30,14 @@ from .frontend import FrontendParams, frontend_from_dict, frontend_shape
 from .protocol import is_finite_number
 
 BUNDLE_FORMAT = "wakeguard-bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SINGLE_FORMAT_VERSION = 1
-"""Single-network bundles are still written as version 1, which older runtimes read."""
+"""Single-network bundles that score whole files are still written as version 1, which
+older runtimes read; ensembles as version 2."""
+TRIM_FORMAT_VERSION = 3
+"""Bundles calibrated on trimmed recordings (``input_policy.trim`` other than ``none``) are
+written as version 3: a runtime of format 2 or older cannot trim, and would score whole
+files against a calibration fitted on cut ones, so it refuses them instead."""
 
 TRIM_POLICIES = ("none", "speech")
 """How a recording is cut before scoring (``input_policy.trim``): ``none``, whole; ``speech``,
@@ -389,6 +394,17 @@ def _decision_fields(calibration: Calibration, thresholds: dict[str, float]) -> 
     }
 
 
+def decision_digest(calibration: Calibration, thresholds: dict[str, float], trim: str) -> str:
+    """sha256 of how a bundle turns audio's logit into a verdict: calibration, thresholds and
+    input policy. Part of the bundle's version, so a recalibrated bundle is a new version."""
+    fields = {**_decision_fields(calibration, thresholds), "trim": trim}
+    return sha256_bytes(json.dumps(fields, sort_keys=True).encode())
+
+
+def _format_version(trim: str, plain: int) -> int:
+    return plain if trim == "none" else TRIM_FORMAT_VERSION
+
+
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
@@ -410,7 +426,7 @@ def write_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
-        "format_version": SINGLE_FORMAT_VERSION,
+        "format_version": _format_version(trim, SINGLE_FORMAT_VERSION),
         "model_file": model_file,
         "model_sha256": sha256_bytes(model_bytes),
         "model_bytes": len(model_bytes),
@@ -472,7 +488,7 @@ def write_ensemble_bundle(
         entries.append({"name": name, "path": name, "model_sha256": b.manifest["model_sha256"]})
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": _format_version(trim, 2),
         "members": entries,
         "fusion": "mean of the members' calibrated scores, then the calibration below",
         "model_bytes": sum(b.total_model_bytes for _, b in members),

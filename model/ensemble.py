@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from wakeguard.edge.bundle import load_bundle, sha256_bytes, write_ensemble_bundle
+from wakeguard.edge.bundle import (
+    decision_digest,
+    load_bundle,
+    sha256_bytes,
+    write_ensemble_bundle,
+)
 from wakeguard.edge.files import write_bytes_atomic, write_text_atomic
 from wakeguard.edge.scorer import Scorer
 
@@ -409,6 +414,7 @@ def fuse(
                 extra=manifest_extra(
                     fingerprint,
                     joined,
+                    decision_digest(calibration, thresholds, bundles[0][1].trim),
                     metrics=metrics,
                     variants=variants,
                     calibration_scores=cal_scores,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from wakeguard.edge.audio import load_audio
-from wakeguard.edge.bundle import Calibration, sha256_bytes, write_bundle
+from wakeguard.edge.bundle import Calibration, decision_digest, sha256_bytes, write_bundle
 from wakeguard.edge.files import atomic_text, write_bytes_atomic, write_text_atomic
 from wakeguard.edge.frontend import compute_features
 from wakeguard.edge.litert import ModelInvalid
@@ -361,6 +361,7 @@ def quantize(
                 extra=manifest_extra(
                     fingerprint,
                     sha256_bytes(int8),
+                    decision_digest(calibration, thresholds, cfg.quantize.trim),
                     metrics=metrics,
                     variants=variants,
                     calibration_scores=cal_scores,
@@ -388,14 +389,22 @@ def portable_path(path: str | None) -> str | None:
         return path
 
 
-def manifest_extra(fingerprint: dict[str, Any], model_sha256: str, **fields: Any) -> dict[str, Any]:
+def manifest_extra(
+    fingerprint: dict[str, Any], model_sha256: str, decision_sha256: str, **fields: Any
+) -> dict[str, Any]:
     """Version, creation time and the measured fields every bundle manifest records.
 
-    The version reads ``DATE-DATA-MODEL``: the day, the first 8 hex digits of the data
-    fingerprint and of the model's sha256 (for an ensemble, of its members' models joined).
+    The version reads ``DATE-DATA-MODEL-DECISION``: the day, then the first 8 hex digits of
+    the data fingerprint, of the model's sha256 (for an ensemble, of its members' models
+    joined) and of :func:`~wakeguard.edge.bundle.decision_digest` (calibration, thresholds,
+    input policy). The same network recalibrated is a new version, so a decision log or a
+    monitor reference never mixes two ways of deciding under one name.
     """
     created = datetime.now(UTC).replace(microsecond=0)
-    version = f"{created:%Y%m%d}-{fingerprint.get('sha256', 'nodata')[:8]}-{model_sha256[:8]}"
+    version = (
+        f"{created:%Y%m%d}-{fingerprint.get('sha256', 'nodata')[:8]}-{model_sha256[:8]}"
+        f"-{decision_sha256[:8]}"
+    )
     return {
         "version": version,
         "created": created.isoformat().replace("+00:00", "Z"),

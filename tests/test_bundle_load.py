@@ -204,3 +204,44 @@ def test_screen_output_has_no_runtime_notice(tmp_path):
     )
     assert r.returncode == 2 and "no.wav: file not found" in r.stderr
     assert "XNNPACK" not in r.stderr and "INFO" not in r.stderr
+
+
+def test_a_bundle_is_refused_by_a_runtime_too_old_to_trim_it(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle calibrated on trimmed recordings is written as format 3, so a format-2
+    runtime (which scores whole files) refuses it instead of deciding against the wrong
+    calibration; one that scores whole files stays format 1, which every runtime reads."""
+    import wakeguard.edge.bundle as bundle_mod
+
+    whole = load_bundle(tiny_bundle)
+    trimmed = bundle_mod.write_bundle(
+        tmp_path / "trimmed",
+        whole.model_bytes,
+        whole.frontend,
+        thresholds=whole.thresholds,
+        calibration=whole.calibration,
+        trim="speech",
+    )
+    assert whole.manifest["format_version"] == 1
+    assert load_bundle(trimmed).manifest["format_version"] == 3
+    monkeypatch.setattr(bundle_mod, "FORMAT_VERSION", 2)
+    load_bundle(tiny_bundle)
+    with pytest.raises(BundleError, match="format_version 3 is newer than this runtime"):
+        load_bundle(trimmed)
+
+
+def test_the_decision_digest_changes_with_every_part_of_the_decision() -> None:
+    """The last part of a bundle's version: calibration, each threshold and the input policy."""
+    from wakeguard.edge.bundle import Calibration, decision_digest
+
+    thr = {"eer": 0.4, "bpcer_1pct": -2.0, "bpcer_5pct": -1.0}
+    base = decision_digest(Calibration(0.9, 2.3), thr, "speech")
+    assert base == decision_digest(Calibration(0.9, 2.3), dict(reversed(thr.items())), "speech")
+    others = {
+        decision_digest(Calibration(1.0, 2.3), thr, "speech"),
+        decision_digest(Calibration(0.9, 2.2), thr, "speech"),
+        decision_digest(Calibration(0.9, 2.3), {**thr, "eer": 0.41}, "speech"),
+        decision_digest(Calibration(0.9, 2.3), thr, "none"),
+    }
+    assert base not in others and len(others) == 4

@@ -11,6 +11,7 @@ import pytest
 from conftest import build_tiny_bundle
 from wakeguard.edge.audio import load_audio
 from wakeguard.edge.bundle import (
+    FORMAT_VERSION,
     BundleError,
     Calibration,
     load_bundle,
@@ -108,7 +109,7 @@ def test_ensemble_loader_refuses_tampered_swapped_or_escaping_members(
     newer = tmp_path / "newer"
     shutil.copytree(good, newer)
     m = json.loads((newer / "manifest.json").read_text())
-    m["format_version"] = 3
+    m["format_version"] = FORMAT_VERSION + 1
     (newer / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="newer than this runtime"):
         load_bundle(newer)
@@ -138,6 +139,19 @@ def test_members_must_share_the_window_policy(members: dict[str, Path], tmp_path
             calibration=Calibration(),
         )
     assert not (tmp_path / "ens").exists()
+    # members that all trim make a format-3 ensemble, which a format-2 runtime refuses
+    plain_trimming = tmp_path / "plain_trimming"
+    shutil.copytree(members["plain"], plain_trimming)
+    m = json.loads((plain_trimming / "manifest.json").read_text())
+    m["input_policy"]["trim"] = "speech"
+    (plain_trimming / "manifest.json").write_text(json.dumps(m))
+    ens = write_ensemble_bundle(
+        tmp_path / "ens",
+        [("plain", load_bundle(plain_trimming)), ("bass", load_bundle(trimming))],
+        thresholds={"eer": 0.0},
+        calibration=Calibration(),
+    )
+    assert load_bundle(ens).manifest["format_version"] == 3 and load_bundle(ens).trim == "speech"
 
 
 def test_install_swaps_single_and_ensemble_bundles_cleanly(

@@ -13,7 +13,7 @@ import pytest
 from test_train import FAST, make_dataset
 from typer.testing import CliRunner
 from wakeguard.edge.audio import load_audio
-from wakeguard.edge.bundle import load_bundle
+from wakeguard.edge.bundle import decision_digest, load_bundle
 from wakeguard.edge.frontend import compute_features
 from wakeguard.edge.protocol import read_protocol
 from wakeguard.edge.scorer import Scorer, TFLiteModel
@@ -98,6 +98,13 @@ def test_bundle_manifest_is_complete(quantized_run: Path) -> None:
     fp = json.loads((quantized_run / "data_fingerprint.json").read_text())
     assert m["data_fingerprint"]["sha256"] == fp["sha256"]
     assert (quantized_run / "bundle" / "model.keras").is_file()  # for train --init-from BUNDLE
+    # DATE-DATA-MODEL-DECISION: the same network recalibrated is a new version
+    day, data, model, decision = m["version"].split("-")
+    assert day == m["created"][:10].replace("-", "") and data == fp["sha256"][:8]
+    assert model == m["model_sha256"][:8]
+    assert decision == decision_digest(b.calibration, b.thresholds, b.trim)[:8]
+    # calibrated on trimmed recordings (the default), so format 3: older runtimes refuse it
+    assert b.trim == "speech" and m["format_version"] == 3
 
 
 def test_bundle_scores_through_the_edge_scorer(quantized_run: Path) -> None:
