@@ -33,7 +33,9 @@ BUNDLE_FORMAT = "wakeguard-bundle"
 FORMAT_VERSION = 3
 SINGLE_FORMAT_VERSION = 1
 """Single-network bundles that score whole files are still written as version 1, which
-older runtimes read; ensembles as version 2."""
+older runtimes read."""
+ENSEMBLE_FORMAT_VERSION = 2
+"""Ensembles that score whole files are written as version 2."""
 TRIM_FORMAT_VERSION = 3
 """Bundles calibrated on trimmed recordings (``input_policy.trim`` other than ``none``) are
 written as version 3: a runtime of format 2 or older cannot trim, and would score whole
@@ -488,7 +490,7 @@ def write_ensemble_bundle(
         entries.append({"name": name, "path": name, "model_sha256": b.manifest["model_sha256"]})
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
-        "format_version": _format_version(trim, 2),
+        "format_version": _format_version(trim, ENSEMBLE_FORMAT_VERSION),
         "members": entries,
         "fusion": "mean of the members' calibrated scores, then the calibration below",
         "model_bytes": sum(b.total_model_bytes for _, b in members),
