@@ -52,6 +52,12 @@ class ModelConfig:
     """Channels of a 1x1 convolution before the head (0 = none). With ``freq_pool="keep"`` the
     dense head sees bands x channels inputs, so most parameters sit there; narrowing the
     channels first shrinks it without touching the convolutional trunk."""
+    score_head: str = "dense"
+    """``dense``: a dense layer's logit, trained with binary cross-entropy. ``one_class``: the
+    cosine between the (linear) embedding and one learned bona fide direction, times
+    ``cosine_scale``, trained with the OC-softmax loss (``train.one_class_margins``)."""
+    cosine_scale: float = 20.0
+    """Scale of the cosine score with ``score_head="one_class"`` (OC-softmax's alpha)."""
 
 
 @dataclass
@@ -110,6 +116,9 @@ class TrainConfig:
     """Utterances of the train split scored each epoch to report train EER (overfitting)."""
     label_smoothing: float = 0.0
     """Label smoothing of the binary cross-entropy."""
+    one_class_margins: list[float] = field(default_factory=lambda: [0.9, 0.2])
+    """OC-softmax margins with ``model.score_head="one_class"``: the loss pushes a live
+    window's cosine above the first and a replay's below the second (the paper's 0.9, 0.2)."""
     swa_start: int = 0
     """Stochastic weight averaging (Izmailov et al., 2018): from this epoch on, the weights at
     the end of each epoch are averaged, batch-norm statistics re-estimated on train, and the
@@ -252,6 +261,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.dropout": _FRACTION,
     "model.bn_momentum": _FRACTION,
     "model.head_channels": _at_least(0),
+    "model.score_head": (lambda v: v in ("dense", "one_class"), "'dense' or 'one_class'"),
+    "model.cosine_scale": _POSITIVE,
     "augment.time_masks": _at_least(0),
     "augment.time_mask_max": _at_least(0),
     "augment.freq_masks": _at_least(0),
@@ -273,6 +284,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.patience": _at_least(1),
     "train.train_eer_max_utterances": _at_least(1),
     "train.label_smoothing": _FRACTION,
+    "train.one_class_margins": (
+        lambda v: len(v) == 2 and -1 <= v[1] < v[0] <= 1,
+        "two cosines [live, replay] with -1 <= replay < live <= 1",
+    ),
     "train.swa_start": _at_least(0),
     "train.threads": _at_least(0),
     "train.domain_adversarial": _at_least(0),

@@ -5,6 +5,13 @@ Only ops that TFLite runs fully in int8 are used: Conv2D, DepthwiseConv2D, Batch
 The head keeps the frequency axis by default (``freq_pool="keep"``): a loudspeaker is told
 apart by *where* in the spectrum its response departs from speech (the bass cut-off, the
 treble peak), so the position of a band matters, while time is averaged away.
+
+The score is either a dense layer's logit (``score_head="dense"``) or, with
+``score_head="one_class"``, the cosine between the embedding and one learned bona fide
+direction, times ``cosine_scale``: the head of OC-softmax (Zhang, Jiang and Duan, IEEE SPL
+2021), trained with ``wakeguard.model.train.one_class_loss_class()`` so that live speech
+gathers in a narrow cone while replays only have to stay outside it. In TFLite it is an
+L2_NORMALIZATION and a FULLY_CONNECTED with the scaled unit direction as its kernel.
 """
 
 from __future__ import annotations
@@ -16,6 +23,46 @@ from typing import Any
 from wakeguard.edge.files import atomic_path
 
 from .config import ModelConfig
+
+SCORE_HEADS = ("dense", "one_class")
+
+_COSINE_SCORE: Any = None
+
+
+def cosine_score_layer() -> Any:
+    """The ``CosineScore`` Keras layer class, registered for loading on first use (Keras is
+    imported lazily, so the class cannot be defined at module level)."""
+    global _COSINE_SCORE
+    if _COSINE_SCORE is not None:
+        return _COSINE_SCORE
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="wakeguard")
+    class CosineScore(keras.layers.Layer):
+        """``scale * cos(x, w)``: one learned direction ``w``, one output."""
+
+        def __init__(self, scale: float = 20.0, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.scale = float(scale)
+
+        def build(self, input_shape: Any) -> None:
+            self.direction = self.add_weight(
+                shape=(int(input_shape[-1]), 1), initializer="glorot_uniform", name="direction"
+            )
+
+        def call(self, x: Any) -> Any:
+            unit = tf.math.l2_normalize(tf.convert_to_tensor(self.direction), axis=0)
+            return tf.matmul(tf.math.l2_normalize(x, axis=-1), self.scale * unit)
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return (*input_shape[:-1], 1)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "scale": self.scale}
+
+    _COSINE_SCORE = CosineScore
+    return CosineScore
 
 
 def _stride(n: int) -> int:
@@ -30,6 +77,8 @@ def build_detector(
     from keras import layers
 
     n_time, n_bins = input_shape
+    if cfg.score_head not in SCORE_HEADS:
+        raise ValueError(f"model.score_head must be one of {SCORE_HEADS}, got {cfg.score_head!r}")
     if cfg.freq_pool not in ("keep", "mean"):
         raise ValueError(f"model.freq_pool must be 'keep' or 'mean', got {cfg.freq_pool!r}")
     inp = keras.Input((n_time, n_bins), name="features")
@@ -76,11 +125,16 @@ def build_detector(
         pooled.append(layers.MaxPooling2D(pool_size=(t, pool_f), name="time_max")(x))
     x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="time_stats")(pooled)
     x = layers.Flatten(name="flatten")(x)
+    one_class = cfg.score_head == "one_class"
     if cfg.head_units > 0:
         x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
-        x = layers.Dense(cfg.head_units, activation="relu", name="head")(x)
+        # OC-softmax's embedding is linear: a ReLU would confine it to one orthant
+        x = layers.Dense(cfg.head_units, activation=None if one_class else "relu", name="head")(x)
     x = layers.Dropout(cfg.dropout, name="logit_dropout")(x)
-    out = layers.Dense(1, name="logit")(x)
+    if one_class:
+        out = cosine_score_layer()(scale=cfg.cosine_scale, name="logit")(x)
+    else:
+        out = layers.Dense(1, name="logit")(x)
     return keras.Model(inp, out, name=name)
 
 
@@ -95,6 +149,7 @@ def load_keras(path: Path) -> Any:
 
     import keras
 
+    cosine_score_layer()  # registered before a model that holds one is read
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:

@@ -49,7 +49,7 @@ from .config import (
     load_config,
     read_json_object,
 )
-from .detector import load_keras, save_keras
+from .detector import cosine_score_layer, load_keras, save_keras
 from .metrics import compute_eer
 
 Log = Callable[[str], None]
@@ -338,10 +338,50 @@ def make_optimizer(config: Config, steps: int) -> Any:
     )
 
 
+_ONE_CLASS_LOSS: Any = None
+
+
+def one_class_loss_class() -> Any:
+    """The ``OneClassLoss`` Keras loss, registered on first use so that a checkpoint compiled
+    with it (``--resume``) is read back with its loss."""
+    global _ONE_CLASS_LOSS
+    if _ONE_CLASS_LOSS is not None:
+        return _ONE_CLASS_LOSS
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="wakeguard")
+    class OneClassLoss(keras.losses.Loss):
+        """OC-softmax (Zhang, Jiang and Duan, IEEE SPL 2021) on ``z = scale * cos``: a live
+        window (target 1) costs ``softplus(scale * m_live - z)``, a replay ``softplus(z -
+        scale * m_replay)``; a soft target (distillation) weighs the two."""
+
+        def __init__(
+            self, scale: float = 20.0, margins: Sequence[float] = (0.9, 0.2), **kwargs: Any
+        ) -> None:
+            super().__init__(name=kwargs.pop("name", "one_class_loss"), **kwargs)
+            self.scale, self.margins = float(scale), [float(m) for m in margins]
+
+        def call(self, y_true: Any, z: Any) -> Any:
+            y = tf.cast(y_true, z.dtype)
+            m_live, m_replay = (self.scale * m for m in self.margins)
+            per = y * tf.nn.softplus(m_live - z) + (1.0 - y) * tf.nn.softplus(z - m_replay)
+            return tf.reduce_mean(per, axis=-1)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "scale": self.scale, "margins": self.margins}
+
+    _ONE_CLASS_LOSS = OneClassLoss
+    return OneClassLoss
+
+
 def replay_loss(config: Config) -> Any:
-    """Binary cross-entropy on the raw logit (bona fide = 1)."""
+    """Binary cross-entropy on the raw logit (bona fide = 1), or the OC-softmax loss on the
+    scaled cosine of a ``one_class`` score head."""
     import keras
 
+    if config.model.score_head == "one_class":
+        return one_class_loss_class()(config.model.cosine_scale, config.train.one_class_margins)
     return keras.losses.BinaryCrossentropy(
         from_logits=True, label_smoothing=config.train.label_smoothing
     )
@@ -850,6 +890,7 @@ def train(
     best_kind = ""
     if resume:
         state = json.loads(state_file.read_text())
+        cosine_score_layer(), one_class_loss_class()  # registered before the checkpoint is read
         model = keras.models.load_model(out / CHECKPOINT_DIR / KERAS_MODEL)
         start_epoch, best_eer, best_epoch, bad = (
             state["epoch"] + 1,

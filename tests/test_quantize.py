@@ -463,3 +463,49 @@ def test_an_ensemble_that_fails_later_restores_its_existing_folder(tmp_path: Pat
     assert _tree(out) == {"notes.txt": b"mine", "config.json": b'{"old": true}\n'}
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
     assert "model.keras: not a loadable Keras model" in res.output
+
+
+def test_a_one_class_head_trains_resumes_and_quantizes_to_int8(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    """OC-softmax's scaled cosine survives --resume and full-int8 conversion: an
+    L2_NORMALIZATION in int8, scores close to the Keras model's."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    ds = make_dataset(tmp_path / "ds", shared_dir)
+    run = tmp_path / "oc"
+    fast = [o for o in FAST if not o.startswith(("train.epochs", "model.head_units"))]
+    oc = [*fast, "model.head_units=8", "model.score_head=one_class"]
+    args = ["train", str(ds), "--out", str(run), "--workers", "1", *oc]
+    res = runner.invoke(app, [*args, "train.epochs=3"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args, "train.epochs=6", "train.patience=6", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert "resuming after epoch 3" in res.output
+    epochs = (run / "history.csv").read_text().splitlines()[1:]
+    assert [line.split(",")[0] for line in epochs] == ["1", "2", "3", "4", "5", "6"]
+    res = runner.invoke(app, ["quantize", str(run), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+
+    m = TFLiteModel((run / "quantize" / "int8.tflite").read_bytes())
+    ops = {o["op_name"] for o in m.interpreter._get_ops_details()}
+    assert "L2_NORMALIZATION" in ops
+    assert m.interpreter.get_output_details()[0]["dtype"] == np.int8
+    bundle = load_bundle(run / "bundle")
+    scorer = Scorer.from_bundle(bundle)
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    proto = read_protocol(ds)
+    k, t = [], []
+    for r in proto.where(split="dev") + proto.where(split="eval"):
+        audio = load_audio(r.audio_path(proto.root))
+        t.append(scorer.raw_logit(audio)[0])
+        k.append(float(np.mean(np.asarray(model(compute_features(audio, bundle.frontend))))))
+    k_arr, t_arr = np.array(k), np.array(t)
+    assert np.ptp(k_arr) > 0 and np.all(np.abs(k_arr) <= 20.0 + 1e-3)  # 20 x a cosine
+    # The tiny network's cosines stay within a few hundredths of each other after six
+    # epochs, so the bound is on the cosine itself: int8 L2_NORMALIZATION writes each unit
+    # component in steps of 1/128, which moved a cosine by at most 0.008 here; a wrong
+    # scale or a float op left behind moves it by tenths.
+    cos_diff = np.abs(t_arr - k_arr) / 20.0
+    assert np.max(cos_diff) <= 0.02 and np.median(cos_diff) <= 0.01, cos_diff

@@ -597,6 +597,62 @@ def test_head_channels_narrow_the_per_band_head() -> None:
     assert np.asarray(narrow(x)).shape == (2, 1)
 
 
+def test_one_class_head_is_the_scaled_cosine_to_one_learned_direction(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from wakeguard.model.config import ModelConfig
+    from wakeguard.model.detector import build_detector, load_keras, save_keras
+
+    cfg = ModelConfig(
+        stem_channels=8,
+        block_channels=[16],
+        head_units=6,
+        dropout=0.0,
+        score_head="one_class",
+        cosine_scale=15.0,
+    )
+    model = build_detector((12, 40), cfg)
+    x = np.random.default_rng(1).normal(size=(5, 12, 40)).astype(np.float32)
+    got = np.asarray(model(x, training=False))[:, 0]
+    # the embedding is the linear head's output; the score is 15 x its cosine with w
+    import keras
+
+    embed = keras.Model(model.inputs, model.get_layer("head").output)
+    e = np.asarray(embed(x, training=False))
+    assert (e < 0).any(), "the one-class embedding must not pass through a ReLU"
+    w = np.asarray(model.get_layer("logit").direction)[:, 0]
+    cos = e @ w / np.linalg.norm(e, axis=1) / np.linalg.norm(w)
+    assert np.allclose(got, 15.0 * cos, atol=1e-4)
+    assert np.all(np.abs(got) <= 15.0 + 1e-4)
+    # saved and read back without any import of the layer's class by the caller
+    path = save_keras(model, tmp_path / "oc.keras")
+    assert np.allclose(np.asarray(load_keras(path)(x, training=False))[:, 0], got, atol=1e-6)
+    with pytest.raises(ValueError, match="model.score_head must be one of"):
+        build_detector((12, 40), ModelConfig(score_head="cosine"))
+
+
+def test_one_class_loss_has_the_oc_softmax_margins() -> None:
+    pytest.importorskip("tensorflow")
+    from wakeguard.model.train import replay_loss
+
+    cfg = load_config(None, ["model.score_head=one_class", "train.one_class_margins=[0.8,0.1]"])
+    loss = replay_loss(cfg)
+    alpha = cfg.model.cosine_scale
+
+    def per(y: float, cos: float) -> float:
+        return float(loss(np.array([[y]], np.float32), np.array([[alpha * cos]], np.float32)))
+
+    softplus = lambda v: float(np.log1p(np.exp(v)))  # noqa: E731
+    # a live window costs softplus(alpha (m_live - cos)), a replay softplus(alpha (cos - m_replay))
+    assert per(1.0, 0.8) == pytest.approx(np.log(2.0), rel=1e-5)
+    assert per(1.0, 0.5) == pytest.approx(softplus(alpha * 0.3), rel=1e-5)
+    assert per(0.0, 0.1) == pytest.approx(np.log(2.0), rel=1e-5)
+    assert per(0.0, 0.5) == pytest.approx(softplus(alpha * 0.4), rel=1e-5)
+    # a replay below its margin and live speech above its own cost almost nothing
+    assert per(0.0, -0.5) < 1e-5 and per(1.0, 1.0) < 0.2
+    # a soft target (distillation) weighs the two
+    assert per(0.25, 0.5) == pytest.approx(0.25 * per(1.0, 0.5) + 0.75 * per(0.0, 0.5), rel=1e-5)
+
+
 def test_a_wider_stem_stride_lets_short_frames_in_at_the_trunks_cost() -> None:
     """63 frames through a stem of stride 4 reach the blocks as 16 steps, as 31 frames
     through the default stride 2 do; a kernel shorter than its stride is refused."""
