@@ -42,6 +42,10 @@ class ScoreResult:
     latency_ms: float
     """Front-end plus inference wall time."""
     n_windows: int
+    command_found: bool | None = None
+    """Whether the input policy's trim found a command in the recording (scored whole when
+    not); None when nothing was looked for (the policy keeps the whole recording, or the
+    audio came from the live listener's endpointer already)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,16 +86,21 @@ class TFLiteModel:
         return float(y)
 
 
-def trim_to_policy(audio: np.ndarray, trim: str) -> np.ndarray:
-    """``audio`` cut as the input policy ``trim`` says: ``speech``, to its
-    :func:`~wakeguard.edge.endpoint.speech_span` (whole when no command is found in it);
-    ``none``, unchanged."""
+def cut_to_policy(audio: np.ndarray, trim: str) -> tuple[np.ndarray, bool | None]:
+    """``audio`` cut as the input policy ``trim`` says, and whether a command was found in it:
+    ``speech``, to its :func:`~wakeguard.edge.endpoint.speech_span` (whole, and False, when
+    no command is found in it); ``none``, unchanged (and None: nothing was looked for)."""
     if trim == "none":
-        return audio
+        return audio, None
     if trim != "speech":
         raise ValueError(f"trim {trim!r} is not one of {list(TRIM_POLICIES)}")
     span = speech_span(audio)
-    return audio if span is None else audio[span[0] : span[1]]
+    return (audio, False) if span is None else (audio[span[0] : span[1]], True)
+
+
+def trim_to_policy(audio: np.ndarray, trim: str) -> np.ndarray:
+    """``audio`` cut as the input policy ``trim`` says (see :func:`cut_to_policy`)."""
+    return cut_to_policy(audio, trim)[0]
 
 
 @dataclass
@@ -221,13 +230,14 @@ class Scorer:
         live listener's endpointer, so it is scored as it is."""
         require_usable(audio, path, self.min_seconds)
         t0 = time.perf_counter()
+        found = None
         if not endpointed:
-            audio = trim_to_policy(audio, self.trim)
+            audio, found = cut_to_policy(audio, self.trim)
         logit, n = self.raw_logit(audio)
         score = self.calibration.apply(logit)
         latency = (time.perf_counter() - t0) * 1000.0
         verdict = BONAFIDE if score >= self.threshold else SPOOF
-        return ScoreResult(score, verdict, self.threshold, latency, n)
+        return ScoreResult(score, verdict, self.threshold, latency, n, found)
 
 
 __all__ = [
@@ -238,5 +248,6 @@ __all__ = [
     "Scorer",
     "ScorerMember",
     "TFLiteModel",
+    "cut_to_policy",
     "trim_to_policy",
 ]

@@ -354,6 +354,13 @@ def test_a_trimming_bundle_scores_a_file_over_its_speech_span(tiny_bundle, tmp_p
     assert s.score(padded).score == whole.score(padded[a:b]).score
     assert s.score(padded, endpointed=True).score == whole.score(padded).score
     assert s.score(padded).n_windows < whole.score(padded).n_windows
+    # What the trim found is told (screen warns on it without running the endpointer again).
+    fan = (0.05 * np.random.default_rng(1).standard_normal(3 * 16_000)).astype(np.float32)
+    assert speech_span(fan) is None
+    assert [s.score(padded).command_found, s.score(fan).command_found] == [True, False]
+    assert s.score(fan).score == whole.score(fan).score  # no command: scored whole
+    assert whole.score(padded).command_found is None  # nothing looked for
+    assert s.score(padded, endpointed=True).command_found is None
 
 
 def test_screen_cli_json(tiny_bundle, speech_file, tmp_path):

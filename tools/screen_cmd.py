@@ -38,15 +38,18 @@ class ScreenedFile:
         return d
 
 
-def audio_warnings(audio: np.ndarray, native_rate: int | None = None) -> tuple[str, ...]:
+def audio_warnings(
+    audio: np.ndarray, native_rate: int | None = None, command_found: bool | None = None
+) -> tuple[str, ...]:
     """What is worth telling about scoreable audio: clipping distorts, but a clipped command
     is still a command, so it is scored and flagged rather than refused; audio in which the
     live listener's endpointer finds no command (steady noise, a hum) is scored too, but the
     score of something that is not speech means little; and a file recorded below 16 kHz
     (``native_rate``) has no sound above half its rate, where much of the replay evidence
-    is, while every live command the model learned from had the whole band."""
+    is, while every live command the model learned from had the whole band.
+    ``command_found``: what the scorer's trim found already (None: look here)."""
     from wakeguard.edge.audio import SAMPLE_RATE, check_audio
-    from wakeguard.edge.endpoint import Endpointer
+    from wakeguard.edge.endpoint import speech_span
 
     found: list[str] = []
     if native_rate is not None and native_rate < SAMPLE_RATE:
@@ -59,8 +62,9 @@ def audio_warnings(audio: np.ndarray, native_rate: int | None = None) -> tuple[s
         found.append(
             f"clipped: {info.clipped_fraction:.2%} of samples at full scale; the score may be less reliable"
         )
-    endpointer = Endpointer()
-    if not (endpointer.push(audio) or endpointer.flush()):
+    if command_found is None:
+        command_found = speech_span(audio) is not None
+    if not command_found:
         found.append(
             "no command found by the endpointer `wakeguard listen` uses (steady noise, or "
             "speech too quiet against it?); a score of audio that is not speech means little"
@@ -103,7 +107,7 @@ def screen(
                     round(r.score, 4),
                     r.verdict,
                     round(r.latency_ms, 2),
-                    warnings=audio_warnings(audio, native_rate),
+                    warnings=audio_warnings(audio, native_rate, r.command_found),
                 )
             )
         except AudioError as exc:
