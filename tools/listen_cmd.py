@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from .console import console, err_console, print_json, run_cli
+from .console import EXIT_FAILURE, console, err_console, print_json, run_cli
 from .runtime_flags import (
     ClipsDirOption,
     ConfigThreadsOption,
@@ -350,7 +350,7 @@ def listen_cli(
         err_console.print(
             f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
-        raise typer.Exit(1) from exc
+        raise typer.Exit(EXIT_FAILURE) from exc
     s = stats.to_dict()
     p95 = s["latency_p95_ms"]
     logger.info(
