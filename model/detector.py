@@ -16,6 +16,7 @@ L2_NORMALIZATION and a FULLY_CONNECTED with the scaled unit direction as its ker
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,11 @@ from .config import ModelConfig
 
 SCORE_HEADS = ("dense", "one_class")
 
-_COSINE_SCORE: Any = None
 
-
+@functools.cache
 def cosine_score_layer() -> Any:
     """The ``CosineScore`` Keras layer class, registered for loading on first use (Keras is
     imported lazily, so the class cannot be defined at module level)."""
-    global _COSINE_SCORE
-    if _COSINE_SCORE is not None:
-        return _COSINE_SCORE
     import keras
     import tensorflow as tf
 
@@ -61,7 +58,6 @@ def cosine_score_layer() -> Any:
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "scale": self.scale}
 
-    _COSINE_SCORE = CosineScore
     return CosineScore
 
 

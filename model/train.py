@@ -17,6 +17,7 @@ would be pointless: the front-end removes the level.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -338,15 +339,10 @@ def make_optimizer(config: Config, steps: int) -> Any:
     )
 
 
-_ONE_CLASS_LOSS: Any = None
-
-
+@functools.cache
 def one_class_loss_class() -> Any:
     """The ``OneClassLoss`` Keras loss, registered on first use so that a checkpoint compiled
     with it (``--resume``) is read back with its loss."""
-    global _ONE_CLASS_LOSS
-    if _ONE_CLASS_LOSS is not None:
-        return _ONE_CLASS_LOSS
     import keras
     import tensorflow as tf
 
@@ -371,7 +367,6 @@ def one_class_loss_class() -> Any:
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "scale": self.scale, "margins": self.margins}
 
-    _ONE_CLASS_LOSS = OneClassLoss
     return OneClassLoss
 
 
