@@ -33,6 +33,12 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     return (AudioError, BundleError, ProtocolError, FileNotFoundError, ValueError)
 
 
+def print_error(problem: object) -> None:
+    """One red ``error:`` line on stderr; the text is printed as it is (a ``[`` in a path is
+    not read as markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def friendly_errors() -> Iterator[None]:
     """Turn library exceptions into a red one-line message and an exit code."""
@@ -41,10 +47,10 @@ def friendly_errors() -> Iterator[None]:
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except _bad_input_types() as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        print_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     except OSError as exc:  # full disk, permissions, devices
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        print_error(exc)
         raise typer.Exit(EXIT_FAILURE) from exc
 
 

@@ -25,12 +25,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Group
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .console import EXIT_BAD_INPUT, console, err_console, run_cli
+from .console import EXIT_BAD_INPUT, console, err_console, print_error, run_cli
 from .runtime_flags import ModelOption, OperatingPointOption
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -641,7 +640,7 @@ def demo_cli(
     if state.unplayable:
         console.line()  # the final screen may end mid-line
     for problem in state.unplayable:
-        err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        print_error(problem)
     heard = state.counts["bonafide"] or state.counts["spoof"]
     if state.mode != "challenge" and not heard and state.status != "stopped":
         console.print("[yellow]no command was heard[/] (too quiet or too short?)", highlight=False)

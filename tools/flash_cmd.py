@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .console import EXIT_FAILURE, console, err_console, print_json, run_cli
+from .console import EXIT_FAILURE, console, err_console, print_error, print_json, run_cli
 
 
 def _printer(as_json: bool):
@@ -133,7 +133,7 @@ def flash_cli(
             log=_printer(as_json),
         )
     except DeployError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         raise typer.Exit(EXIT_FAILURE) from exc
     if as_json:
         print_json(result.to_dict())

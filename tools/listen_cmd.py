@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from .console import EXIT_FAILURE, console, err_console, print_json, run_cli
+from .console import EXIT_FAILURE, console, err_console, print_error, print_json, run_cli
 from .runtime_flags import (
     ClipsDirOption,
     ConfigThreadsOption,
@@ -347,9 +346,7 @@ def listen_cli(
             on_ready=on_ready,
         )
     except TelemetryError as exc:
-        err_console.print(
-            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-        )
+        print_error(exc)
         raise typer.Exit(EXIT_FAILURE) from exc
     s = stats.to_dict()
     p95 = s["latency_p95_ms"]

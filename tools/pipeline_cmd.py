@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from .console import EXIT_FAILURE, console, err_console, print_json, run_cli
+from .console import EXIT_FAILURE, console, print_error, print_json, run_cli
 
 
 def pipeline_cli(
@@ -81,9 +80,7 @@ def pipeline_cli(
     try:
         result = run_cli(work)
     except PipelineError as exc:
-        err_console.print(
-            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-        )
+        print_error(exc)
         raise typer.Exit(EXIT_FAILURE) from exc
     if as_json:
         print_json(result.to_dict())

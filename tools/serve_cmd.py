@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from .console import EXIT_BAD_INPUT, console, err_console, print_json, run_cli
+from .console import EXIT_BAD_INPUT, console, print_error, print_json, run_cli
 from .runtime_flags import (
     ClipsDirOption,
     ConfigThreadsOption,
@@ -244,9 +243,7 @@ def serve_cli(
     try:
         summary = run_cli(serve, cfg, on_ready=ready)
     except (ServiceError, TelemetryError) as exc:
-        err_console.print(
-            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
-        )
+        print_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     if as_json:
         print_json({"event": "stopped", **summary.to_dict()})
