@@ -22,6 +22,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from wakeguard.edge.bundle import TRIM_POLICIES
 from wakeguard.edge.frontend import FrontendParams, frontend_from_dict
 
+SCORE_HEADS = ("dense", "one_class")
+"""``model.score_head`` values (see :class:`ModelConfig`)."""
 
 @dataclass
 class ModelConfig:
@@ -261,7 +263,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.dropout": _FRACTION,
     "model.bn_momentum": _FRACTION,
     "model.head_channels": _at_least(0),
-    "model.score_head": (lambda v: v in ("dense", "one_class"), "'dense' or 'one_class'"),
+    "model.score_head": (lambda v: v in SCORE_HEADS, " or ".join(map(repr, SCORE_HEADS))),
     "model.cosine_scale": _POSITIVE,
     "augment.time_masks": _at_least(0),
     "augment.time_mask_max": _at_least(0),

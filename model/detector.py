@@ -23,9 +23,7 @@ from typing import Any
 
 from wakeguard.edge.files import atomic_path
 
-from .config import ModelConfig
-
-SCORE_HEADS = ("dense", "one_class")
+from .config import SCORE_HEADS, ModelConfig
 
 
 @functools.cache
