@@ -149,6 +149,11 @@ class TrainConfig:
     network can learn what an ensemble of teachers knows (empty: off)."""
     distill_weight: float = 0.5
     """Share of the teachers' soft target in each window's target (with ``distill_from``)."""
+    frame_offsets: int = 1
+    """Framings of each train recording: with ``k`` > 1 its windows are also computed with
+    the audio moved by ``i * hop_length // k`` samples (i = 1..k-1), and every batch takes
+    each window from one of the ``k`` framings at random, so the network meets a command's
+    frames at more than one phase of the frame grid (1: off; dev is never moved)."""
 
 
 @dataclass
@@ -295,6 +300,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.domain_adversarial": _at_least(0),
     "train.group_dro": _at_least(0),
     "train.distill_weight": _PROBABILITY,
+    "train.frame_offsets": _at_least(1),
     "quantize.representative_windows": _at_least(1),
     "quantize.calibration_scores_per_label": _at_least(1),
     "quantize.latency_utterances": _at_least(0),

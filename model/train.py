@@ -142,10 +142,24 @@ def cache_dir_for(protocol: Protocol) -> Path:
     return Path(env) if env else protocol.root / ".wakeguard-cache"
 
 
-def _features_of(args: tuple[list[str], dict[str, Any]]) -> list[np.ndarray]:
-    paths, pdict = args
+def shifted(audio: np.ndarray, offset: int) -> np.ndarray:
+    """``audio`` moved ``offset`` samples earlier, its length kept by mirroring the last
+    ``offset`` samples at the end (the room noise after a command), so it cuts into the same
+    number of windows as ``audio`` and its frames fall between those of ``audio``."""
+    if offset <= 0:
+        return audio
+    if offset >= audio.size:
+        raise ValueError(f"offset {offset} is not shorter than the audio ({audio.size} samples)")
+    return np.concatenate([audio[offset:], audio[audio.size - offset :][::-1]])
+
+
+def _features_of(args: tuple[list[str], dict[str, Any], int]) -> list[np.ndarray]:
+    paths, pdict, offset = args
     p = frontend_from_dict(pdict)
-    return [compute_features(load_audio(path), p).astype(np.float16) for path in paths]
+    return [
+        compute_features(shifted(load_audio(path), offset), p).astype(np.float16)
+        for path in paths
+    ]
 
 
 def dataset_features(
@@ -155,11 +169,14 @@ def dataset_features(
     workers: int = 2,
     progress: bool = False,
     cache: bool = True,
+    offset: int = 0,
 ) -> Features:
-    """Feature windows of every row of a protocol, cached per (data, front-end params)."""
+    """Feature windows of every row of a protocol, cached per (data, front-end params,
+    ``offset``: each recording :func:`shifted` by that many samples first)."""
     proto = protocol if isinstance(protocol, Protocol) else read_protocol(protocol)
     fp = data_fingerprint(proto)["sha256"][:16]
-    cache_path = cache_dir_for(proto) / f"features-{params_key(params)}-{fp}.npz"
+    moved = f"-offset{offset}" if offset else ""
+    cache_path = cache_dir_for(proto) / f"features-{params_key(params)}-{fp}{moved}.npz"
     if cache and cache_path.is_file():
         with np.load(cache_path) as z:
             windows, utt = z["windows"], z["utt"]
@@ -167,7 +184,7 @@ def dataset_features(
             return Features(list(proto.rows), windows, utt)
     paths = [str(p) for p in proto.audio_paths()]
     chunk = 32
-    jobs = [(paths[i : i + chunk], params.to_dict()) for i in range(0, len(paths), chunk)]
+    jobs = [(paths[i : i + chunk], params.to_dict(), offset) for i in range(0, len(paths), chunk)]
     feats: list[np.ndarray] = []
     bar = _progress_bar(progress, "features", len(paths))
     if workers > 1 and len(jobs) > 1:
@@ -713,6 +730,35 @@ def training_protocol(dataset: str | Path) -> Protocol:
     return proto
 
 
+def train_framings(
+    proto: Protocol,
+    tr: Features,
+    config: Config,
+    *,
+    workers: int,
+    progress: bool,
+    log: Log,
+) -> np.ndarray | None:
+    """The train windows at ``train.frame_offsets`` phases of the frame grid, stacked
+    ``(offsets, n_windows, time, bins)`` with ``tr.windows`` first; None when there is one."""
+    k = config.train.frame_offsets
+    if k <= 1:
+        return None
+    hop = config.frontend.hop_length
+    offsets = [i * hop // k for i in range(1, k)]
+    log(f"train windows also framed {', '.join(map(str, offsets))} samples later")
+    train_only = replace(proto, rows=tr.rows, file=None)
+    stack = [tr.windows]
+    for offset in offsets:
+        moved = dataset_features(
+            train_only, config.frontend, workers=workers, progress=progress, offset=offset
+        )
+        if not np.array_equal(moved.utt, tr.utt):
+            raise RuntimeError(f"framing {offset} samples later cut the train split differently")
+        stack.append(moved.windows)
+    return np.stack(stack)
+
+
 def train(
     dataset: str | Path | None,
     out: str | Path,
@@ -783,6 +829,7 @@ def train(
     log("computing features")
     feats = dataset_features(proto, config.frontend, workers=workers, progress=progress)
     tr, dev = feats.split("train"), feats.split("dev")
+    framings = train_framings(proto, tr, config, workers=workers, progress=progress, log=log)
     rng = np.random.default_rng(config.train.seed)
     n_sub = min(len(tr.rows), config.train.train_eer_max_utterances)
     tr_sub = tr.select(np.sort(rng.choice(len(tr.rows), n_sub, replace=False)))
@@ -849,9 +896,15 @@ def train(
         )
         log(f"group DRO on {len(domains)} {column!r} domains, step {config.train.group_dro}")
 
+    framing_rng = np.random.default_rng([config.train.seed, 0xF4A])
+
     def gather(idx: np.ndarray) -> tuple[np.ndarray, ...]:
         d = d_win[idx] if d_win is not None else np.zeros(len(idx), dtype=np.int32)
-        return windows[idx].astype(np.float32), y_win[idx][:, None], w_win[idx], d
+        if framings is None:
+            x = windows[idx]
+        else:
+            x = framings[framing_rng.integers(0, len(framings), len(idx)), idx]
+        return x.astype(np.float32), y_win[idx][:, None], w_win[idx], d
 
     def targets(x: Any, y: Any, w: Any, d: Any) -> tuple[Any, ...]:
         x, y, w = augment(x, y, w)

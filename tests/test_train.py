@@ -502,6 +502,45 @@ def test_distillation_trains_on_the_teachers_soft_targets(
     assert gone.exit_code != 0 and "train.distill_from teacher not found" in gone.output
 
 
+def test_shifted_audio_keeps_its_length_and_moves_the_frame_grid() -> None:
+    from wakeguard.model.train import shifted
+
+    x = np.arange(10, dtype=np.float32)
+    np.testing.assert_array_equal(shifted(x, 0), x)
+    np.testing.assert_array_equal(shifted(x, 3), [3, 4, 5, 6, 7, 8, 9, 9, 8, 7])
+    with pytest.raises(ValueError, match="not shorter than the audio"):
+        shifted(x, 10)
+
+
+def test_frame_offsets_train_on_windows_framed_between_the_grid(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    from wakeguard.edge.frontend import compute_features
+    from wakeguard.model.train import shifted, train_framings
+
+    run = tmp_path / "framed"
+    args = ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST, "train.epochs=1"]
+    res = runner.invoke(app, [*args, "train.frame_offsets=4"])
+    assert res.exit_code == 0, res.output
+    assert "train windows also framed 250, 500, 750 samples later" in res.output.replace("\n", " ")
+
+    # The stack holds each train recording framed at every offset, dev never moved.
+    from wakeguard.model.train import dataset_features
+
+    config = load_config(overrides=["train.frame_offsets=2"])
+    proto = read_protocol(dataset)
+    tr = dataset_features(proto, config.frontend, workers=1).split("train")
+    stack = train_framings(proto, tr, config, workers=1, progress=False, log=print)
+    assert stack is not None and stack.shape == (2, *tr.windows.shape)
+    np.testing.assert_array_equal(stack[0], tr.windows)
+    first = tr.rows[0].audio_path(proto.root)
+    moved = compute_features(shifted(load_audio(first), 500), config.frontend)
+    np.testing.assert_array_equal(stack[1][tr.utt == 0], moved.astype(np.float16))
+    assert not np.array_equal(stack[1], stack[0])
+    assert train_framings(proto, tr, load_config(), workers=1, progress=False, log=print) is None
+
+
 def test_missing_dataset_and_bad_override_give_clear_errors(tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "protocol file not found" in res.output
