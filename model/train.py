@@ -157,8 +157,7 @@ def _features_of(args: tuple[list[str], dict[str, Any], int]) -> list[np.ndarray
     paths, pdict, offset = args
     p = frontend_from_dict(pdict)
     return [
-        compute_features(shifted(load_audio(path), offset), p).astype(np.float16)
-        for path in paths
+        compute_features(shifted(load_audio(path), offset), p).astype(np.float16) for path in paths
     ]
 
 
