@@ -125,6 +125,11 @@ class TrainConfig:
     """Stochastic weight averaging (Izmailov et al., 2018): from this epoch on, the weights at
     the end of each epoch are averaged, batch-norm statistics re-estimated on train, and the
     average competes with the epoch's own weights for the dev-EER checkpoint (0: off)."""
+    select_average: bool = False
+    """With ``swa_start``: from that epoch on only the weight average competes for the
+    checkpoint, not the epoch's own weights. Dev EER cannot tell a lucky single epoch from
+    a better network (one dev utterance is 0.2 points); the average is the one that holds
+    on unseen splits (docs/benchmarks.md, "Session 20")."""
     balance_classes: bool = True
     """Weight the loss so both labels count equally."""
     threads: int = 0

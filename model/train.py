@@ -4,7 +4,8 @@ A run folder holds ``config.json`` (the resolved config and the dataset path),
 ``data_fingerprint.json``, ``history.csv``, ``curves.png``, ``dev_scores.csv`` (one score
 per dev utterance, the protocol's columns then ``score``) and ``model.keras`` (the
 checkpoint with the best dev EER: one epoch's weights or, with ``train.swa_start``, the
-running average of the epochs' weights). ``checkpoint/`` keeps the last epoch's model, the
+running average of the epochs' weights; with ``train.select_average`` only the average
+from that epoch on). ``checkpoint/`` keeps the last epoch's model, the
 weight average and the loop state so ``--resume`` continues where a run stopped.
 
 Features come from :mod:`wakeguard.edge.frontend` only, computed once per dataset and
@@ -1025,9 +1026,12 @@ def train(
         if adversarial:
             row["domain_loss"] = float(h.history["domain_loss"][-1])
         # Candidates for the checkpoint: this epoch's weights and, once averaging has begun,
-        # the running average of the epochs so far.
-        candidates = [(dev_eer, dev_loss, model, "")]
-        if config.train.swa_start and epoch + 1 >= config.train.swa_start:
+        # the running average of the epochs so far (alone, with train.select_average).
+        averaging = bool(config.train.swa_start) and epoch + 1 >= config.train.swa_start
+        candidates = []
+        if not (averaging and config.train.select_average):
+            candidates.append((dev_eer, dev_loss, model, ""))
+        if averaging:
             swa = swa or SwaState.start(model)
             swa.add(model)
             swa_model = swa.model(model, windows, config.train.seed + epoch, bs)

@@ -254,7 +254,10 @@ def test_weight_averaging_competes_for_the_checkpoint_and_survives_resume(
     run = tmp_path / "swa"
     res = runner.invoke(
         app,
-        ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST, "train.swa_start=2"],
+        [
+            *["train", str(dataset), "--out", str(run), "--workers", "1", *FAST],
+            *["train.swa_start=2", "train.select_average=false"],
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "SWA dev EER" in res.output
@@ -274,6 +277,23 @@ def test_weight_averaging_competes_for_the_checkpoint_and_survives_resume(
     kept = min(min(float(h["dev_eer"]), float(h["swa_dev_eer"] or "inf")) for h in hist)
     assert summary["dev_eer"] == pytest.approx(kept)
     assert summary["averaged_from"] in (0, 2)
+
+
+def test_select_average_keeps_only_weight_averages_once_averaging_begins(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    run = tmp_path / "swa-only"
+    args = ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST]
+    res = runner.invoke(app, [*args, "train.swa_start=1", "train.select_average=true"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert "* swa" in said and "* epoch" not in said
+    with (run / "history.csv").open() as fh:
+        hist = list(csv.DictReader(fh))
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["averaged_from"] == 1
+    assert summary["dev_eer"] == pytest.approx(min(float(h["swa_dev_eer"]) for h in hist))
 
 
 def with_rooms(dataset: Path, out: Path) -> Path:
@@ -538,7 +558,8 @@ def test_frame_offsets_train_on_windows_framed_between_the_grid(
     moved = compute_features(shifted(load_audio(first), 500), config.frontend)
     np.testing.assert_array_equal(stack[1][tr.utt == 0], moved.astype(np.float16))
     assert not np.array_equal(stack[1], stack[0])
-    assert train_framings(proto, tr, load_config(), workers=1, progress=False, log=print) is None
+    single = load_config(overrides=["train.frame_offsets=1"])
+    assert train_framings(proto, tr, single, workers=1, progress=False, log=print) is None
 
 
 def test_missing_dataset_and_bad_override_give_clear_errors(tmp_path: Path) -> None:
