@@ -38,7 +38,12 @@ def quantized_run(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) ->
     pytest.importorskip("tensorflow")
     ds = make_dataset(tmp_path_factory.mktemp("qds"), shared_dir)
     run = tmp_path_factory.mktemp("qruns") / "r"
-    fast = [o for o in FAST if not o.startswith("train.epochs")] + ["train.epochs=4"]
+    # One framing: with four (the default) this tiny network, drawing a new framing of its
+    # 16 clips every batch, has not learned them in 4 epochs (dev+eval logits within 0.5 of
+    # each other, against 2.3 with one), too short a yardstick for the parity tolerances,
+    # which are shares of that range.
+    fast = [o for o in FAST if not o.startswith("train.epochs")]
+    fast += ["train.epochs=4", "train.frame_offsets=1"]
     res = runner.invoke(app, ["train", str(ds), "--out", str(run), "--workers", "1", *fast])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["quantize", str(run), "--workers", "1", "--json"])
