@@ -146,11 +146,12 @@ def cache_dir_for(protocol: Protocol) -> Path:
 def shifted(audio: np.ndarray, offset: int) -> np.ndarray:
     """``audio`` moved ``offset`` samples earlier, its length kept by mirroring the last
     ``offset`` samples at the end (the room noise after a command), so it cuts into the same
-    number of windows as ``audio`` and its frames fall between those of ``audio``."""
-    if offset <= 0:
+    number of windows as ``audio`` and its frames fall between those of ``audio``. Audio no
+    longer than ``offset`` is rotated instead (the front-end repeats audio that short)."""
+    if offset <= 0 or audio.size == 0:
         return audio
     if offset >= audio.size:
-        raise ValueError(f"offset {offset} is not shorter than the audio ({audio.size} samples)")
+        return np.roll(audio, -offset)
     return np.concatenate([audio[offset:], audio[audio.size - offset :][::-1]])
 
 
