@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,6 +259,12 @@ def write_scores(
 # --------------------------------------------------------------------------- breakdowns
 
 
+def natural_key(value: str) -> list[str | int]:
+    """Sort key that reads the numbers in a value as numbers: ``8-15`` before ``15-25``,
+    ``50-100cm`` before ``100-150cm`` and ``>100cm``."""
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", value))]
+
+
 def per_condition(
     rows: Sequence[Mapping[str, Any]], condition_columns: Sequence[str]
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -286,7 +293,7 @@ def per_condition(
         if len(groups) > MAX_CONDITION_VALUES:
             out[col] = res
             continue
-        for v in sorted(groups):
+        for v in sorted(groups, key=natural_key):
             spoof = np.asarray(groups[v][SPOOF], dtype=np.float64)
             bona = np.asarray(groups[v][BONAFIDE], dtype=np.float64)
             pooled = bona.size == 0

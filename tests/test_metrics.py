@@ -202,6 +202,19 @@ def test_per_condition_rule():
     assert pc["room"]["small"]["eer"] == pytest.approx(compute_eer([1, 2], [0.0, 2.5])[0])
 
 
+def test_per_condition_values_come_in_numeric_order():
+    """Reports and JSON list ranges as a reader counts: 8-15 dB before 15-25 dB, and a
+    closing open range (>100cm) last."""
+    values = ["100-150cm", ">100cm", "10-50cm", "50-100cm", "15-25", "8-15", "room10", "room2"]
+    rows = [
+        {"label": lab, "score": float(i), "d": v}
+        for i, v in enumerate(values)
+        for lab in ("bonafide", "spoof")
+    ]
+    expected = "8-15 10-50cm 15-25 50-100cm 100-150cm >100cm room2 room10".split()
+    assert list(per_condition(rows, ["d"])["d"]) == expected
+
+
 def test_metrics_from_score_csv_round_trip(tmp_path):
     rng = np.random.default_rng(5)
     rows = [
