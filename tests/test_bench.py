@@ -71,6 +71,20 @@ def test_bench_float_variant_side_by_side(tiny_bundle: Path, tmp_path: Path):
     assert r["ratios"]["float32_score_p50/int8_score_p50"]["2s"] > 0
 
 
+def test_bench_scores_the_float_variant_under_the_bundles_input_policy() -> None:
+    """The float32 variant is scored as the bundle scores a file (trimmed to its commands):
+    without the trim its score stage timed less work than int8's."""
+    from wakeguard.edge.bundle import load_bundle
+    from wakeguard.tools.bench_cmd import variant_scorers
+
+    bundle = load_bundle(None)  # the shipped bundle, which trims
+    assert bundle.trim == "speech"
+    scorers = variant_scorers(bundle, [bundle.path / "model.tflite"], threads=1)
+    assert [s.trim for s in scorers.values()] == ["speech", "speech"]
+    assert scorers["float32"].threshold == scorers["int8"].threshold
+    assert variant_scorers(bundle, None, threads=1).keys() == {"int8"}
+
+
 def test_bench_void_baseline_and_stream(tiny_bundle: Path):
     """The Void-style baseline runs beside the model; the listener's CPU cost on idle and busy streams."""
     pytest.importorskip("sklearn")

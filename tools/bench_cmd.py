@@ -458,6 +458,27 @@ def _sum_macs(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def variant_scorers(bundle: Any, float_paths: list[Path] | None, threads: int) -> dict[str, Any]:
+    """The bundle's int8 scorer and, given its float32 models, a float32 scorer with the
+    bundle's calibration, threshold and input policy, so both score a file alike."""
+    from wakeguard.edge.scorer import Scorer
+
+    scorers: dict[str, Any] = {"int8": Scorer.from_bundle(bundle, num_threads=threads)}
+    if float_paths is not None:
+        scorers["float32"] = Scorer.ensemble(
+            [
+                (m.name, p.read_bytes(), m.frontend, m.calibration)
+                for m, p in zip(bundle.members, float_paths, strict=True)
+            ],
+            calibration=bundle.calibration,
+            threshold=bundle.threshold(),
+            num_threads=threads,
+            min_seconds=bundle.min_seconds,
+            trim=bundle.trim,
+        )
+    return scorers
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Measure everything; returns the JSON-ready result."""
     from wakeguard.edge.bundle import load_bundle
@@ -470,7 +491,6 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         peak_rss_mb,
         percentiles,
     )
-    from wakeguard.edge.scorer import Scorer
 
     if cfg.repeats < 1:
         raise ValueError("--repeats must be at least 1")
@@ -484,21 +504,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     captured = {d: [_to_capture_format(c) for c in cs] for d, cs in commands.items()}
     notes = list(cfg.notes)
 
-    scorers: dict[str, Any] = {"int8": Scorer.from_bundle(bundle, num_threads=cfg.threads)}
     float_paths = _find_float_model(cfg, bundle)
-    if float_paths is not None:
-        scorers["float32"] = Scorer.ensemble(
-            [
-                (m.name, p.read_bytes(), m.frontend, m.calibration)
-                for m, p in zip(bundle.members, float_paths, strict=True)
-            ],
-            calibration=bundle.calibration,
-            threshold=bundle.threshold(),
-            num_threads=cfg.threads,
-            min_seconds=bundle.min_seconds,
-        )
-    else:
+    if float_paths is None:
         notes.append("float32 variant not found (pass --float-model PATH.tflite)")
+    scorers = variant_scorers(bundle, float_paths, cfg.threads)
 
     void_detector = None
     if cfg.baseline:
