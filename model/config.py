@@ -25,6 +25,7 @@ from wakeguard.edge.frontend import FrontendParams, frontend_from_dict
 SCORE_HEADS = ("dense", "one_class")
 """``model.score_head`` values (see :class:`ModelConfig`)."""
 
+
 @dataclass
 class ModelConfig:
     """Shape of the compact detector (see :mod:`wakeguard.model.detector`)."""

@@ -27,7 +27,7 @@ import typer
 from rich.table import Table
 from wakeguard.edge.files import save_figure, write_text_atomic
 
-from .console import console, err_console, print_json, run_cli
+from .console import console, err_console, print_error, print_json, run_cli
 from .runtime_flags import ModelOption, ThreadsOption
 
 DURATIONS = (1.0, 2.0, 4.0)
@@ -812,7 +812,7 @@ def bench_cli(
         from wakeguard.edge.protocol import ensure_folder
 
         if plot_path.is_dir():
-            err_console.print(f"[bold red]error:[/] --plot {plot_path} is a folder; give the PNG file to write", highlight=False, soft_wrap=True)
+            print_error(f"--plot {plot_path} is a folder; give the PNG file to write")
             raise typer.Exit(2)
         run_cli(ensure_folder, plot_path.parent, "plot folder")
     if not as_json:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .console import console, err_console, print_json, run_cli
+from .console import console, err_console, print_error, print_json, run_cli
 
 
 def _sounddevice_backend() -> Any:
@@ -90,10 +90,10 @@ def record_cli(
         console.print(t)
         return
     if out is None:
-        err_console.print("[bold red]error:[/] give the dataset folder OUT (or --list-devices)")
+        print_error("give the dataset folder OUT (or --list-devices)")
         raise typer.Exit(2)
     if split not in ("", "train", "dev", "eval"):
-        err_console.print(f"[bold red]error:[/] --split {split!r} is not one of train, dev, eval")
+        print_error(f"--split {split!r} is not one of train, dev, eval")
         raise typer.Exit(2)
     settings = SessionSettings(
         out=out,

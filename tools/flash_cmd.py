@@ -151,9 +151,8 @@ def flash_cli(
     if result.proxy == "up":
         console.print(f"Wyoming wake proxy: listening on {result.proxy_uri}", highlight=False)
     elif proxy not in (None, "off"):
-        err_console.print(
-            "[bold red]error:[/] the release is live, but the Wyoming wake proxy is not "
-            "listening (its log lines are above); the device keeps trying it on every release",
-            highlight=False,
+        print_error(
+            "the release is live, but the Wyoming wake proxy is not listening (its log lines"
+            " are above); the device keeps trying it on every release"
         )
         raise typer.Exit(EXIT_FAILURE)

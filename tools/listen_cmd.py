@@ -284,10 +284,8 @@ def listen_cli(
         return
     if input_file is not None and (device is not None or wait_for_mic):
         flag = "--device" if device is not None else "--wait-for-mic"
-        err_console.print(
-            f"[bold red]error:[/] {flag} chooses a microphone, but --input plays a file "
-            "instead: give one or the other",
-            highlight=False,
+        print_error(
+            f"{flag} chooses a microphone, but --input plays a file instead: give one or the other"
         )
         raise typer.Exit(2)
     from wakeguard.edge.listener import SkippedEvent

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .console import console, err_console, print_json, run_cli
+from .console import console, print_error, print_json, run_cli
 
 
 def train_cli(
@@ -60,10 +60,10 @@ def train_cli(
         overrides = [str(dataset), *(overrides or [])]  # `train --resume --out R train.epochs=40`
         dataset = None
     if dataset is None and not resume:
-        err_console.print("[bold red]error:[/] give the DATASET folder to train on")
+        print_error("give the DATASET folder to train on")
         raise typer.Exit(2)
     if resume and out is None:
-        err_console.print("[bold red]error:[/] --resume needs --out RUN (the run to continue)")
+        print_error("--resume needs --out RUN (the run to continue)")
         raise typer.Exit(2)
     run = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
 
