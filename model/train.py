@@ -749,15 +749,18 @@ def train_framings(
     offsets = [i * hop // k for i in range(1, k)]
     log(f"train windows also framed {', '.join(map(str, offsets))} samples later")
     train_only = replace(proto, rows=tr.rows, file=None)
-    stack = [tr.windows]
-    for offset in offsets:
+    # filled in place: one framing in memory beside the stack, not all of them twice
+    stack = np.empty((k, *tr.windows.shape), dtype=tr.windows.dtype)
+    stack[0] = tr.windows
+    for i, offset in enumerate(offsets, start=1):
         moved = dataset_features(
             train_only, config.frontend, workers=workers, progress=progress, offset=offset
         )
         if not np.array_equal(moved.utt, tr.utt):
             raise RuntimeError(f"framing {offset} samples later cut the train split differently")
-        stack.append(moved.windows)
-    return np.stack(stack)
+        stack[i] = moved.windows
+        del moved
+    return stack
 
 
 def train(

@@ -235,9 +235,11 @@ def test_quantize_fuses_several_runs_into_an_ensemble(quantized_run: Path, tmp_p
     assert got == pytest.approx(want, abs=1e-6)
 
 
-def test_quantize_several_runs_needs_out(quantized_run: Path) -> None:
+def test_quantize_several_runs_needs_out(quantized_run: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["quantize", str(quantized_run), str(quantized_run)])
-    assert res.exit_code == 2 and "--out" in res.output
+    assert res.exit_code == 2 and "give --out" in res.stderr and not res.stdout
+    res = runner.invoke(app, ["quantize", str(quantized_run), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "one run writes" in res.stderr and not res.stdout
 
 
 def test_a_manifest_path_under_the_working_directory_is_written_relative(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .console import console, print_json, run_cli
+from .console import console, print_error, print_json, run_cli
 
 
 def quantize_cli(
@@ -45,13 +45,13 @@ def quantize_cli(
     )
     if len(runs) > 1:
         if out is None:
-            console.print("[bold red]error:[/] several runs make an ensemble: give --out DIR for it")
+            print_error("several runs make an ensemble: give --out DIR for it")
             raise typer.Exit(2)
         run = out
         result = run_cli(ensemble_from_runs, runs, out, dataset=dataset, workers=workers, log=say)
     else:
         if out is not None:
-            console.print("[bold red]error:[/] --out is for fusing several runs; one run writes RUN/bundle")
+            print_error("--out is for fusing several runs; one run writes RUN/bundle")
             raise typer.Exit(2)
         run = runs[0]
         result = run_cli(quantize_any, run, dataset=dataset, workers=workers, log=say)
