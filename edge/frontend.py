@@ -40,7 +40,11 @@ class FrontendParams:
     sample_rate: int = 16_000
     """Audio rate the front-end expects, in Hz."""
     frame_length: int = 512
-    """Analysis window length in samples (Hann window)."""
+    """Analysis window length in samples (Hann window, see ``window_taper``)."""
+    window_taper: float = 1.0
+    """Share of the analysis window in its raised-cosine tapers (a Tukey window): 1.0 is the
+    Hann window, smaller keeps more of each frame at full weight. With frames that barely
+    overlap a Hann window all but ignores the samples between two frames."""
     hop_length: int = 160
     """Hop between frames in samples."""
     n_fft: int = 512
@@ -80,7 +84,10 @@ class FrontendParams:
     inference. 0 keeps every window."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["window_taper"] == 1.0:  # a Hann bundle stays readable by runtimes before the field
+            del d["window_taper"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ def validate(p: FrontendParams) -> None:
         raise ValueError("window must hold at least one frame and hop must be positive")
     if not 0 <= p.window_slack_seconds < p.window_seconds:
         raise ValueError("window_slack_seconds must be >= 0 and shorter than a window")
+    if not 0.0 <= p.window_taper <= 1.0:
+        raise ValueError(f"window_taper must be between 0 and 1, got {p.window_taper}")
     if p.normalize not in ("utterance_mean", "none"):
         raise ValueError(f"unknown normalize {p.normalize!r}")
     if p.octave_pool_hz < 0 or (p.octave_pool_hz > 0 and p.kind == "lfcc"):
@@ -242,8 +251,18 @@ def split_windows(x: np.ndarray, p: FrontendParams) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _hann(n: int) -> np.ndarray:
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+def analysis_window(n: int, taper: float = 1.0) -> np.ndarray:
+    """Periodic Tukey window of ``n`` samples, ``taper`` of it in the two cosine tapers
+    (1.0 = Hann, 0.0 = rectangular)."""
+    i = np.arange(n)
+    if taper >= 1.0:
+        return (0.5 - 0.5 * np.cos(2 * np.pi * i / n)).astype(np.float32)
+    w = np.ones(n)
+    if taper > 0.0:
+        edge = np.minimum(i, n - i) / n  # distance to the frame's edge, periodic
+        ramp = edge < taper / 2
+        w[ramp] = 0.5 - 0.5 * np.cos(2 * np.pi * edge[ramp] / taper)
+    return w.astype(np.float32)
 
 
 def power_spectrogram(x: np.ndarray, p: FrontendParams) -> np.ndarray:
@@ -255,7 +274,7 @@ def power_spectrogram(x: np.ndarray, p: FrontendParams) -> np.ndarray:
     frames = np.lib.stride_tricks.as_strided(
         x, shape=(n_frames, p.frame_length), strides=(x.strides[0] * p.hop_length, x.strides[0])
     )
-    spec = np.fft.rfft(frames * _hann(p.frame_length), n=p.n_fft, axis=-1)
+    spec = np.fft.rfft(frames * analysis_window(p.frame_length, p.window_taper), n=p.n_fft, axis=-1)
     return (spec.real**2 + spec.imag**2).astype(np.float32) / p.frame_length
 
 

@@ -9,6 +9,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -301,6 +302,37 @@ def test_frontend_is_level_invariant():
     a, b = compute_features(x, p), compute_features(x * 0.1, p)
     diff = np.abs(a - b)
     assert np.median(diff) < 1e-3 and np.quantile(diff, 0.99) < 0.05  # only floor-limited bins move
+
+
+def test_the_analysis_window_tapers_from_hann_to_rectangular():
+    from wakeguard.edge.frontend import analysis_window, power_spectrogram
+
+    n = 1024
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    np.testing.assert_allclose(analysis_window(n), hann, atol=1e-7)
+    assert np.array_equal(analysis_window(n, 0.0), np.ones(n, np.float32))
+    w = analysis_window(n, 0.5)
+    assert np.all(w[n // 4 : 3 * n // 4 + 1] == 1.0) and w[0] == 0.0
+    assert np.all(np.diff(w[: n // 4 + 1]) > 0)  # the taper rises to the flat middle
+    np.testing.assert_allclose(w[1:], w[1:][::-1], atol=1e-6)  # periodic: symmetric about n/2
+    # frames that barely overlap: a click near a frame edge is seen by one frame, at the edge
+    # of its window, where Hann keeps sin^2(pi 64 / 1024)^2 of its power and the taper ~15x more
+    p = FrontendParams(frame_length=1024, hop_length=1000, n_fft=1024)
+    x = np.zeros(16_000, np.float32)
+    x[2000 + 64] = 1.0  # 64 samples into frame 2 (frame 1 ends at sample 2023)
+    hann_power = power_spectrogram(x, p).sum()
+    tukey_power = power_spectrogram(x, replace(p, window_taper=0.5)).sum()
+    assert tukey_power > 10 * hann_power
+    with pytest.raises(ValueError, match="window_taper"):
+        frontend_from_dict({**p.to_dict(), "window_taper": 1.5})
+
+
+def test_a_hann_front_end_is_written_as_before_the_taper_existed():
+    p = FrontendParams()
+    assert "window_taper" not in p.to_dict()  # older runtimes still read Hann bundles
+    assert frontend_from_dict(p.to_dict()) == p
+    tapered = FrontendParams(window_taper=0.5)
+    assert frontend_from_dict(tapered.to_dict()) == tapered
 
 
 def test_frontend_rejects_unknown_params():
