@@ -24,6 +24,8 @@ from wakeguard.edge.frontend import FrontendParams, frontend_from_dict
 
 SCORE_HEADS = ("dense", "one_class")
 """``model.score_head`` values (see :class:`ModelConfig`)."""
+KEEP_POLICIES = ("best_dev", "final_average")
+"""``train.keep`` values (see :class:`TrainConfig`)."""
 
 
 @dataclass
@@ -131,6 +133,12 @@ class TrainConfig:
     checkpoint, not the epoch's own weights. Dev EER cannot tell a lucky single epoch from
     a better network (one dev utterance is 0.2 points); the average is the one that holds
     on unseen splits (docs/benchmarks.md, "Session 20")."""
+    keep: str = "best_dev"
+    """Which weights the run keeps: ``best_dev``, the candidate with the best dev EER, or
+    ``final_average``, the weight average from ``swa_start`` to the last epoch trained (early
+    stopping still watches dev EER). A dev split of a few hundred utterances ranks averages
+    that differ by one utterance; the longest average is the one that holds on unseen
+    splits (docs/benchmarks.md, "Session 21")."""
     balance_classes: bool = True
     """Weight the loss so both labels count equally."""
     threads: int = 0
@@ -302,6 +310,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "two cosines [live, replay] with -1 <= replay < live <= 1",
     ),
     "train.swa_start": _at_least(0),
+    "train.keep": (lambda v: v in KEEP_POLICIES, " or ".join(repr(p) for p in KEEP_POLICIES)),
     "train.threads": _at_least(0),
     "train.domain_adversarial": _at_least(0),
     "train.group_dro": _at_least(0),

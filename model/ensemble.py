@@ -148,7 +148,8 @@ def train_ensemble(
             log=log,
         )
         result.members.append((name, res))
-        log(f"member {name}: best dev EER {res.dev_eer:.2%} at epoch {res.best_epoch}")
+        best = "" if res.kept == "final_average" else "best "
+        log(f"member {name}: {best}dev EER {res.dev_eer:.2%} at epoch {res.best_epoch}")
     record = {
         "dataset": str(dataset.resolve()),
         "fusion": FUSION,

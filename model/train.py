@@ -5,8 +5,9 @@ A run folder holds ``config.json`` (the resolved config and the dataset path),
 per dev utterance, the protocol's columns then ``score``) and ``model.keras`` (the
 checkpoint with the best dev EER: one epoch's weights or, with ``train.swa_start``, the
 running average of the epochs' weights; with ``train.select_average`` only the average
-from that epoch on). ``checkpoint/`` keeps the last epoch's model, the
-weight average and the loop state so ``--resume`` continues where a run stopped.
+from that epoch on; with ``train.keep = "final_average"`` the average up to the last
+epoch). ``checkpoint/`` keeps the last epoch's model, the weight average and the loop
+state so ``--resume`` continues where a run stopped.
 
 Features come from :mod:`wakeguard.edge.frontend` only, computed once per dataset and
 front-end parameters and cached as ``.npz`` beside the dataset. Augmentation works on
@@ -638,6 +639,9 @@ class TrainResult:
     n_params: int
     averaged_from: int = 0
     """First epoch of the weight average kept (0: the kept model is one epoch's weights)."""
+    kept: str = "best_dev"
+    """``train.keep``: ``best_epoch`` is the best dev candidate's epoch, or with
+    ``final_average`` the last epoch of the average kept."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -940,6 +944,9 @@ def train(
     start_epoch, best_eer, best_loss, best_epoch, bad = 0, float("inf"), float("inf"), -1, 0
     swa: SwaState | None = None
     best_kind = ""
+    # the weights in model.keras: (dev EER, dev loss, epoch, kind); the best ones, or with
+    # train.keep="final_average" the latest average once averaging has begun
+    kept: tuple[float, float, int, str] = (float("inf"), float("inf"), -1, "")
     if resume:
         state = json.loads(state_file.read_text())
         cosine_score_layer(), one_class_loss_class()  # registered before the checkpoint is read
@@ -953,6 +960,7 @@ def train(
         best_loss = state.get("best_loss", float("inf"))
         history = state["history"]
         best_kind = state.get("best_kind", "")
+        kept = tuple(state.get("kept", (best_eer, best_loss, best_epoch, best_kind)))
         if state.get("swa_count", 0) > 0:
             swa = SwaState.load(out / CHECKPOINT_DIR / SWA_FILE, state["swa_count"])
         if dro and "group_dro_log_q" in state:
@@ -997,6 +1005,7 @@ def train(
             }
         )
         best_eer, best_loss, best_epoch = base, base_loss, 0
+        kept = (base, base_loss, 0, "")
         save_keras(model, out / KERAS_MODEL)
     epoch = start_epoch - 1
     for epoch in range(start_epoch, config.train.epochs):
@@ -1062,9 +1071,15 @@ def train(
         if improved:
             best_eer, best_loss, best_epoch, bad = cand_eer, cand_loss, epoch + 1, 0
             best_kind = kind
-            save_keras(cand_model, out / KERAS_MODEL)
         else:
             bad += 1
+        if averaging and config.train.keep == "final_average":
+            # the latest average is kept whatever dev says of it; dev EER only stops the run
+            kept = (row["swa_dev_eer"], row["swa_dev_loss"], epoch + 1, "swa")
+            save_keras(swa_model, out / KERAS_MODEL)
+        elif improved:
+            kept = (cand_eer, cand_loss, epoch + 1, kind)
+            save_keras(cand_model, out / KERAS_MODEL)
         swa_note = f"  SWA dev EER {row['swa_dev_eer']:6.2%}" if "swa_dev_eer" in row else ""
         if adversarial:
             swa_note = f"  domain loss {row['domain_loss']:.3f}{swa_note}"
@@ -1087,6 +1102,7 @@ def train(
                     "best_epoch": best_epoch,
                     "bad_epochs": bad,
                     "best_kind": best_kind,
+                    "kept": list(kept),
                     "history": history,
                     "swa_count": swa.count if swa else 0,
                     "group_dro_log_q": log_q.tolist(),
@@ -1115,20 +1131,22 @@ def train(
         or a.freq_masks > 0
         or a.edge_silence_prob > 0
     )
-    averaged_from = config.train.swa_start if best_kind == "swa" else 0
+    kept_eer, _, kept_epoch, kept_kind = kept
+    averaged_from = config.train.swa_start if kept_kind == "swa" else 0
     plot_curves(
-        out / "curves.png", history, best_epoch, augmented=augmented, averaged_from=averaged_from
+        out / "curves.png", history, kept_epoch, augmented=augmented, averaged_from=averaged_from
     )
     result = TrainResult(
         run=out,
-        best_epoch=best_epoch,
-        dev_eer=float(best_eer),
+        best_epoch=kept_epoch,
+        dev_eer=float(kept_eer),
         train_eer=float(train_best),
         epochs_run=len([h for h in history if h["epoch"] > 0]),
         stopped_early=stopped_early,
         seconds=round(time.time() - t_start, 1),
         n_params=n_params,
         averaged_from=averaged_from,
+        kept=config.train.keep,
     )
     write_text_atomic(out / "train_summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
     return result

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 from wakeguard.edge.audio import load_audio, write_wav
 from wakeguard.edge.protocol import Row, read_protocol, write_protocol
-from wakeguard.model.config import ConfigError, load_config
+from wakeguard.model.config import ConfigError, config_from_dict, load_config
 from wakeguard.tools.cli import app
 
 runner = CliRunner()
@@ -294,6 +294,41 @@ def test_select_average_keeps_only_weight_averages_once_averaging_begins(
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["averaged_from"] == 1
     assert summary["dev_eer"] == pytest.approx(min(float(h["swa_dev_eer"]) for h in hist))
+
+
+def test_keep_final_average_keeps_the_average_up_to_the_last_epoch_and_resumes(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    from wakeguard.model.detector import load_keras
+    from wakeguard.model.train import dataset_features, predict_windows
+
+    run = tmp_path / "final"
+    args = ["train", str(dataset), "--out", str(run), "--workers", "1", *FAST]
+    res = runner.invoke(app, [*args, "train.swa_start=1", "train.keep=final_average", "--json"])
+    assert res.exit_code == 0, res.output
+
+    def check(epochs: int) -> None:
+        with (run / "history.csv").open() as fh:
+            hist = list(csv.DictReader(fh))
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert len(hist) == epochs and summary["kept"] == "final_average"
+        assert summary["best_epoch"] == epochs and summary["averaged_from"] == 1
+        assert summary["dev_eer"] == pytest.approx(float(hist[-1]["swa_dev_eer"]))
+        # model.keras is that average: its dev scores are the run's
+        cfg = json.loads((run / "config.json").read_text())
+        frontend = config_from_dict(cfg).frontend
+        dev = dataset_features(cfg["dataset"], frontend, workers=1).split("dev")
+        logits = dev.utterance_logits(predict_windows(load_keras(run / "model.keras"), dev.windows))
+        with (run / "dev_scores.csv").open() as fh:
+            want = [float(r["score"]) for r in csv.DictReader(fh)]
+        np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+
+    check(3)
+    res = runner.invoke(app, ["train", "--out", str(run), "--resume", "train.epochs=4"])
+    assert res.exit_code == 0, res.output
+    assert "dev EER" in res.output and "best dev EER" not in res.output
+    check(4)
 
 
 def with_rooms(dataset: Path, out: Path) -> Path:
