@@ -148,8 +148,7 @@ def train_ensemble(
             log=log,
         )
         result.members.append((name, res))
-        best = "" if res.kept == "final_average" else "best "
-        log(f"member {name}: {best}dev EER {res.dev_eer:.2%} at epoch {res.best_epoch}")
+        log(f"member {name}: {res.dev_eer_label} {res.dev_eer:.2%} at epoch {res.best_epoch}")
     record = {
         "dataset": str(dataset.resolve()),
         "fusion": FUSION,

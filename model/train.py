@@ -643,6 +643,11 @@ class TrainResult:
     """``train.keep``: ``best_epoch`` is the best dev candidate's epoch, or with
     ``final_average`` the last epoch of the average kept."""
 
+    @property
+    def dev_eer_label(self) -> str:
+        """How to name ``dev_eer`` to a person: the best one, or the kept average's."""
+        return "dev EER" if self.kept == "final_average" else "best dev EER"
+
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["run"] = str(self.run)

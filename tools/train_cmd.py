@@ -109,8 +109,7 @@ def train_cli(
         )
         console.print(
             (f"member {name}: " if name else "")
-            + ("dev EER" if getattr(r, "kept", "") == "final_average" else "best dev EER")
-            + f" [bold]{r.dev_eer:.2%}[/] at epoch {r.best_epoch}{averaged} "
+            + f"{r.dev_eer_label} [bold]{r.dev_eer:.2%}[/] at epoch {r.best_epoch}{averaged} "
             f"(train EER {r.train_eer:.2%}, {r.n_params:,} parameters, {r.seconds:.0f} s)"
         )
     if members:
