@@ -219,7 +219,7 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _simulation_notes(directivity: bool = False) -> list[str]:
+def _simulation_notes(directivity: bool = False, direct_share: float = 0.0) -> list[str]:
     """How the corpus was simulated, from the simulator's own constants."""
     from . import devices as dev
     from . import rooms as room_model
@@ -244,6 +244,16 @@ def _simulation_notes(directivity: bool = False) -> list[str]:
         "(loudspeaker where the talker stood) → the same victim microphones and capture (+ real noise). "
         f"Loudspeaker classes: {classes}. Attacker records in the victim's room "
         f"{sim.SAME_ROOM_PROB:.0%} of the time.",
+        (
+            f"- **direct spoof** ({direct_share:.0%} of the replays through a real loudspeaker): "
+            "the file played is the source recording itself (codec as above), with no attacker's "
+            "room or recorder: a broadcast, a studio or synthetic voice, a close-up recording. "
+            "Rows say `direct` in `recorder`, `attacker_room` and `attacker_distance`; attack "
+            "code `D` + the loudspeaker's quality letter."
+            if direct_share
+            else "- **No direct spoofs**: every replay went through an attacker's room and "
+            "recorder (`--direct-share 0`, the corpus of simulator build 8)."
+        ),
         (
             "- **Source directivity** (`--directivity`): the talker's mouth and each loudspeaker "
             "face the microphone with their own directivity index (talker about "
@@ -313,7 +323,7 @@ def render_markdown(card: dict[str, Any]) -> str:
                 "eval EER is not an estimate for new rooms or devices. Not for shipping.",
                 "",
             ]
-        lines += _simulation_notes(bool(b.get("directivity")))
+        lines += _simulation_notes(bool(b.get("directivity")), float(b.get("direct_share", 0.0)))
     lines += ["## Counts", "", "| split | speakers | bonafide | spoof |", "|---|---|---|---|"]
     for split, c in card["counts"].items():
         lines.append(

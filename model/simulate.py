@@ -7,6 +7,13 @@ Chains (per utterance):
   loudspeaker (response + Hammerstein nonlinearity, optionally inverse-equalised) → the
   victim room (the speaker stands where the talker stood) → the same victim microphone
   models (+ noise).
+- direct spoof (a share :data:`DIRECT_SHARE` of the replays through a real loudspeaker): the
+  file played is the source recording itself (optional codec), with no attacker's room or
+  recorder in between: a broadcast or an advert, a studio or synthetic voice, a voice
+  message, or the victim's own close-up recording. The TV advert that woke speakers was one;
+  so are the replays of ASVspoof 2017 and ReMASC, which play the original recordings. The
+  loudspeaker is then the only thing between the two classes, and a detector that learned
+  only the second room's reverberation misses them (docs/benchmarks.md, "Session 22").
 
 With ``directivity`` (``--directivity``, a study option, off in the default build) the
 source that excites the victim room is a talker (a directional mouth) or a loudspeaker (its
@@ -77,7 +84,7 @@ from .rooms import (
     weight_reflections,
 )
 
-BUILD_VERSION = 8
+BUILD_VERSION = 9
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
 
 TRAIN_TAKES = 4
@@ -182,6 +189,15 @@ EQUALISED_PROB = 0.2
 SAME_ROOM_PROB = 0.5
 """Share of replays recorded in the victim's room (as ASVspoof 2019 PA) vs another room."""
 CODEC_PROBS = {"none": 0.6, "wideband": 0.25, "narrowband": 0.15}
+DIRECT_SHARE = 0.25
+"""Share of replays through a real (not "perfect") loudspeaker whose file is the source
+recording itself, with no attacker's room or recorder (module docstring). Drawn from its own
+stream, so a build with ``direct_share=0`` is the build-8 corpus byte for byte. The perfect
+loudspeaker never plays one: with no room or recorder before it, its replay would be the
+live utterance itself."""
+DIRECT = "direct"
+"""``recorder``, ``attacker_room`` and ``attacker_distance`` of a direct replay; its
+``attack`` code is ``D`` plus the loudspeaker's quality letter."""
 ORACLES: dict[str, frozenset[str]] = {
     "rooms": frozenset({"rooms"}),
     "devices": frozenset({"loudspeakers", "recorders", "mics"}),
@@ -408,6 +424,8 @@ class Context:
     """One of :data:`ORACLES`, or "" for a normal build."""
     directivity: bool = False
     """Sources radiate with their directivity (talker's mouth, loudspeaker class)."""
+    direct_share: float = 0.0
+    """Share of real-loudspeaker replays that play the source recording itself."""
     _filters: dict[tuple[str, str, str, str], tuple[np.ndarray, np.ndarray | None, int]] = field(
         default_factory=dict
     )
@@ -472,11 +490,14 @@ def _init_worker(
     seed: int,
     oracle: str = "",
     directivity: bool = False,
+    direct_share: float = 0.0,
 ) -> None:
     global _CTX
     devices = build_devices(shared / "devices" if (shared / "devices").is_dir() else None, seed)
     noise = _noise_regions(shared / "noise")
-    _CTX = Context(devices, rooms, rooms_by_split, noise, out, seed, oracle, directivity)
+    _CTX = Context(
+        devices, rooms, rooms_by_split, noise, out, seed, oracle, directivity, direct_share
+    )
 
 
 # ----------------------------------------------------------------------------- render
@@ -558,6 +579,10 @@ def draw_conditions(
     # the drawn SNR for both labels; so it is kept at least 3 dB below that total.
     c["attacker_snr_db"] = max(float(rng.uniform(*ATTACKER_SNR_DB)), c["snr_db"] + 3.0)
     c["drive_db"] = float(rng.uniform(*DRIVE_DB))
+    if ctx.direct_share > 0 and cls != "perfect":  # its own stream, as directivity's
+        c["direct"] = bool(
+            np.random.default_rng([c["noise_seed"], 0xD5]).random() < ctx.direct_share
+        )
     return c
 
 
@@ -601,15 +626,20 @@ def render(
     h_victim, d_victim = ctx.path_filter("victim", c["room"], c["ds"], c["mic"], source_di)
 
     if label == "spoof":
-        talker_di = talker_directivity(c) if ctx.directivity else None
-        h_att, d_att = ctx.path_filter(
-            "attacker", c["attacker_room"], c["da"], c["recorder"], talker_di
-        )
-        recorded = _conv(src, h_att, d_att)
-        att_noise = ctx.devices.mics[c["recorder"]].record(_noise_segment(noise, len(src), rng))
-        att_noise *= _rms(recorded[talk]) / (_rms(att_noise) * 10 ** (c["attacker_snr_db"] / 20))
-        rec = apply_codec(recorded + att_noise, c["codec"])
-        clean_rec = apply_codec(recorded, c["codec"])
+        if c.get("direct"):  # the source recording itself, with no attacker-side noise
+            rec = clean_rec = apply_codec(src, c["codec"])
+        else:
+            talker_di = talker_directivity(c) if ctx.directivity else None
+            h_att, d_att = ctx.path_filter(
+                "attacker", c["attacker_room"], c["da"], c["recorder"], talker_di
+            )
+            recorded = _conv(src, h_att, d_att)
+            att_noise = ctx.devices.mics[c["recorder"]].record(_noise_segment(noise, len(src), rng))
+            att_noise *= _rms(recorded[talk]) / (
+                _rms(att_noise) * 10 ** (c["attacker_snr_db"] / 20)
+            )
+            rec = apply_codec(recorded + att_noise, c["codec"])
+            clean_rec = apply_codec(recorded, c["codec"])
         spk = ctx.devices.loudspeakers[c["speaker_device"]]
         pre = spk.inverse_eq() if c["equalised"] else None
         played, gain = spk.play(rec, c["drive_db"], pre, level_window=talk)
@@ -720,6 +750,20 @@ def _row(
             row[col] = "-"
         return row
     spk = ctx.devices.loudspeakers[c["speaker_device"]]
+    if c.get("direct"):
+        row.update(
+            attack="D" + QUALITY_LETTER[spk.quality],
+            speaker_device=spk.name,
+            speaker_class=spk.device_class,
+            device_quality=spk.quality,
+            equalised="yes" if c["equalised"] else "no",
+            codec=c["codec"],
+            recorder=DIRECT,
+            attacker_room=DIRECT,
+            attacker_distance=DIRECT,
+        )
+        row["exact"].update(drive_db=round(c["drive_db"], 2))
+        return row
     aroom = ctx.rooms[c["attacker_room"]].config
     adist = aroom.attacker[c["da"]].distance
     da = distance_bin(adist, ATTACKER_DISTANCE_M)
@@ -833,6 +877,7 @@ def _build_manifest(
     rooms: list[RoomConfig],
     oracle: str = "",
     directivity: bool = False,
+    direct_share: float = DIRECT_SHARE,
 ) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "version": BUILD_VERSION,
@@ -846,6 +891,7 @@ def _build_manifest(
         manifest["oracle"] = oracle
     if directivity:
         manifest["directivity"] = True
+    manifest["direct_share"] = direct_share
     return manifest
 
 
@@ -858,7 +904,8 @@ def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
             )
         return
     old = json.loads(path.read_text())
-    for key in ("version", "size", "takes", "seed", "sources", "rooms", "oracle", "directivity"):
+    keys = ("version", "size", "takes", "seed", "sources", "rooms", "oracle", "directivity")
+    for key in (*keys, "direct_share"):
         if old.get(key) != manifest.get(key):
             raise FileExistsError(
                 f"{out}: holds a different build ({key} differs: size={old.get('size')}, seed={old.get('seed')}); "
@@ -908,18 +955,23 @@ def simulate(
     progress: bool = True,
     oracle: str = "",
     directivity: bool = False,
+    direct_share: float = DIRECT_SHARE,
 ) -> Path:
     """Build (or resume) a simulated replay corpus in ``out``; returns the dataset folder.
 
     The folder gets ``protocol.csv``, ``audio/``, ``simulation.csv`` (exact per-utterance
     values), ``build.json``, ``datacard.md`` and ``datacard.json``. ``oracle`` (one of
     :data:`ORACLES`) makes an oracle build, for studies only; ``directivity`` gives
-    talkers and loudspeakers their directivity (a study option, see the module docstring).
+    talkers and loudspeakers their directivity (a study option, see the module docstring);
+    ``direct_share`` is the share of real-loudspeaker replays that play the source recording
+    itself (:data:`DIRECT_SHARE`; 0 gives the corpus of simulator build 8).
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     if oracle and oracle not in ORACLES:
         raise ValueError(f"unknown oracle {oracle!r}; choose one of {', '.join(ORACLES)}")
+    if not 0.0 <= direct_share <= 1.0:
+        raise ValueError(f"direct_share must be between 0 and 1, got {direct_share!r}")
     preset = SIZES[size]
     out = Path(out)
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
@@ -932,7 +984,7 @@ def simulate(
         )
     sources = assign_splits(find_sources(speech_dir), preset, seed)
     room_cfgs = build_rooms(preset, seed)
-    manifest = _build_manifest(size, seed, sources, room_cfgs, oracle, directivity)
+    manifest = _build_manifest(size, seed, sources, room_cfgs, oracle, directivity, direct_share)
     _check_resume(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_text(out / "build.json") as fh:
@@ -964,7 +1016,7 @@ def simulate(
 
         _run_sources(
             todo,
-            (shared, rooms, rooms_by_split, out, seed, oracle, directivity),
+            (shared, rooms, rooms_by_split, out, seed, oracle, directivity, direct_share),
             preset.segments_per_file,
             preset.takes,
             workers,

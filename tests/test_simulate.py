@@ -345,7 +345,13 @@ def test_train_replays_favour_good_loudspeakers_and_dev_eval_draws_do_not_depend
     from wakeguard.model import simulate as sim
 
     rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
-    ctx = SimpleNamespace(devices=dv.build_devices(None), rooms_by_split=rooms, oracle="", directivity=False)
+    ctx = SimpleNamespace(
+        devices=dv.build_devices(None),
+        rooms_by_split=rooms,
+        oracle="",
+        directivity=False,
+        direct_share=0.25,
+    )
 
     def draws(split: str, n: int) -> list[dict]:
         rng = np.random.default_rng(7)
@@ -380,8 +386,12 @@ def test_oracle_builds_share_only_the_named_conditions_with_eval(oracle: str) ->
 
     rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
     devices = dv.build_devices(None)
-    normal = SimpleNamespace(devices=devices, rooms_by_split=rooms, oracle="", directivity=False)
-    study = SimpleNamespace(devices=devices, rooms_by_split=rooms, oracle=oracle, directivity=False)
+    normal = SimpleNamespace(
+        devices=devices, rooms_by_split=rooms, oracle="", directivity=False, direct_share=0.25
+    )
+    study = SimpleNamespace(
+        devices=devices, rooms_by_split=rooms, oracle=oracle, directivity=False, direct_share=0.25
+    )
 
     def draws(ctx: SimpleNamespace, split: str) -> list[dict]:
         rng = np.random.default_rng(3)
@@ -394,7 +404,9 @@ def test_oracle_builds_share_only_the_named_conditions_with_eval(oracle: str) ->
     for split in ("train", "dev"):
         got = draws(study, split)
         in_eval = {
-            "rooms": all(c["room"] in rooms["eval"] and c["attacker_room"] in rooms["eval"] for c in got),
+            "rooms": all(
+                c["room"] in rooms["eval"] and c["attacker_room"] in rooms["eval"] for c in got
+            ),
             "speakers": all(c["speaker_device"] in eval_spk for c in got),
             "recorders": all(c["recorder"] in eval_rec for c in got),
             "mics": all(c["mic"] in eval_mics for c in got),
@@ -562,6 +574,43 @@ def test_a_directivity_build_renders_the_same_draws_with_directional_sources(
     shutil.copytree(tiny, other)
     res = _simulate(other, "--directivity")
     assert res.exit_code != 0 and "directivity differs" in res.output
+
+
+def test_direct_replays_play_the_source_itself_and_share_zero_is_the_build_8_corpus(
+    tiny: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "nodirect"
+    res = _simulate(out, "--direct-share", "0")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "build.json").read_text())["direct_share"] == 0.0
+    assert json.loads((tiny / "build.json").read_text())["direct_share"] == 0.25
+    rows = {r.path: r for r in read_protocol(tiny).rows}
+    plain = {r.path: r for r in read_protocol(out).rows}
+    assert rows.keys() == plain.keys()
+    direct = [p for p, r in rows.items() if r.conditions["recorder"] == "direct"]
+    assert direct, "the tiny build of seed 0 holds direct replays"
+    for p, r in rows.items():
+        c = r.conditions
+        if p in direct:
+            # the source recording itself through a real loudspeaker: no attacker's room,
+            # distance or recorder, attack code D + the loudspeaker's quality letter
+            assert r.label == "spoof" and c["speaker_class"] != "perfect"
+            assert c["attacker_room"] == c["attacker_distance"] == "direct"
+            assert c["attack"] == "D" + {"high": "B", "low": "C"}[c["device_quality"]]
+            assert plain[p].conditions["recorder"] != "direct"
+            assert (tiny / p).read_bytes() != (out / p).read_bytes()
+        else:
+            # every other utterance is the one a build without direct replays renders:
+            # the direct draw has its own random stream
+            assert c == plain[p].conditions
+            assert (tiny / p).read_bytes() == (out / p).read_bytes()
+    assert "direct spoof" in (tiny / "datacard.md").read_text()
+    assert "No direct spoofs" in (out / "datacard.md").read_text()
+    # A folder holding one build is not resumed as the other, and the share is a fraction.
+    res = _simulate(out)
+    assert res.exit_code != 0 and "direct_share differs" in res.output
+    res = _simulate(tmp_path / "bad", "--direct-share", "1.5")
+    assert res.exit_code != 0
 
 
 def test_loudspeakers_get_a_scale_of_their_class_directivity_for_every_build(

@@ -22,9 +22,10 @@ def simulate_dataset(
     progress: bool,
     oracle: str = "",
     directivity: bool = False,
+    direct_share: float | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the corpus; returns the data card plus the build time."""
-    from wakeguard.model.simulate import remove_build, simulate
+    from wakeguard.model.simulate import DIRECT_SHARE, remove_build, simulate
 
     if overwrite:
         remove_build(out)
@@ -38,6 +39,7 @@ def simulate_dataset(
         progress=progress,
         oracle=oracle,
         directivity=directivity,
+        direct_share=DIRECT_SHARE if direct_share is None else direct_share,
     )
     card = json.loads((folder / "datacard.json").read_text())
     card["build_seconds"] = round(time.perf_counter() - t0, 1)
@@ -86,6 +88,18 @@ def simulate_cli(
             "omnidirectional. docs/benchmarks.md, Session 13.",
         ),
     ] = False,
+    direct_share: Annotated[
+        float | None,
+        typer.Option(
+            "--direct-share",
+            min=0.0,
+            max=1.0,
+            help="Share of replays through a real loudspeaker that play the source recording "
+            "itself, with no attacker's room or recorder (a broadcast, a studio or synthetic "
+            "voice, a close-up recording); default 0.25. 0 builds the corpus of simulator "
+            "build 8. docs/benchmarks.md, Session 22.",
+        ),
+    ] = None,
 ) -> None:
     """Simulate live and replayed commands (rooms, loudspeakers, microphones, noise) from real speech.
 
@@ -105,6 +119,7 @@ def simulate_cli(
         not as_json,
         oracle,
         directivity,
+        direct_share,
     )
     if as_json:
         print_json(card)
