@@ -252,7 +252,8 @@ def _simulation_notes(directivity: bool = False, direct_share: float = 0.0) -> l
             "code `D` + the loudspeaker's quality letter."
             if direct_share
             else "- **No direct spoofs**: every replay went through an attacker's room and "
-            "recorder (`--direct-share 0`, the corpus of simulator build 8)."
+            "recorder; none plays a clean recording (a broadcast, a synthetic voice) straight "
+            "through a loudspeaker (`--direct-share` adds them; a study option)."
         ),
         (
             "- **Source directivity** (`--directivity`): the talker's mouth and each loudspeaker "

@@ -947,6 +947,11 @@ but it comes from the same simulator.</li>
 arrays and their echo cancellation, far-field and very noisy conditions, other languages, children's voices,
 conversational and emotional speech, whispering, and any deliberate attempt to evade the detector
 (e.g. pre-equalising the replay to undo the loudspeaker's response).</li>
+<li><b>Clean recordings played straight through a loudspeaker</b> (a broadcast or an advert, a synthetic
+voice, a close-up recording of the owner) are not in the default corpus: every simulated replay carries the
+attacker's room and recorder, and the detector leans on that second room. In a study build where a quarter of
+the replays were such direct replays, the session-21 bundle missed them far more often than the others (21% EER
+on them over five test splits, against 6.4% on the default eval split; docs/benchmarks.md, "Session 22").</li>
 <li>Simulated replays are easier than real ones. Public results show detectors that look near-perfect on
 simulated replays falling to chance on real ones (ASVspoof 2021 PA baselines: 38–45% EER). Treat these
 numbers as an upper bound until the bundle is checked on real recordings.</li>

@@ -7,13 +7,14 @@ Chains (per utterance):
   loudspeaker (response + Hammerstein nonlinearity, optionally inverse-equalised) → the
   victim room (the speaker stands where the talker stood) → the same victim microphone
   models (+ noise).
-- direct spoof (a share :data:`DIRECT_SHARE` of the replays through a real loudspeaker): the
-  file played is the source recording itself (optional codec), with no attacker's room or
-  recorder in between: a broadcast or an advert, a studio or synthetic voice, a voice
-  message, or the victim's own close-up recording. The TV advert that woke speakers was one;
-  so are the replays of ASVspoof 2017 and ReMASC, which play the original recordings. The
-  loudspeaker is then the only thing between the two classes, and a detector that learned
-  only the second room's reverberation misses them (docs/benchmarks.md, "Session 22").
+- direct spoof (``direct_share``, ``--direct-share``, a study option, off in the default
+  build): of the replays through a real loudspeaker, that share plays the source recording
+  itself (optional codec), with no attacker's room or recorder in between: a broadcast or an
+  advert, a studio or synthetic voice, a voice message, or the victim's own close-up
+  recording. The TV advert that woke speakers was one; so are the replays of ASVspoof 2017
+  and ReMASC, which play the original recordings. The loudspeaker is then the only thing
+  between the two classes. The shipped bundle, trained without them, misses many
+  (docs/benchmarks.md, "Session 22"); training on them did not yet give a better bundle.
 
 With ``directivity`` (``--directivity``, a study option, off in the default build) the
 source that excites the victim room is a talker (a directional mouth) or a loudspeaker (its
@@ -84,7 +85,7 @@ from .rooms import (
     weight_reflections,
 )
 
-BUILD_VERSION = 9
+BUILD_VERSION = 8
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
 
 TRAIN_TAKES = 4
@@ -189,10 +190,11 @@ EQUALISED_PROB = 0.2
 SAME_ROOM_PROB = 0.5
 """Share of replays recorded in the victim's room (as ASVspoof 2019 PA) vs another room."""
 CODEC_PROBS = {"none": 0.6, "wideband": 0.25, "narrowband": 0.15}
-DIRECT_SHARE = 0.25
+DIRECT_SHARE = 0.0
 """Share of replays through a real (not "perfect") loudspeaker whose file is the source
-recording itself, with no attacker's room or recorder (module docstring). Drawn from its own
-stream, so a build with ``direct_share=0`` is the build-8 corpus byte for byte. The perfect
+recording itself, with no attacker's room or recorder (module docstring); none in the
+default build, 0.25 in session 22's study builds. Drawn from its own stream, so every other
+utterance of a build with direct replays is the one the build without renders. The perfect
 loudspeaker never plays one: with no room or recorder before it, its replay would be the
 live utterance itself."""
 DIRECT = "direct"
@@ -891,7 +893,8 @@ def _build_manifest(
         manifest["oracle"] = oracle
     if directivity:
         manifest["directivity"] = True
-    manifest["direct_share"] = direct_share
+    if direct_share:
+        manifest["direct_share"] = direct_share
     return manifest
 
 
@@ -964,7 +967,7 @@ def simulate(
     :data:`ORACLES`) makes an oracle build, for studies only; ``directivity`` gives
     talkers and loudspeakers their directivity (a study option, see the module docstring);
     ``direct_share`` is the share of real-loudspeaker replays that play the source recording
-    itself (:data:`DIRECT_SHARE`; 0 gives the corpus of simulator build 8).
+    itself (a study option, none by default: :data:`DIRECT_SHARE`).
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")

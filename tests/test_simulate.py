@@ -576,19 +576,19 @@ def test_a_directivity_build_renders_the_same_draws_with_directional_sources(
     assert res.exit_code != 0 and "directivity differs" in res.output
 
 
-def test_direct_replays_play_the_source_itself_and_share_zero_is_the_build_8_corpus(
+def test_direct_replays_play_the_source_itself_and_leave_every_other_utterance_alone(
     tiny: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "nodirect"
-    res = _simulate(out, "--direct-share", "0")
+    out = tmp_path / "direct"
+    res = _simulate(out, "--direct-share", "0.25")
     assert res.exit_code == 0, res.output
-    assert json.loads((out / "build.json").read_text())["direct_share"] == 0.0
-    assert json.loads((tiny / "build.json").read_text())["direct_share"] == 0.25
-    rows = {r.path: r for r in read_protocol(tiny).rows}
-    plain = {r.path: r for r in read_protocol(out).rows}
+    assert json.loads((out / "build.json").read_text())["direct_share"] == 0.25
+    assert "direct_share" not in json.loads((tiny / "build.json").read_text())
+    rows = {r.path: r for r in read_protocol(out).rows}
+    plain = {r.path: r for r in read_protocol(tiny).rows}
     assert rows.keys() == plain.keys()
     direct = [p for p, r in rows.items() if r.conditions["recorder"] == "direct"]
-    assert direct, "the tiny build of seed 0 holds direct replays"
+    assert direct, "the tiny build of seed 0 holds direct replays at a share of 0.25"
     for p, r in rows.items():
         c = r.conditions
         if p in direct:
@@ -598,14 +598,14 @@ def test_direct_replays_play_the_source_itself_and_share_zero_is_the_build_8_cor
             assert c["attacker_room"] == c["attacker_distance"] == "direct"
             assert c["attack"] == "D" + {"high": "B", "low": "C"}[c["device_quality"]]
             assert plain[p].conditions["recorder"] != "direct"
-            assert (tiny / p).read_bytes() != (out / p).read_bytes()
+            assert (out / p).read_bytes() != (tiny / p).read_bytes()
         else:
-            # every other utterance is the one a build without direct replays renders:
-            # the direct draw has its own random stream
+            # every other utterance is the one the default build renders: the direct draw
+            # has its own random stream
             assert c == plain[p].conditions
-            assert (tiny / p).read_bytes() == (out / p).read_bytes()
-    assert "direct spoof" in (tiny / "datacard.md").read_text()
-    assert "No direct spoofs" in (out / "datacard.md").read_text()
+            assert (out / p).read_bytes() == (tiny / p).read_bytes()
+    assert "direct spoof" in (out / "datacard.md").read_text()
+    assert "No direct spoofs" in (tiny / "datacard.md").read_text()
     # A folder holding one build is not resumed as the other, and the share is a fraction.
     res = _simulate(out)
     assert res.exit_code != 0 and "direct_share differs" in res.output

@@ -94,10 +94,10 @@ def simulate_cli(
             "--direct-share",
             min=0.0,
             max=1.0,
-            help="Share of replays through a real loudspeaker that play the source recording "
-            "itself, with no attacker's room or recorder (a broadcast, a studio or synthetic "
-            "voice, a close-up recording); default 0.25. 0 builds the corpus of simulator "
-            "build 8. docs/benchmarks.md, Session 22.",
+            help="Study option: this share of the replays through a real loudspeaker plays the "
+            "source recording itself, with no attacker's room or recorder (a broadcast, a "
+            "studio or synthetic voice, a close-up recording); none by default. "
+            "docs/benchmarks.md, Session 22.",
         ),
     ] = None,
 ) -> None:
