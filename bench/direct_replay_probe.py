@@ -58,7 +58,9 @@ def renderings(seed: int = 0) -> dict[str, dict[str, list[np.ndarray]]]:
     ]
     devices = build_devices(shared / "devices", seed)
     speaker = devices.loudspeakers["nexus-one"]
-    mic = devices.mics[sorted(devices.victim_mics_for("eval"))[0]]
+    mic = next(
+        devices.mics[m] for m in sorted(devices.victim_mics_for("eval")) if m.startswith("mems")
+    )
     rooms = [compute_irs(r) for r in build_rooms(SIZES["default"], seed) if r.split == "eval"]
     noise = load_audio(shared / "noise" / "restaurant08.wav")
     rng = np.random.default_rng(seed)
@@ -87,9 +89,9 @@ def main(bundles: list[str]) -> None:
     print(f"{n} eval-speaker recordings, live and through the measured Nexus One loudspeaker")
     print("| condition | bundle | replays accepted | live rejected | EER |")
     print("|---|---|---|---|---|")
+    scorers = {b: Scorer.from_bundle(b, num_threads=1) for b in bundles}
     for cond in CONDITIONS:
-        for b in bundles:
-            s = Scorer.from_bundle(b, num_threads=1)
+        for b, s in scorers.items():
             live = np.array([s.score(y).score for y in audio[cond]["live"]])
             rep = np.array([s.score(y).score for y in audio[cond]["replay"]])
             eer = 100 * compute_eer(live, rep)[0]
