@@ -752,38 +752,33 @@ def _row(
             row[col] = "-"
         return row
     spk = ctx.devices.loudspeakers[c["speaker_device"]]
+    row.update(
+        speaker_device=spk.name,
+        speaker_class=spk.device_class,
+        device_quality=spk.quality,
+        equalised="yes" if c["equalised"] else "no",
+        codec=c["codec"],
+    )
+    row["exact"]["drive_db"] = round(c["drive_db"], 2)
     if c.get("direct"):
         row.update(
             attack="D" + QUALITY_LETTER[spk.quality],
-            speaker_device=spk.name,
-            speaker_class=spk.device_class,
-            device_quality=spk.quality,
-            equalised="yes" if c["equalised"] else "no",
-            codec=c["codec"],
             recorder=DIRECT,
             attacker_room=DIRECT,
             attacker_distance=DIRECT,
         )
-        row["exact"].update(drive_db=round(c["drive_db"], 2))
         return row
     aroom = ctx.rooms[c["attacker_room"]].config
     adist = aroom.attacker[c["da"]].distance
     da = distance_bin(adist, ATTACKER_DISTANCE_M)
     row.update(
         attack=da + QUALITY_LETTER[spk.quality],
-        speaker_device=spk.name,
-        speaker_class=spk.device_class,
-        device_quality=spk.quality,
-        equalised="yes" if c["equalised"] else "no",
-        codec=c["codec"],
         recorder=c["recorder"],
         attacker_room=aroom.name,
         attacker_distance=range_label(da, ATTACKER_DISTANCE_M, "cm", 100),
     )
     row["exact"].update(
-        attacker_distance_m=round(adist, 3),
-        attacker_snr_db=round(c["attacker_snr_db"], 2),
-        drive_db=round(c["drive_db"], 2),
+        attacker_distance_m=round(adist, 3), attacker_snr_db=round(c["attacker_snr_db"], 2)
     )
     return row
 
@@ -907,8 +902,18 @@ def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
             )
         return
     old = json.loads(path.read_text())
-    keys = ("version", "size", "takes", "seed", "sources", "rooms", "oracle", "directivity")
-    for key in (*keys, "direct_share"):
+    keys = (
+        "version",
+        "size",
+        "takes",
+        "seed",
+        "sources",
+        "rooms",
+        "oracle",
+        "directivity",
+        "direct_share",
+    )
+    for key in keys:
         if old.get(key) != manifest.get(key):
             raise FileExistsError(
                 f"{out}: holds a different build ({key} differs: size={old.get('size')}, seed={old.get('seed')}); "

@@ -22,10 +22,10 @@ def simulate_dataset(
     progress: bool,
     oracle: str = "",
     directivity: bool = False,
-    direct_share: float | None = None,
+    direct_share: float = 0.0,
 ) -> dict[str, Any]:
     """Build (or resume) the corpus; returns the data card plus the build time."""
-    from wakeguard.model.simulate import DIRECT_SHARE, remove_build, simulate
+    from wakeguard.model.simulate import remove_build, simulate
 
     if overwrite:
         remove_build(out)
@@ -39,7 +39,7 @@ def simulate_dataset(
         progress=progress,
         oracle=oracle,
         directivity=directivity,
-        direct_share=DIRECT_SHARE if direct_share is None else direct_share,
+        direct_share=direct_share,
     )
     card = json.loads((folder / "datacard.json").read_text())
     card["build_seconds"] = round(time.perf_counter() - t0, 1)
@@ -89,17 +89,16 @@ def simulate_cli(
         ),
     ] = False,
     direct_share: Annotated[
-        float | None,
+        float,
         typer.Option(
             "--direct-share",
             min=0.0,
             max=1.0,
             help="Study option: this share of the replays through a real loudspeaker plays the "
             "source recording itself, with no attacker's room or recorder (a broadcast, a "
-            "studio or synthetic voice, a close-up recording); none by default. "
-            "docs/benchmarks.md, Session 22.",
+            "studio or synthetic voice, a close-up recording). docs/benchmarks.md, Session 22.",
         ),
-    ] = None,
+    ] = 0.0,
 ) -> None:
     """Simulate live and replayed commands (rooms, loudspeakers, microphones, noise) from real speech.
 
