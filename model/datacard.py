@@ -219,7 +219,9 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _simulation_notes(directivity: bool = False, direct_share: float = 0.0) -> list[str]:
+def _simulation_notes(
+    directivity: bool = False, direct_share: float = 0.0, direct_quality: str = ""
+) -> list[str]:
     """How the corpus was simulated, from the simulator's own constants."""
     from . import devices as dev
     from . import rooms as room_model
@@ -245,7 +247,9 @@ def _simulation_notes(directivity: bool = False, direct_share: float = 0.0) -> l
         f"Loudspeaker classes: {classes}. Attacker records in the victim's room "
         f"{sim.SAME_ROOM_PROB:.0%} of the time.",
         (
-            f"- **direct spoof** ({direct_share:.0%} of the replays through a real loudspeaker): "
+            f"- **direct spoof** ({direct_share:.0%} of the replays through a real"
+            + (f", {direct_quality}-quality" if direct_quality else "")
+            + " loudspeaker): "
             "the file played is the source recording itself (codec as above), with no attacker's "
             "room or recorder: a broadcast, a studio or synthetic voice, a close-up recording. "
             "Rows say `direct` in `recorder`, `attacker_room` and `attacker_distance`; attack "
@@ -324,7 +328,11 @@ def render_markdown(card: dict[str, Any]) -> str:
                 "eval EER is not an estimate for new rooms or devices. Not for shipping.",
                 "",
             ]
-        lines += _simulation_notes(bool(b.get("directivity")), float(b.get("direct_share", 0.0)))
+        lines += _simulation_notes(
+            bool(b.get("directivity")),
+            float(b.get("direct_share", 0.0)),
+            str(b.get("direct_quality", "")),
+        )
     lines += ["## Counts", "", "| split | speakers | bonafide | spoof |", "|---|---|---|---|"]
     for split, c in card["counts"].items():
         lines.append(

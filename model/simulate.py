@@ -197,6 +197,10 @@ default build, 0.25 in session 22's study builds. Drawn from its own stream, so 
 utterance of a build with direct replays is the one the build without renders. The perfect
 loudspeaker never plays one: with no room or recorder before it, its replay would be the
 live utterance itself."""
+DIRECT_QUALITIES = {"": ("high", "low"), "high": ("high",), "low": ("low",)}
+"""Loudspeaker qualities that play direct replays, by ``direct_quality``: every real one
+(""), or only the high- or low-quality ones (a study of which direct replays a model can
+learn; docs/benchmarks.md, "Session 23")."""
 DIRECT = "direct"
 """``recorder``, ``attacker_room`` and ``attacker_distance`` of a direct replay; its
 ``attack`` code is ``D`` plus the loudspeaker's quality letter."""
@@ -428,6 +432,9 @@ class Context:
     """Sources radiate with their directivity (talker's mouth, loudspeaker class)."""
     direct_share: float = 0.0
     """Share of real-loudspeaker replays that play the source recording itself."""
+    direct_quality: str = ""
+    """Only loudspeakers of this quality (:data:`DIRECT_QUALITIES`) play direct replays; ""
+    for every real loudspeaker."""
     _filters: dict[tuple[str, str, str, str], tuple[np.ndarray, np.ndarray | None, int]] = field(
         default_factory=dict
     )
@@ -493,12 +500,22 @@ def _init_worker(
     oracle: str = "",
     directivity: bool = False,
     direct_share: float = 0.0,
+    direct_quality: str = "",
 ) -> None:
     global _CTX
     devices = build_devices(shared / "devices" if (shared / "devices").is_dir() else None, seed)
     noise = _noise_regions(shared / "noise")
     _CTX = Context(
-        devices, rooms, rooms_by_split, noise, out, seed, oracle, directivity, direct_share
+        devices,
+        rooms,
+        rooms_by_split,
+        noise,
+        out,
+        seed,
+        oracle,
+        directivity,
+        direct_share,
+        direct_quality,
     )
 
 
@@ -581,7 +598,9 @@ def draw_conditions(
     # the drawn SNR for both labels; so it is kept at least 3 dB below that total.
     c["attacker_snr_db"] = max(float(rng.uniform(*ATTACKER_SNR_DB)), c["snr_db"] + 3.0)
     c["drive_db"] = float(rng.uniform(*DRIVE_DB))
-    if ctx.direct_share > 0 and cls != "perfect":  # its own stream, as directivity's
+    quality = ctx.devices.loudspeakers[c["speaker_device"]].quality
+    if ctx.direct_share > 0 and quality in (DIRECT_QUALITIES.get(ctx.direct_quality) or ()):
+        # its own stream, as directivity's: the same draw whatever the quality filter
         c["direct"] = bool(
             np.random.default_rng([c["noise_seed"], 0xD5]).random() < ctx.direct_share
         )
@@ -875,6 +894,7 @@ def _build_manifest(
     oracle: str = "",
     directivity: bool = False,
     direct_share: float = DIRECT_SHARE,
+    direct_quality: str = "",
 ) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "version": BUILD_VERSION,
@@ -890,6 +910,8 @@ def _build_manifest(
         manifest["directivity"] = True
     if direct_share:
         manifest["direct_share"] = direct_share
+    if direct_share and direct_quality:
+        manifest["direct_quality"] = direct_quality
     return manifest
 
 
@@ -912,6 +934,7 @@ def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
         "oracle",
         "directivity",
         "direct_share",
+        "direct_quality",
     )
     for key in keys:
         if old.get(key) != manifest.get(key):
@@ -964,6 +987,7 @@ def simulate(
     oracle: str = "",
     directivity: bool = False,
     direct_share: float = DIRECT_SHARE,
+    direct_quality: str = "",
 ) -> Path:
     """Build (or resume) a simulated replay corpus in ``out``; returns the dataset folder.
 
@@ -972,7 +996,8 @@ def simulate(
     :data:`ORACLES`) makes an oracle build, for studies only; ``directivity`` gives
     talkers and loudspeakers their directivity (a study option, see the module docstring);
     ``direct_share`` is the share of real-loudspeaker replays that play the source recording
-    itself (a study option, none by default: :data:`DIRECT_SHARE`).
+    itself (a study option, none by default: :data:`DIRECT_SHARE`), through loudspeakers of
+    quality ``direct_quality`` only where given (:data:`DIRECT_QUALITIES`).
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
@@ -980,6 +1005,11 @@ def simulate(
         raise ValueError(f"unknown oracle {oracle!r}; choose one of {', '.join(ORACLES)}")
     if not 0.0 <= direct_share <= 1.0:
         raise ValueError(f"direct_share must be between 0 and 1, got {direct_share!r}")
+    if direct_quality not in DIRECT_QUALITIES:
+        raise ValueError(
+            f"unknown direct_quality {direct_quality!r}; choose one of "
+            f"{', '.join(q for q in DIRECT_QUALITIES if q)} (or none for every loudspeaker)"
+        )
     preset = SIZES[size]
     out = Path(out)
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
@@ -992,7 +1022,9 @@ def simulate(
         )
     sources = assign_splits(find_sources(speech_dir), preset, seed)
     room_cfgs = build_rooms(preset, seed)
-    manifest = _build_manifest(size, seed, sources, room_cfgs, oracle, directivity, direct_share)
+    manifest = _build_manifest(
+        size, seed, sources, room_cfgs, oracle, directivity, direct_share, direct_quality
+    )
     _check_resume(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_text(out / "build.json") as fh:
@@ -1024,7 +1056,17 @@ def simulate(
 
         _run_sources(
             todo,
-            (shared, rooms, rooms_by_split, out, seed, oracle, directivity, direct_share),
+            (
+                shared,
+                rooms,
+                rooms_by_split,
+                out,
+                seed,
+                oracle,
+                directivity,
+                direct_share,
+                direct_quality,
+            ),
             preset.segments_per_file,
             preset.takes,
             workers,

@@ -351,6 +351,7 @@ def test_train_replays_favour_good_loudspeakers_and_dev_eval_draws_do_not_depend
         oracle="",
         directivity=False,
         direct_share=0.25,
+        direct_quality="",
     )
 
     def draws(split: str, n: int) -> list[dict]:
@@ -387,10 +388,16 @@ def test_oracle_builds_share_only_the_named_conditions_with_eval(oracle: str) ->
     rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
     devices = dv.build_devices(None)
     normal = SimpleNamespace(
-        devices=devices, rooms_by_split=rooms, oracle="", directivity=False, direct_share=0.25
+        devices=devices, rooms_by_split=rooms, oracle="",
+        directivity=False,
+        direct_share=0.25,
+        direct_quality="",
     )
     study = SimpleNamespace(
-        devices=devices, rooms_by_split=rooms, oracle=oracle, directivity=False, direct_share=0.25
+        devices=devices, rooms_by_split=rooms, oracle=oracle,
+        directivity=False,
+        direct_share=0.25,
+        direct_quality="",
     )
 
     def draws(ctx: SimpleNamespace, split: str) -> list[dict]:
@@ -609,8 +616,54 @@ def test_direct_replays_play_the_source_itself_and_leave_every_other_utterance_a
     # A folder holding one build is not resumed as the other, and the share is a fraction.
     res = _simulate(out)
     assert res.exit_code != 0 and "direct_share differs" in res.output
+    res = _simulate(out, "--direct-share", "0.25", "--direct-quality", "low")
+    assert res.exit_code != 0 and "direct_quality differs" in res.output
     res = _simulate(tmp_path / "bad", "--direct-share", "1.5")
     assert res.exit_code != 0
+    res = _simulate(tmp_path / "bad", "--direct-share", "0.25", "--direct-quality", "medium")
+    assert res.exit_code != 0 and "unknown direct_quality 'medium'" in res.output
+    assert not (tmp_path / "bad" / "build.json").exists()
+
+
+def test_a_quality_filter_keeps_the_direct_replays_of_that_quality_and_no_others() -> None:
+    """``direct_quality`` leaves the direct draw as it is and keeps it only where the
+    loudspeaker has that quality: the low-quality build's direct replays are the full
+    build's low-quality ones, and every other draw is the same."""
+    from types import SimpleNamespace
+
+    from wakeguard.model import devices as dv
+    from wakeguard.model import simulate as sim
+
+    rooms = {split: [f"{split}-r{i}" for i in range(8)] for split in ("train", "dev", "eval")}
+    devices = dv.build_devices(None)
+
+    def draws(quality: str) -> list[dict]:
+        ctx = SimpleNamespace(
+            devices=devices,
+            rooms_by_split=rooms,
+            oracle="",
+            directivity=False,
+            direct_share=0.5,
+            direct_quality=quality,
+        )
+        rng = np.random.default_rng(11)
+        return [sim.draw_conditions("spoof", "dev", ctx, rng) for _ in range(400)]
+
+    def rest(c: dict) -> dict:
+        return {k: v for k, v in c.items() if k != "direct"}
+
+    every = draws("")
+    qualities = [
+        devices.loudspeakers[c["speaker_device"]].quality for c in every if c.get("direct")
+    ]
+    assert {"high", "low"} <= set(qualities)  # both filters below have direct replays to keep
+    for q in ("low", "high"):
+        for full, c in zip(every, draws(q), strict=True):
+            q_spk = devices.loudspeakers[c["speaker_device"]].quality
+            assert c.get("direct", False) == (full.get("direct", False) and q_spk == q)
+            assert rest(c) == rest(full)
+    with pytest.raises(ValueError, match="direct_quality"):
+        sim.simulate(Path("unused"), direct_share=0.5, direct_quality="medium")
 
 
 def test_loudspeakers_get_a_scale_of_their_class_directivity_for_every_build(

@@ -23,6 +23,7 @@ def simulate_dataset(
     oracle: str = "",
     directivity: bool = False,
     direct_share: float = 0.0,
+    direct_quality: str = "",
 ) -> dict[str, Any]:
     """Build (or resume) the corpus; returns the data card plus the build time."""
     from wakeguard.model.simulate import remove_build, simulate
@@ -40,6 +41,7 @@ def simulate_dataset(
         oracle=oracle,
         directivity=directivity,
         direct_share=direct_share,
+        direct_quality=direct_quality,
     )
     card = json.loads((folder / "datacard.json").read_text())
     card["build_seconds"] = round(time.perf_counter() - t0, 1)
@@ -99,6 +101,15 @@ def simulate_cli(
             "studio or synthetic voice, a close-up recording). docs/benchmarks.md, Session 22.",
         ),
     ] = 0.0,
+    direct_quality: Annotated[
+        str,
+        typer.Option(
+            "--direct-quality",
+            help="Study option, with --direct-share: only loudspeakers of this quality (high "
+            "or low, ASVspoof 2019 PA's terms) play the source recording itself; every real "
+            "loudspeaker by default. docs/benchmarks.md, Session 23.",
+        ),
+    ] = "",
 ) -> None:
     """Simulate live and replayed commands (rooms, loudspeakers, microphones, noise) from real speech.
 
@@ -119,6 +130,7 @@ def simulate_cli(
         oracle,
         directivity,
         direct_share,
+        direct_quality,
     )
     if as_json:
         print_json(card)
