@@ -15,6 +15,8 @@ Chains (per utterance):
   and ReMASC, which play the original recordings. The loudspeaker is then the only thing
   between the two classes. The shipped bundle, trained without them, misses many
   (docs/benchmarks.md, "Session 22"); training on them did not yet give a better bundle.
+  ``direct_quality`` (``--direct-quality low``) keeps them only through the low-quality
+  loudspeakers, the ones a model learns to catch ("Session 23").
 
 With ``directivity`` (``--directivity``, a study option, off in the default build) the
 source that excites the victim room is a talker (a directional mouth) or a loudspeaker (its
