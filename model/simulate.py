@@ -499,26 +499,14 @@ def _init_worker(
     rooms_by_split: dict[str, list[str]],
     out: Path,
     seed: int,
-    oracle: str = "",
-    directivity: bool = False,
-    direct_share: float = 0.0,
-    direct_quality: str = "",
+    *options: Any,
 ) -> None:
+    """Build this process's :class:`Context`; ``options`` are its study options (oracle,
+    directivity, direct share and quality), in the order of its fields."""
     global _CTX
     devices = build_devices(shared / "devices" if (shared / "devices").is_dir() else None, seed)
     noise = _noise_regions(shared / "noise")
-    _CTX = Context(
-        devices,
-        rooms,
-        rooms_by_split,
-        noise,
-        out,
-        seed,
-        oracle,
-        directivity,
-        direct_share,
-        direct_quality,
-    )
+    _CTX = Context(devices, rooms, rooms_by_split, noise, out, seed, *options)
 
 
 # ----------------------------------------------------------------------------- render
@@ -1024,9 +1012,8 @@ def simulate(
         )
     sources = assign_splits(find_sources(speech_dir), preset, seed)
     room_cfgs = build_rooms(preset, seed)
-    manifest = _build_manifest(
-        size, seed, sources, room_cfgs, oracle, directivity, direct_share, direct_quality
-    )
+    options = (oracle, directivity, direct_share, direct_quality)  # Context's, in its order
+    manifest = _build_manifest(size, seed, sources, room_cfgs, *options)
     _check_resume(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_text(out / "build.json") as fh:
@@ -1058,17 +1045,7 @@ def simulate(
 
         _run_sources(
             todo,
-            (
-                shared,
-                rooms,
-                rooms_by_split,
-                out,
-                seed,
-                oracle,
-                directivity,
-                direct_share,
-                direct_quality,
-            ),
+            (shared, rooms, rooms_by_split, out, seed, *options),
             preset.segments_per_file,
             preset.takes,
             workers,
