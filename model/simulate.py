@@ -588,9 +588,10 @@ def draw_conditions(
     # the drawn SNR for both labels; so it is kept at least 3 dB below that total.
     c["attacker_snr_db"] = max(float(rng.uniform(*ATTACKER_SNR_DB)), c["snr_db"] + 3.0)
     c["drive_db"] = float(rng.uniform(*DRIVE_DB))
-    quality = ctx.devices.loudspeakers[c["speaker_device"]].quality
-    if ctx.direct_share > 0 and quality in (DIRECT_QUALITIES.get(ctx.direct_quality) or ()):
-        # its own stream, as directivity's: the same draw whatever the quality filter
+    spk = c["speaker_device"]
+    if ctx.direct_share > 0 and (
+        ctx.devices.loudspeakers[spk].quality in DIRECT_QUALITIES[ctx.direct_quality]
+    ):  # its own stream, as directivity's: the same draw whatever the quality filter
         c["direct"] = bool(
             np.random.default_rng([c["noise_seed"], 0xD5]).random() < ctx.direct_share
         )
