@@ -901,7 +901,7 @@ def _build_manifest(
         manifest["directivity"] = True
     if direct_share:
         manifest["direct_share"] = direct_share
-    if direct_share and direct_quality:
+    if direct_quality:
         manifest["direct_quality"] = direct_quality
     return manifest
 
@@ -1001,6 +1001,8 @@ def simulate(
             f"unknown direct_quality {direct_quality!r}; choose one of "
             f"{', '.join(q for q in DIRECT_QUALITIES if q)} (or none for every loudspeaker)"
         )
+    if direct_quality and not direct_share:
+        raise ValueError("direct_quality filters direct replays: give direct_share too")
     preset = SIZES[size]
     out = Path(out)
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()

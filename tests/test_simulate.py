@@ -623,6 +623,9 @@ def test_direct_replays_play_the_source_itself_and_leave_every_other_utterance_a
     res = _simulate(tmp_path / "bad", "--direct-share", "0.25", "--direct-quality", "medium")
     assert res.exit_code != 0 and "unknown direct_quality 'medium'" in res.output
     assert not (tmp_path / "bad" / "build.json").exists()
+    res = _simulate(tmp_path / "bad", "--direct-quality", "low")  # a filter of nothing
+    assert res.exit_code != 0 and "give direct_share too" in res.output
+    assert not (tmp_path / "bad" / "build.json").exists()
 
 
 def test_a_quality_filter_keeps_the_direct_replays_of_that_quality_and_no_others() -> None:
