@@ -220,7 +220,7 @@ def _simulator_section(dataset: Path, build: dict[str, Any]) -> dict[str, Any]:
 
 
 def _simulation_notes(
-    directivity: bool = False, direct_share: float = 0.0, direct_quality: str = ""
+    directivity: bool = False, direct_share: float = 0.0, direct_quality: str = "all"
 ) -> list[str]:
     """How the corpus was simulated, from the simulator's own constants."""
     from . import devices as dev
@@ -248,16 +248,16 @@ def _simulation_notes(
         f"{sim.SAME_ROOM_PROB:.0%} of the time.",
         (
             f"- **direct spoof** ({direct_share:.0%} of the replays through a real"
-            + (f", {direct_quality}-quality" if direct_quality else "")
+            + (f", {direct_quality}-quality" if direct_quality in ("high", "low") else "")
             + " loudspeaker): "
             "the file played is the source recording itself (codec as above), with no attacker's "
             "room or recorder: a broadcast, a studio or synthetic voice, a close-up recording. "
             "Rows say `direct` in `recorder`, `attacker_room` and `attacker_distance`; attack "
             "code `D` + the loudspeaker's quality letter."
             if direct_share
-            else "- **No direct spoofs**: every replay went through an attacker's room and "
-            "recorder; none plays a clean recording (a broadcast, a synthetic voice) straight "
-            "through a loudspeaker (`--direct-share` adds them; a study option)."
+            else "- **No direct spoofs** (`--direct-share 0`): every replay went through an "
+            "attacker's room and recorder; none plays a clean recording (a broadcast, a "
+            "synthetic voice) straight through a loudspeaker, as the default build's do."
         ),
         (
             "- **Source directivity** (`--directivity`): the talker's mouth and each loudspeaker "
@@ -331,7 +331,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += _simulation_notes(
             bool(b.get("directivity")),
             float(b.get("direct_share", 0.0)),
-            str(b.get("direct_quality", "")),
+            str(b.get("direct_quality") or "all"),
         )
     lines += ["## Counts", "", "| split | speakers | bonafide | spoof |", "|---|---|---|---|"]
     for split, c in card["counts"].items():

@@ -7,16 +7,18 @@ Chains (per utterance):
   loudspeaker (response + Hammerstein nonlinearity, optionally inverse-equalised) → the
   victim room (the speaker stands where the talker stood) → the same victim microphone
   models (+ noise).
-- direct spoof (``direct_share``, ``--direct-share``, a study option, off in the default
-  build): of the replays through a real loudspeaker, that share plays the source recording
-  itself (optional codec), with no attacker's room or recorder in between: a broadcast or an
-  advert, a studio or synthetic voice, a voice message, or the victim's own close-up
-  recording. The TV advert that woke speakers was one; so are the replays of ASVspoof 2017
-  and ReMASC, which play the original recordings. The loudspeaker is then the only thing
-  between the two classes. The shipped bundle, trained without them, misses many
-  (docs/benchmarks.md, "Session 22"); training on them did not yet give a better bundle.
-  ``direct_quality`` (``--direct-quality low``) keeps them only through the low-quality
-  loudspeakers, the ones a model learns to catch ("Session 23").
+- direct spoof (``direct_share``, ``--direct-share``): of the replays through a real
+  loudspeaker of quality ``direct_quality`` (``--direct-quality``), that share plays the
+  source recording itself (optional codec), with no attacker's room or recorder in between:
+  a broadcast or an advert, a studio or synthetic voice, a voice message, or the victim's
+  own close-up recording. The TV advert that woke speakers was one; so are the replays of
+  ASVspoof 2017 and ReMASC, which play the original recordings. The loudspeaker is then the
+  only thing between the two classes. The default build (build 9) plays a fifth of the
+  low-quality loudspeakers' replays (phones, laptops) that way: a model trained without
+  them missed many (docs/benchmarks.md, "Session 22"); trained with them it catches a
+  measured phone speaker's direct replays ("Session 23", "Session 24"). Through the
+  high-quality loudspeakers they stay near-indistinguishable and are left to studies
+  (``--direct-quality all`` or ``high``); ``--direct-share 0`` builds build 8's corpus.
 
 With ``directivity`` (``--directivity``, a study option, off in the default build) the
 source that excites the victim room is a talker (a directional mouth) or a loudspeaker (its
@@ -87,7 +89,7 @@ from .rooms import (
     weight_reflections,
 )
 
-BUILD_VERSION = 8
+BUILD_VERSION = 9
 """Bumped when the simulator changes what a seed produces; a resume refuses a mismatch."""
 
 TRAIN_TAKES = 4
@@ -192,17 +194,23 @@ EQUALISED_PROB = 0.2
 SAME_ROOM_PROB = 0.5
 """Share of replays recorded in the victim's room (as ASVspoof 2019 PA) vs another room."""
 CODEC_PROBS = {"none": 0.6, "wideband": 0.25, "narrowband": 0.15}
-DIRECT_SHARE = 0.0
-"""Share of replays through a real (not "perfect") loudspeaker whose file is the source
-recording itself, with no attacker's room or recorder (module docstring); none in the
-default build, 0.25 in session 22's study builds. Drawn from its own stream, so every other
-utterance of a build with direct replays is the one the build without renders. The perfect
-loudspeaker never plays one: with no room or recorder before it, its replay would be the
-live utterance itself."""
-DIRECT_QUALITIES = {"": ("high", "low"), "high": ("high",), "low": ("low",)}
-"""Loudspeaker qualities that play direct replays, by ``direct_quality``: every real one
-(""), or only the high- or low-quality ones (a study of which direct replays a model can
-learn; docs/benchmarks.md, "Session 23")."""
+DIRECT_SHARE = 0.2
+"""Share of the replays through a real (not "perfect") loudspeaker of quality
+:data:`DIRECT_QUALITY` whose file is the source recording itself, with no attacker's room
+or recorder (module docstring): 0.2 in the default build (about 7% of train replays), 0 in
+build 8's, 0.25 of every quality in session 22's study builds. Drawn from its own stream,
+so every other utterance of a build with direct replays is the one the build without
+renders. The perfect loudspeaker never plays one: with no room or recorder before it, its
+replay would be the live utterance itself."""
+DIRECT_QUALITIES = {"all": ("high", "low"), "high": ("high",), "low": ("low",)}
+"""Loudspeaker qualities (ASVspoof 2019 PA's terms) that play direct replays, by
+``direct_quality``: every real one, or only the high- or low-quality ones."""
+DIRECT_QUALITY = "low"
+"""Which loudspeakers play the default build's direct replays: the low-quality ones
+(phones, laptops), which a model learns to catch; through the high-quality ones (Bluetooth,
+smart speakers) a direct replay stays near-indistinguishable from a live talker, and
+training on them cost the default splits more than it gained (docs/benchmarks.md,
+"Session 22", "Session 23")."""
 DIRECT = "direct"
 """``recorder``, ``attacker_room`` and ``attacker_distance`` of a direct replay; its
 ``attack`` code is ``D`` plus the loudspeaker's quality letter."""
@@ -434,9 +442,8 @@ class Context:
     """Sources radiate with their directivity (talker's mouth, loudspeaker class)."""
     direct_share: float = 0.0
     """Share of real-loudspeaker replays that play the source recording itself."""
-    direct_quality: str = ""
-    """Only loudspeakers of this quality (:data:`DIRECT_QUALITIES`) play direct replays; ""
-    for every real loudspeaker."""
+    direct_quality: str = "all"
+    """Only loudspeakers of this quality (:data:`DIRECT_QUALITIES`) play direct replays."""
     _filters: dict[tuple[str, str, str, str], tuple[np.ndarray, np.ndarray | None, int]] = field(
         default_factory=dict
     )
@@ -885,7 +892,7 @@ def _build_manifest(
     oracle: str = "",
     directivity: bool = False,
     direct_share: float = DIRECT_SHARE,
-    direct_quality: str = "",
+    direct_quality: str = DIRECT_QUALITY,
 ) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "version": BUILD_VERSION,
@@ -899,9 +906,8 @@ def _build_manifest(
         manifest["oracle"] = oracle
     if directivity:
         manifest["directivity"] = True
+    manifest["direct_share"] = direct_share
     if direct_share:
-        manifest["direct_share"] = direct_share
-    if direct_quality:
         manifest["direct_quality"] = direct_quality
     return manifest
 
@@ -977,8 +983,8 @@ def simulate(
     progress: bool = True,
     oracle: str = "",
     directivity: bool = False,
-    direct_share: float = DIRECT_SHARE,
-    direct_quality: str = "",
+    direct_share: float | None = None,
+    direct_quality: str | None = None,
 ) -> Path:
     """Build (or resume) a simulated replay corpus in ``out``; returns the dataset folder.
 
@@ -986,23 +992,27 @@ def simulate(
     values), ``build.json``, ``datacard.md`` and ``datacard.json``. ``oracle`` (one of
     :data:`ORACLES`) makes an oracle build, for studies only; ``directivity`` gives
     talkers and loudspeakers their directivity (a study option, see the module docstring);
-    ``direct_share`` is the share of real-loudspeaker replays that play the source recording
-    itself (a study option, none by default: :data:`DIRECT_SHARE`), through loudspeakers of
-    quality ``direct_quality`` only where given (:data:`DIRECT_QUALITIES`).
+    ``direct_share`` is the share of the replays through real loudspeakers of quality
+    ``direct_quality`` (:data:`DIRECT_QUALITIES`) that play the source recording itself;
+    None means the default build's (:data:`DIRECT_SHARE`, :data:`DIRECT_QUALITY`), and a
+    share of 0 builds without direct replays (build 8's corpus).
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     if oracle and oracle not in ORACLES:
         raise ValueError(f"unknown oracle {oracle!r}; choose one of {', '.join(ORACLES)}")
+    if direct_share is None:
+        direct_share = DIRECT_SHARE
     if not 0.0 <= direct_share <= 1.0:
         raise ValueError(f"direct_share must be between 0 and 1, got {direct_share!r}")
-    if direct_quality not in DIRECT_QUALITIES:
+    if direct_quality is not None and direct_quality not in DIRECT_QUALITIES:
         raise ValueError(
-            f"unknown direct_quality {direct_quality!r}; choose one of "
-            f"{', '.join(q for q in DIRECT_QUALITIES if q)} (or none for every loudspeaker)"
+            f"unknown direct_quality {direct_quality!r}; choose one of {', '.join(DIRECT_QUALITIES)}"
         )
-    if direct_quality and not direct_share:
-        raise ValueError("direct_quality filters direct replays: give direct_share too")
+    if direct_quality is not None and not direct_share:
+        raise ValueError("direct_quality picks the loudspeakers of direct replays: a share of 0 has none")
+    if direct_quality is None:
+        direct_quality = DIRECT_QUALITY if direct_share else "all"
     preset = SIZES[size]
     out = Path(out)
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()

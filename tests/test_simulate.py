@@ -351,7 +351,7 @@ def test_train_replays_favour_good_loudspeakers_and_dev_eval_draws_do_not_depend
         oracle="",
         directivity=False,
         direct_share=0.25,
-        direct_quality="",
+        direct_quality="all",
     )
 
     def draws(split: str, n: int) -> list[dict]:
@@ -391,13 +391,13 @@ def test_oracle_builds_share_only_the_named_conditions_with_eval(oracle: str) ->
         devices=devices, rooms_by_split=rooms, oracle="",
         directivity=False,
         direct_share=0.25,
-        direct_quality="",
+        direct_quality="all",
     )
     study = SimpleNamespace(
         devices=devices, rooms_by_split=rooms, oracle=oracle,
         directivity=False,
         direct_share=0.25,
-        direct_quality="",
+        direct_quality="all",
     )
 
     def draws(ctx: SimpleNamespace, split: str) -> list[dict]:
@@ -586,45 +586,61 @@ def test_a_directivity_build_renders_the_same_draws_with_directional_sources(
 def test_direct_replays_play_the_source_itself_and_leave_every_other_utterance_alone(
     tiny: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "direct"
-    res = _simulate(out, "--direct-share", "0.25")
+    """The default build plays a fifth of the low-quality loudspeakers' replays from the
+    source recording itself; every other utterance is the one a build without direct
+    replays (``--direct-share 0``, build 8's corpus) renders."""
+    plain_dir = tmp_path / "plain"
+    res = _simulate(plain_dir, "--direct-share", "0")
     assert res.exit_code == 0, res.output
-    assert json.loads((out / "build.json").read_text())["direct_share"] == 0.25
-    assert "direct_share" not in json.loads((tiny / "build.json").read_text())
-    rows = {r.path: r for r in read_protocol(out).rows}
-    plain = {r.path: r for r in read_protocol(tiny).rows}
-    assert rows.keys() == plain.keys()
-    direct = [p for p, r in rows.items() if r.conditions["recorder"] == "direct"]
-    assert direct, "the tiny build of seed 0 holds direct replays at a share of 0.25"
-    for p, r in rows.items():
-        c = r.conditions
-        if p in direct:
-            # the source recording itself through a real loudspeaker: no attacker's room,
-            # distance or recorder, attack code D + the loudspeaker's quality letter
-            assert r.label == "spoof" and c["speaker_class"] != "perfect"
-            assert c["attacker_room"] == c["attacker_distance"] == "direct"
-            assert c["attack"] == "D" + {"high": "B", "low": "C"}[c["device_quality"]]
-            assert plain[p].conditions["recorder"] != "direct"
-            assert (out / p).read_bytes() != (tiny / p).read_bytes()
-        else:
-            # every other utterance is the one the default build renders: the direct draw
-            # has its own random stream
-            assert c == plain[p].conditions
-            assert (out / p).read_bytes() == (tiny / p).read_bytes()
-    assert "direct spoof" in (out / "datacard.md").read_text()
-    assert "No direct spoofs" in (tiny / "datacard.md").read_text()
-    # A folder holding one build is not resumed as the other, and the share is a fraction.
+    manifest = json.loads((plain_dir / "build.json").read_text())
+    assert manifest["direct_share"] == 0 and "direct_quality" not in manifest
+    default = json.loads((tiny / "build.json").read_text())
+    assert (default["direct_share"], default["direct_quality"]) == (0.2, "low")
+    out = tmp_path / "direct"
+    res = _simulate(out, "--direct-share", "0.25", "--direct-quality", "all")
+    assert res.exit_code == 0, res.output
+    plain = {r.path: r for r in read_protocol(plain_dir).rows}
+    for build, folder, qualities in (
+        ("default", tiny, {"low"}),
+        ("all qualities, 0.25", out, {"high", "low"}),
+    ):
+        rows = {r.path: r for r in read_protocol(folder).rows}
+        assert rows.keys() == plain.keys()
+        direct = [p for p, r in rows.items() if r.conditions["recorder"] == "direct"]
+        assert direct, f"the tiny {build} build of seed 0 holds direct replays"
+        for p, r in rows.items():
+            c = r.conditions
+            if p in direct:
+                # the source recording itself through a real loudspeaker: no attacker's
+                # room, distance or recorder, attack code D + the loudspeaker's quality letter
+                assert r.label == "spoof" and c["speaker_class"] != "perfect"
+                assert c["device_quality"] in qualities, (build, c)
+                assert c["attacker_room"] == c["attacker_distance"] == "direct"
+                assert c["attack"] == "D" + {"high": "B", "low": "C"}[c["device_quality"]]
+                assert plain[p].conditions["recorder"] != "direct"
+                assert (folder / p).read_bytes() != (plain_dir / p).read_bytes()
+            else:
+                # every other utterance is the one the build without renders: the direct
+                # draw has its own random stream
+                assert c == plain[p].conditions
+                assert (folder / p).read_bytes() == (plain_dir / p).read_bytes()
+        assert "direct spoof" in (folder / "datacard.md").read_text()
+    assert "low-quality loudspeaker" in (tiny / "datacard.md").read_text()
+    assert "No direct spoofs" in (plain_dir / "datacard.md").read_text()
+    # A folder holding one build is not resumed as another, and the share is a fraction.
     res = _simulate(out)
     assert res.exit_code != 0 and "direct_share differs" in res.output
-    res = _simulate(out, "--direct-share", "0.25", "--direct-quality", "low")
+    res = _simulate(out, "--direct-share", "0.25")  # the default quality, low
     assert res.exit_code != 0 and "direct_quality differs" in res.output
+    res = _simulate(plain_dir)
+    assert res.exit_code != 0 and "direct_share differs" in res.output
     res = _simulate(tmp_path / "bad", "--direct-share", "1.5")
     assert res.exit_code != 0
-    res = _simulate(tmp_path / "bad", "--direct-share", "0.25", "--direct-quality", "medium")
+    res = _simulate(tmp_path / "bad", "--direct-quality", "medium")
     assert res.exit_code != 0 and "unknown direct_quality 'medium'" in res.output
     assert not (tmp_path / "bad" / "build.json").exists()
-    res = _simulate(tmp_path / "bad", "--direct-quality", "low")  # a filter of nothing
-    assert res.exit_code != 0 and "give direct_share too" in res.output
+    res = _simulate(tmp_path / "bad", "--direct-share", "0", "--direct-quality", "low")
+    assert res.exit_code != 0 and "a share of 0 has none" in res.output
     assert not (tmp_path / "bad" / "build.json").exists()
 
 
@@ -655,7 +671,7 @@ def test_a_quality_filter_keeps_the_direct_replays_of_that_quality_and_no_others
     def rest(c: dict) -> dict:
         return {k: v for k, v in c.items() if k != "direct"}
 
-    every = draws("")
+    every = draws("all")
     qualities = [
         devices.loudspeakers[c["speaker_device"]].quality for c in every if c.get("direct")
     ]

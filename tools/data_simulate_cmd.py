@@ -22,8 +22,8 @@ def simulate_dataset(
     progress: bool,
     oracle: str = "",
     directivity: bool = False,
-    direct_share: float = 0.0,
-    direct_quality: str = "",
+    direct_share: float | None = None,
+    direct_quality: str | None = None,
 ) -> dict[str, Any]:
     """Build (or resume) the corpus; returns the data card plus the build time."""
     from wakeguard.model.simulate import remove_build, simulate
@@ -91,25 +91,28 @@ def simulate_cli(
         ),
     ] = False,
     direct_share: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--direct-share",
             min=0.0,
             max=1.0,
-            help="Study option: this share of the replays through a real loudspeaker plays the "
-            "source recording itself, with no attacker's room or recorder (a broadcast, a "
-            "studio or synthetic voice, a close-up recording). docs/benchmarks.md, Session 22.",
+            show_default=False,
+            help="Share of the replays through a real loudspeaker of --direct-quality that "
+            "play the source recording itself, with no attacker's room or recorder (a "
+            "broadcast, a studio or synthetic voice, a close-up recording). Default 0.2; 0 "
+            "builds build 8's corpus, with none. docs/benchmarks.md, Sessions 22-24.",
         ),
-    ] = 0.0,
+    ] = None,
     direct_quality: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--direct-quality",
-            help="Study option, with --direct-share: only loudspeakers of this quality (high "
-            "or low, ASVspoof 2019 PA's terms) play the source recording itself; every real "
-            "loudspeaker by default. docs/benchmarks.md, Session 23.",
+            show_default=False,
+            help="Which loudspeakers play direct replays: low (phones, laptops; the default), "
+            "high (Bluetooth, smart speakers) or all (ASVspoof 2019 PA's qualities). "
+            "docs/benchmarks.md, Session 23.",
         ),
-    ] = "",
+    ] = None,
 ) -> None:
     """Simulate live and replayed commands (rooms, loudspeakers, microphones, noise) from real speech.
 
