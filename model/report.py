@@ -612,7 +612,9 @@ the owner's voice near it (a phone, a Bluetooth speaker, a TV) can wake it and g
 wakeguard listens to each utterance after the wake word and decides whether it came from a
 <b>live talker</b> (<i>bona fide</i>) or was <b>replayed through a loudspeaker</b> (<i>spoof</i>).
 Loudspeakers leave traces: small speakers cannot reproduce bass, they colour the spectrum and
-distort at high levels, and a replay passes through two rooms and two microphones instead of one.</p>
+distort at high levels, and a replay of a recording made in a room passes through two rooms and two microphones
+instead of one; a clean recording (an advert, a synthetic voice) played straight through a loudspeaker carries only
+the loudspeaker's traces.</p>
 <p>The model gives each utterance one score: the higher, the more likely it is live. A threshold
 turns the score into a decision. Moving the threshold trades the two mistakes against each other:
 letting a replay through, or refusing a real person.</p>"""
@@ -948,10 +950,10 @@ arrays and their echo cancellation, far-field and very noisy conditions, other l
 conversational and emotional speech, whispering, and any deliberate attempt to evade the detector
 (e.g. pre-equalising the replay to undo the loudspeaker's response).</li>
 <li><b>Clean recordings played straight through a loudspeaker</b> (a broadcast or an advert, a synthetic
-voice, a close-up recording of the owner) are not in the default corpus: every simulated replay carries the
-attacker's room and recorder, and the detector leans on that second room. In a study build where a quarter of
-the replays were such direct replays, the session-21 bundle missed them far more often than the others (21% EER
-on them over five test splits, against 6.4% on the default eval split; docs/benchmarks.md, "Session 22").</li>
+voice, a close-up recording of the owner) have no attacker's room or recorder. The default corpus plays a fifth
+of the low-quality loudspeakers' replays (phones, laptops) that way, and the detector catches most of those;
+played through Bluetooth and smart speakers they remain a blind spot: most get through (docs/benchmarks.md,
+"Sessions 22&ndash;24").</li>
 <li>Simulated replays are easier than real ones. Public results show detectors that look near-perfect on
 simulated replays falling to chance on real ones (ASVspoof 2021 PA baselines: 38–45% EER). Treat these
 numbers as an upper bound until the bundle is checked on real recordings.</li>
