@@ -14,7 +14,7 @@ Chains (per utterance):
   own close-up recording. The TV advert that woke speakers was one; so are the replays of
   ASVspoof 2017 and ReMASC, which play the original recordings. The loudspeaker is then the
   only thing between the two classes. The default build (build 9) plays a fifth of the
-  low-quality loudspeakers' replays (phones, laptops) that way: a model trained without
+  low-quality loudspeakers' replays (phones, most laptops) that way: a model trained without
   them missed many (docs/benchmarks.md, "Session 22"); trained with them it catches a
   measured phone speaker's direct replays ("Session 23", "Session 24"). Through the
   high-quality loudspeakers they stay near-indistinguishable and are left to studies
@@ -206,9 +206,10 @@ DIRECT_QUALITIES = {"all": ("high", "low"), "high": ("high",), "low": ("low",)}
 """Loudspeaker qualities (ASVspoof 2019 PA's terms) that play direct replays, by
 ``direct_quality``: every real one, or only the high- or low-quality ones."""
 DIRECT_QUALITY = "low"
-"""Which loudspeakers play the default build's direct replays: the low-quality ones
-(phones, laptops), which a model learns to catch; through the high-quality ones (Bluetooth,
-smart speakers) a direct replay stays near-indistinguishable from a live talker, and
+"""Which loudspeakers play the default build's direct replays: the low-quality ones (by
+ASVspoof 2019 PA's measures every phone, most laptops, some Bluetooth and smart speakers),
+which a model learns to catch; through the high-quality ones (most Bluetooth and smart
+speakers) a direct replay stays near-indistinguishable from a live talker, and
 training on them cost the default splits more than it gained (docs/benchmarks.md,
 "Session 22", "Session 23")."""
 DIRECT = "direct"
