@@ -99,6 +99,7 @@ def pipeline(
     skip: tuple[str, ...] = (),
     dataset: str | Path | None = None,
     install_default: bool = False,
+    overwrite: bool = False,
     workers: int = 2,
     progress: bool = True,
     log: Log | None = None,
@@ -107,6 +108,9 @@ def pipeline(
 
     ``dataset`` uses an existing dataset folder instead of simulating one; ``skip`` leaves
     out named steps (a step whose inputs are missing then fails with its reason).
+    ``overwrite`` deletes a simulator build already in ``out/dataset`` (one a different
+    simulator version or other options made) before simulating; without it the simulate
+    step resumes a matching build and refuses any other.
     """
     log = log or (lambda s: None)
     out = Path(out)
@@ -156,8 +160,10 @@ def pipeline(
         return value
 
     def simulate_step() -> Path:
-        from .simulate import simulate
+        from .simulate import remove_build, simulate
 
+        if overwrite:
+            remove_build(dataset)
         return Path(simulate(dataset, size=size, seed=seed, workers=workers, progress=progress))
 
     ds = step("simulate", simulate_step)

@@ -936,9 +936,14 @@ def _check_resume(out: Path, manifest: dict[str, Any]) -> None:
     )
     for key in keys:
         if old.get(key) != manifest.get(key):
+            there = (
+                f"{old.get(key)!r} there, {manifest.get(key)!r} asked; "
+                if key not in ("sources", "rooms")
+                else ""
+            )
             raise FileExistsError(
-                f"{out}: holds a different build ({key} differs: size={old.get('size')}, seed={old.get('seed')}); "
-                "choose a new --out or pass --overwrite"
+                f"{out}: holds a different build ({key} differs: {there}size={old.get('size')}, "
+                f"seed={old.get('seed')}); choose a new --out or pass --overwrite"
             )
 
 

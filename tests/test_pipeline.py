@@ -162,6 +162,34 @@ def test_pipeline_on_an_existing_dataset_without_training_data_fails_clearly(
     assert "no dataset" in res.output
 
 
+def test_a_run_folder_holding_another_simulator_build_is_refused_then_rebuilt_with_overwrite(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """An older simulator's corpus in OUT/dataset (a run folder from before an upgrade) is
+    named and refused, and ``--overwrite`` replaces it with this version's build."""
+    from wakeguard.model.simulate import BUILD_VERSION
+
+    out = tmp_path / "r"
+    old = out / "dataset"
+    old.mkdir(parents=True)
+    (old / "build.json").write_text(json.dumps({"version": BUILD_VERSION - 1, "size": "tiny"}))
+    (old / "protocol.csv").write_text("path,label\n")
+    args = ["pipeline", "--out", str(out), "--size", "tiny", "--workers", "1"]
+    args += [f"--skip={s}" for s in ("explore", "baselines", "train", "quantize", "evaluate", "report")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1
+    text = " ".join(res.output.split())
+    assert f"version differs: {BUILD_VERSION - 1} there, {BUILD_VERSION} asked" in text
+    assert "--overwrite" in text
+    assert json.loads((old / "build.json").read_text())["version"] == BUILD_VERSION - 1
+    res = runner.invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((old / "build.json").read_text())["version"] == BUILD_VERSION
+    assert len((old / "protocol.csv").read_text().splitlines()) > 10
+    record = json.loads((out / "pipeline.json").read_text())
+    assert (record["steps"][0]["step"], record["steps"][0]["status"]) == ("simulate", "ok")
+
+
 @pytest.mark.slow
 def test_train_init_from_an_ensemble_bundle_fine_tunes_each_member(
     pipeline_run: tuple[Path, str], tmp_path: Path

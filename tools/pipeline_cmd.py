@@ -42,6 +42,14 @@ def pipeline_cli(
             help="Copy the resulting bundle into edge/assets/default (the shipped model).",
         ),
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Delete a simulator build already in OUT/dataset first (one an older version "
+            "or other options made); without it a matching build is resumed, any other refused.",
+        ),
+    ] = False,
     workers: Annotated[int, typer.Option(help="Worker processes for simulation and features.")] = 2,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as one JSON object.")
@@ -69,6 +77,7 @@ def pipeline_cli(
             skip=tuple(skip or ()),
             dataset=dataset,
             install_default=install_default,
+            overwrite=overwrite,
             workers=workers,
             progress=not as_json,
             log=say,
