@@ -951,7 +951,7 @@ conversational and emotional speech, whispering, and any deliberate attempt to e
 (e.g. pre-equalising the replay to undo the loudspeaker's response).</li>
 <li><b>Clean recordings played straight through a loudspeaker</b> (a broadcast or an advert, a synthetic
 voice, a close-up recording of the owner) have no attacker's room or recorder. The default corpus plays a fifth
-of the low-quality loudspeakers' replays (phones, laptops) that way, and the detector catches most of those;
+of the low-quality loudspeakers' replays (phones, most laptops) that way, and the detector catches most of those;
 played through Bluetooth and smart speakers they remain a blind spot: most get through (docs/benchmarks.md,
 "Sessions 22&ndash;24").</li>
 <li>Simulated replays are easier than real ones. Public results show detectors that look near-perfect on
