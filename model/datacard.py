@@ -248,7 +248,7 @@ def _simulation_notes(
         f"{sim.SAME_ROOM_PROB:.0%} of the time.",
         (
             f"- **direct spoof** ({direct_share:.0%} of the replays through a real"
-            + (f", {direct_quality}-quality" if direct_quality in ("high", "low") else "")
+            + (f", {direct_quality}-quality" if direct_quality != "all" else "")
             + " loudspeaker): "
             "the file played is the source recording itself (codec as above), with no attacker's "
             "room or recorder: a broadcast, a studio or synthetic voice, a close-up recording. "

@@ -1011,14 +1011,14 @@ def simulate(
         direct_share = DIRECT_SHARE
     if not 0.0 <= direct_share <= 1.0:
         raise ValueError(f"direct_share must be between 0 and 1, got {direct_share!r}")
-    if direct_quality is not None and direct_quality not in DIRECT_QUALITIES:
+    if direct_quality is None:
+        direct_quality = DIRECT_QUALITY if direct_share else "all"
+    elif direct_quality not in DIRECT_QUALITIES:
         raise ValueError(
             f"unknown direct_quality {direct_quality!r}; choose one of {', '.join(DIRECT_QUALITIES)}"
         )
-    if direct_quality is not None and not direct_share:
+    elif not direct_share:
         raise ValueError("direct_quality picks the loudspeakers of direct replays: a share of 0 has none")
-    if direct_quality is None:
-        direct_quality = DIRECT_QUALITY if direct_share else "all"
     preset = SIZES[size]
     out = Path(out)
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
