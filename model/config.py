@@ -95,6 +95,11 @@ class AugmentConfig:
     network leaned towards "live" on them (docs/benchmarks.md, "Session 16")."""
     edge_silence_frames: int = 8
     """Most frames replaced (8 frames of the shipped front-end: 0.5 s)."""
+    mixup_alpha: float = 0.0
+    """Mixup (Zhang et al., 2018), 0 = off: each window is mixed with another of its batch,
+    features and label alike, in proportion ``lam : 1 - lam`` with ``lam`` drawn from
+    Beta(alpha, alpha) and folded to at least 0.5, so the window keeps its weight and room
+    label (the room classifier's). Not with the ``one_class`` score head."""
 
     def __post_init__(self) -> None:
         if self.eq_axis not in ("linear", "log"):
@@ -297,6 +302,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "augment.eq_db": _at_least(0),
     "augment.edge_silence_prob": _PROBABILITY,
     "augment.edge_silence_frames": _at_least(1),
+    "augment.mixup_alpha": _at_least(0),
     "train.epochs": _at_least(1),
     "train.batch_size": _at_least(1),
     "train.learning_rate": _POSITIVE,

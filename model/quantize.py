@@ -39,7 +39,14 @@ from wakeguard.edge.scorer import Scorer, trim_to_policy
 from .config import config_from_dict, read_json_file, read_json_object
 from .detector import load_keras, save_keras
 from .metrics import OPERATING_POINTS, compute_eer, compute_metrics, operating_threshold
-from .train import KERAS_MODEL, Features, dataset_features, predict_windows, write_scores
+from .train import (
+    KERAS_MODEL,
+    Features,
+    dataset_features,
+    predict_windows,
+    require_varied,
+    write_scores,
+)
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 
@@ -311,7 +318,14 @@ def quantize(
     representative = tr.windows[np.sort(rng.choice(len(tr.windows), n_rep, replace=False))]
 
     with staged_folder(run / "quantize", log) as qdir:
-        keras_dev = dev.utterance_logits(predict_windows(model, dev.windows))
+        keras_windows = predict_windows(model, dev.windows)
+        require_varied(
+            keras_windows,
+            f"{model_file}: the network",
+            "It collapsed in training: train it again with another train.seed or a lower"
+            " train.learning_rate.",
+        )
+        keras_dev = dev.utterance_logits(keras_windows)
         lat_paths = [r.audio_path(proto.root) for r in dev.rows[: cfg.quantize.latency_utterances]]
         variants: list[dict[str, Any]] = []
         logits: dict[str, dict[str, np.ndarray]] = {}

@@ -233,6 +233,26 @@ def _progress_bar(enabled: bool, label: str, total: int) -> Callable[[int | None
 # --------------------------------------------------------------------------- metrics
 
 
+class TrainingCollapsed(ValueError):
+    """The network gives every input the same score: its ReLUs died and it cannot learn."""
+
+
+def is_constant(logits: np.ndarray) -> bool:
+    """True when every logit is the same: a network collapsed to a constant output."""
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    return z.size > 1 and float(np.ptp(z)) <= 1e-6 * (1.0 + abs(float(z[0])))
+
+
+def require_varied(window_logits: np.ndarray, network: str, advice: str) -> None:
+    """Raise :class:`TrainingCollapsed` when ``network`` gave every dev window one logit."""
+    if is_constant(window_logits):
+        raise TrainingCollapsed(
+            f"{network} gives every dev window the same logit"
+            f" ({float(np.ravel(window_logits)[0]):.4f}), so it would call every command the"
+            f" same, and its dead ReLUs pass no gradient for training to mend it. {advice}"
+        )
+
+
 def bce(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean binary cross-entropy of logits, the two labels weighted equally (the one label
     alone when only one is there)."""
@@ -303,6 +323,17 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
             fill = fill + tf.where(flat, 0.0, flicker / tf.math.log(10.0))
         return tf.where(edge[:, :, None], fill, x)
 
+    def mixup(x: Any, y: Any, b: Any) -> tuple[Any, Any]:
+        """Each window mixed with a shuffled partner, the window's own share at least 0.5."""
+        g1 = tf.random.gamma((b,), a.mixup_alpha)
+        g2 = tf.random.gamma((b,), a.mixup_alpha)
+        lam = g1 / (g1 + g2 + 1e-12)
+        lam = tf.maximum(lam, 1.0 - lam)
+        partner = tf.random.shuffle(tf.range(b))
+        x = lam[:, None, None] * x + (1.0 - lam[:, None, None]) * tf.gather(x, partner)
+        y = lam[:, None] * y + (1.0 - lam[:, None]) * tf.gather(tf.cast(y, tf.float32), partner)
+        return x, y
+
     def augment(x: Any, y: Any, w: Any) -> Any:
         x = tf.cast(x, tf.float32)
         b = tf.shape(x)[0]
@@ -336,6 +367,8 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
             x = masks(x, a.time_masks, t_max, 1)
         if a.freq_masks and f_max:
             x = masks(x, a.freq_masks, f_max, 2)
+        if a.mixup_alpha > 0:
+            x, y = mixup(x, y, b)
         return x, y, w
 
     return augment
@@ -808,6 +841,11 @@ def train(
     config = replace(config, ensemble=EnsembleConfig())
     if dataset is None:
         raise ValueError("no dataset given")
+    if config.augment.mixup_alpha > 0 and config.model.score_head == "one_class":
+        raise ConfigError(
+            "augment.mixup_alpha needs soft labels, which the one_class score head's loss"
+            " does not take: use model.score_head=dense or augment.mixup_alpha=0"
+        )
     proto = training_protocol(dataset)
 
     init_model = None
@@ -1029,7 +1067,15 @@ def train(
             shuffle=False,
         )
         loss = float(h.history["logit_loss" if adversarial else "loss"][-1])
-        dev_logits = dev.utterance_logits(predict_windows(model, dev.windows))
+        dev_windows = predict_windows(model, dev.windows)
+        require_varied(
+            dev_windows,
+            f"{out}: in epoch {epoch + 1} the network",
+            "It collapsed: start a new run with another train.seed or a lower"
+            f" train.learning_rate (this one: seed {config.train.seed},"
+            f" {config.train.learning_rate})",
+        )
+        dev_logits = dev.utterance_logits(dev_windows)
         dev_eer = eer_of(dev, dev_logits)
         dev_loss = bce(dev_logits, dev.labels)
         train_eer = eer_of(tr_sub, tr_sub.utterance_logits(predict_windows(model, tr_sub.windows)))
@@ -1135,6 +1181,7 @@ def train(
         or a.time_masks > 0
         or a.freq_masks > 0
         or a.edge_silence_prob > 0
+        or a.mixup_alpha > 0
     )
     kept_eer, _, kept_epoch, kept_kind = kept
     averaged_from = config.train.swa_start if kept_kind == "swa" else 0
@@ -1237,6 +1284,7 @@ __all__ = [
     "ConfigError",
     "Features",
     "TrainResult",
+    "TrainingCollapsed",
     "compute_eer",
     "data_fingerprint",
     "dataset_features",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train import FAST, make_dataset
+from test_train import FAST, dead_copy, make_dataset
 from typer.testing import CliRunner
 from wakeguard.edge.audio import load_audio
 from wakeguard.edge.bundle import decision_digest, load_bundle
@@ -331,6 +331,22 @@ def test_a_quantize_that_fails_after_converting_keeps_the_previous_outputs(
     assert not [p.name for p in quantized_run.iterdir() if ".part" in p.name]
     assert f"{quantized_run / 'model.keras'}: the float32 conversion" in res.output
     assert "not a valid TFLite model" in res.output
+
+
+def test_quantize_refuses_a_network_that_collapsed_in_training(
+    quantized_run: Path, tmp_path: Path
+) -> None:
+    """A run whose network gives every window the same logit (dead ReLUs) is refused with
+    the model file and the cause, before anything is converted (the runtime's own failure
+    on such a model was an XNNPACK "failed to prepare" traceback)."""
+    run = dead_copy(quantized_run, tmp_path / "dead")
+    before = _tree(run)
+    res = runner.invoke(app, ["quantize", str(run), "--workers", "1"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert f"{run / 'model.keras'}: the network gives every dev window the same logit" in text
+    assert "It collapsed in training: train it again" in text
+    assert _tree(run) == before
 
 
 def test_a_disk_that_fills_while_the_bundle_is_written_keeps_the_previous_bundle(

@@ -509,6 +509,43 @@ def test_resume_without_a_checkpoint_is_an_error(dataset: Path, tmp_path: Path) 
     assert not (tmp_path / "new").exists()
 
 
+def dead_copy(run: Path, dest: Path) -> Path:
+    """A copy of a run folder whose network is dead: every kernel and bias 0, so each layer
+    gives one constant and its ReLUs (at 0) pass no gradient, as in a collapsed training."""
+    import shutil
+
+    import keras
+
+    shutil.copytree(run, dest)
+    model = keras.models.load_model(dest / "model.keras")
+    for w in model.weights:
+        fill = np.ones if "variance" in w.path else np.zeros
+        w.assign(fill(w.shape, dtype="float32"))
+    model.save(dest / "model.keras")
+    return dest
+
+
+def test_a_network_that_collapses_stops_with_a_clear_error(
+    tmp_path: Path, dataset: Path, trained_run: Path
+) -> None:
+    """A network whose ReLUs died gives every window one logit and cannot recover: training
+    stops in that epoch, naming the run and what to change, instead of running out its
+    patience and handing quantize a dead model."""
+    from wakeguard.model.train import is_constant
+
+    dead = dead_copy(trained_run, tmp_path / "dead")
+    out = tmp_path / "again"
+    args = ["train", str(dataset), "--out", str(out), "--workers", "1", *FAST]
+    res = runner.invoke(app, [*args, "--init-from", str(dead)])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert f"{out}: in epoch 1 the network gives every dev window the same logit" in text
+    assert "It collapsed: start a new run with another train.seed" in text
+    assert "epoch 2" not in text
+    assert is_constant(np.array([3.0, 3.0])) and not is_constant(np.array([3.0, 3.001]))
+    assert not is_constant(np.array([3.0]))  # one window says nothing
+
+
 def test_init_from_fine_tunes_an_existing_model(
     trained_run: Path, dataset: Path, tmp_path: Path
 ) -> None:
@@ -831,6 +868,48 @@ def test_edge_silence_replaces_first_or_last_frames_with_quiet() -> None:
         kept = ~q
         np.testing.assert_allclose(  # untouched frames keep their shape (up to the re-centring)
             new[kept] - new[kept].mean(), orig[kept] - orig[kept].mean(), atol=1e-3
+        )
+
+
+def test_mixup_mixes_windows_and_labels_in_the_same_proportion() -> None:
+    """augment.mixup_alpha: each window becomes lam x + (1 - lam) x[partner] with its label
+    mixed alike and lam >= 0.5, so every window stays on its own label's side; off by
+    default, a negative alpha and the one_class head are refused."""
+    pytest.importorskip("tensorflow")
+    from wakeguard.model.config import ConfigError
+    from wakeguard.model.train import make_augment, train
+
+    assert load_config(None, []).augment.mixup_alpha == 0.0
+    with pytest.raises(ConfigError, match="mixup_alpha"):
+        load_config(None, ["augment.mixup_alpha=-1"])
+    cfg = load_config(None, ["augment.mixup_alpha=1"])
+    n, shape = 64, (5, 7)
+    # window i is i times one zero-mean pattern (the level normalisation leaves it alone),
+    # so a mixed window is (lam i + (1 - lam) j) times the pattern
+    pattern = np.linspace(-1, 1, 35, dtype=np.float32).reshape(shape)
+    x = np.arange(n, dtype=np.float32)[:, None, None] * pattern
+    y = (np.arange(n) % 2).astype(np.float32)[:, None]
+    w = np.linspace(1, 2, n).astype(np.float32)
+    xa, ya, wa = (np.asarray(v) for v in make_augment(cfg, shape)(x, y, w))
+    np.testing.assert_array_equal(wa, w)
+    ya = ya[:, 0]
+    assert np.all(np.where(y[:, 0] == 1, ya >= 0.5, ya <= 0.5))
+    value = xa[:, 0, 0] / pattern[0, 0]  # lam i + (1 - lam) j
+    np.testing.assert_allclose(xa, value[:, None, None] * pattern, atol=1e-4)
+    moved = np.abs(value - np.arange(n)) > 1e-3
+    assert moved.sum() > n // 2
+    # mixed with the other label: the label gives lam, and lam the partner, one of the batch
+    i = np.flatnonzero((ya > 0.02) & (ya < 0.98))  # lam well away from 1
+    assert len(i) > 0
+    lam = 1.0 - np.abs(ya[i] - y[i, 0])
+    j = (value[i] - lam * i) / (1.0 - lam)
+    np.testing.assert_allclose(j, np.round(j), atol=0.05)
+    assert np.all((np.round(j) % 2) != (i % 2))
+    with pytest.raises(ConfigError, match="one_class"):
+        train(
+            "unused",
+            "unused",
+            load_config(None, ["augment.mixup_alpha=0.4", "model.score_head=one_class"]),
         )
 
 
