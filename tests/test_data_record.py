@@ -208,3 +208,52 @@ def test_sounddevice_backend_maps_portaudio_calls():
     assert be.record(mic, 100, 44_100).shape == (100,)
     be.play_record(spk, mic, np.zeros(50, np.float32), 44_100)
     assert calls == [("rec", 100, 44_100, 0), ("playrec", (50, 1), 44_100, (0, 1))]
+
+
+def test_read_key_takes_lines_from_a_script_and_quits_at_its_end(monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("s\n\n"))
+    assert [data_record_cmd._read_key() for _ in range(4)] == ["s\n", "\n", "q", "q"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="needs a pseudo-terminal")
+def test_read_key_reads_one_key_from_a_terminal_and_restores_it(monkeypatch):
+    """The real key source on a pseudo-terminal: one key without Enter, Ctrl-C interrupts,
+    Ctrl-D quits, and the terminal's settings are put back each time."""
+    import os
+    import termios
+    import threading
+
+    master, slave = os.openpty()
+    stdin = os.fdopen(slave, "r")
+    monkeypatch.setattr("sys.stdin", stdin)
+    before = termios.tcgetattr(slave)
+
+    def press(key: bytes):
+        # raw mode flushes what was typed before it, so keep typing until the key is read
+        done = threading.Event()
+
+        def typist():
+            while not done.wait(0.02):
+                os.write(master, key)
+
+        t = threading.Thread(target=typist, daemon=True)
+        t.start()
+        try:
+            return data_record_cmd._read_key()
+        finally:
+            done.set()
+            t.join()
+            termios.tcflush(slave, termios.TCIFLUSH)
+
+    try:
+        assert press(b"r")[:1] == "r"
+        assert termios.tcgetattr(slave) == before
+        assert press(b"\x04") == "q"
+        with pytest.raises(KeyboardInterrupt):
+            press(b"\x03")
+        assert termios.tcgetattr(slave) == before
+    finally:
+        stdin.close()
+        os.close(master)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,9 +20,34 @@ def _sounddevice_backend() -> Any:
 
 
 def _read_key() -> str:
-    import click
+    """One key press from the terminal, without waiting for Enter; Ctrl-C interrupts.
 
-    return click.getchar()
+    When stdin is not a terminal (a script piped in) a line is one key, and the end of the
+    input reads as ``q`` (quit) so that a session cannot wait on input that will never come.
+    On a POSIX terminal keys typed before the question are dropped, so a double Enter cannot
+    accept a take unseen.
+    Its own code: Typer stopped installing Click (0.24 did, 0.26 and 0.29 do not).
+    """
+    if not sys.stdin.isatty():
+        return sys.stdin.readline() or "q"
+    if os.name == "nt":
+        import msvcrt
+
+        ch = msvcrt.getwch()
+    else:
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        old = termios.tcgetattr(fd)
+        try:
+            tty.setraw(fd)  # raw (and typed-ahead input flushed): Ctrl-C arrives as a byte
+            ch = os.read(fd, 8).decode(errors="replace")  # an arrow key is several bytes
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, old)
+    if "\x03" in ch:
+        raise KeyboardInterrupt
+    return "q" if ch[:1] in ("\x04", "\x1a") else ch  # Ctrl-D, Ctrl-Z: end of input
 
 
 # Injection points: tests replace these with a fake backend and a scripted key source.
