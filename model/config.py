@@ -24,6 +24,8 @@ from wakeguard.edge.frontend import FrontendParams, frontend_from_dict
 
 SCORE_HEADS = ("dense", "one_class")
 """``model.score_head`` values (see :class:`ModelConfig`)."""
+HEAD_ACTIVATIONS = ("relu", "leaky_relu")
+"""``model.head_activation`` values (see :class:`ModelConfig`)."""
 KEEP_POLICIES = ("best_dev", "final_average")
 """``train.keep`` values (see :class:`TrainConfig`)."""
 
@@ -45,6 +47,11 @@ class ModelConfig:
     """Channels of each depthwise-separable block; each block halves time and frequency."""
     head_units: int = 32
     """Units of the hidden dense layer before the logit (0 = straight to the logit)."""
+    head_activation: str = "relu"
+    """Activation of that layer with the ``dense`` score head: ``relu``, or ``leaky_relu``
+    (slope 0.1 below zero). With ReLU a class the network is sure of can switch every unit
+    off, and all its recordings then get one logit, the last layer's bias: the shipped
+    network gives 286 of eval's 396 live commands exactly its highest score."""
     dropout: float = 0.3
     """Dropout before each dense layer."""
     bn_momentum: float = 0.9
@@ -288,6 +295,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.bn_momentum": _FRACTION,
     "model.head_channels": _at_least(0),
     "model.score_head": (lambda v: v in SCORE_HEADS, " or ".join(map(repr, SCORE_HEADS))),
+    "model.head_activation": (
+        lambda v: v in HEAD_ACTIVATIONS,
+        " or ".join(map(repr, HEAD_ACTIVATIONS)),
+    ),
     "model.cosine_scale": _POSITIVE,
     "augment.time_masks": _at_least(0),
     "augment.time_mask_max": _at_least(0),

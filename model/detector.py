@@ -23,7 +23,10 @@ from typing import Any
 
 from wakeguard.edge.files import atomic_path
 
-from .config import SCORE_HEADS, ModelConfig
+from .config import HEAD_ACTIVATIONS, SCORE_HEADS, ModelConfig
+
+LEAKY_SLOPE = 0.1
+"""Slope below zero of the head's units with ``model.head_activation="leaky_relu"``."""
 
 
 @functools.cache
@@ -73,6 +76,10 @@ def build_detector(
     n_time, n_bins = input_shape
     if cfg.score_head not in SCORE_HEADS:
         raise ValueError(f"model.score_head must be one of {SCORE_HEADS}, got {cfg.score_head!r}")
+    if cfg.head_activation not in HEAD_ACTIVATIONS:
+        raise ValueError(
+            f"model.head_activation must be one of {HEAD_ACTIVATIONS}, got {cfg.head_activation!r}"
+        )
     if cfg.freq_pool not in ("keep", "mean"):
         raise ValueError(f"model.freq_pool must be 'keep' or 'mean', got {cfg.freq_pool!r}")
     inp = keras.Input((n_time, n_bins), name="features")
@@ -123,7 +130,11 @@ def build_detector(
     if cfg.head_units > 0:
         x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
         # OC-softmax's embedding is linear: a ReLU would confine it to one orthant
-        x = layers.Dense(cfg.head_units, activation=None if one_class else "relu", name="head")(x)
+        leaky = cfg.head_activation == "leaky_relu" and not one_class
+        act = None if one_class or leaky else "relu"
+        x = layers.Dense(cfg.head_units, activation=act, name="head")(x)
+        if leaky:
+            x = layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name="head_leaky_relu")(x)
     x = layers.Dropout(cfg.dropout, name="logit_dropout")(x)
     if one_class:
         out = cosine_score_layer()(scale=cfg.cosine_scale, name="logit")(x)

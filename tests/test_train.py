@@ -136,6 +136,7 @@ def test_log_axis_equaliser_is_smooth_per_octave_and_flat_at_the_bottom() -> Non
         ("epochs=3", "section.key=value"),
         ("frontend.kind=mfcc", "unknown front-end kind"),
         ("augment.eq_axis=mel", "eq_axis must be"),
+        ("model.head_activation=tanh", "'relu' or 'leaky_relu'"),
     ],
 )
 def test_bad_overrides_are_refused(override: str, problem: str) -> None:
@@ -726,6 +727,46 @@ def test_head_channels_narrow_the_per_band_head() -> None:
     assert count_params(wide) - count_params(narrow) == bands * 28 * 8 - (32 * 4 + 2 * 4)
     x = np.random.default_rng(0).normal(size=(2, 7, 513)).astype(np.float32)
     assert np.asarray(narrow(x)).shape == (2, 1)
+
+
+def test_a_leaky_head_still_ranks_what_a_relu_head_gives_one_logit(tmp_path: Path) -> None:
+    """Every head unit pushed below zero: the ReLU head then gives the logit layer's bias
+    whatever the input (as the shipped network does for 286 of eval's 396 live commands);
+    the leaky head still tells the inputs apart, and converts to full int8 (LEAKY_RELU)."""
+    pytest.importorskip("tensorflow")
+    from wakeguard.edge.scorer import TFLiteModel
+    from wakeguard.model.config import ModelConfig
+    from wakeguard.model.detector import LEAKY_SLOPE, build_detector
+    from wakeguard.model.quantize import convert
+
+    x = np.random.default_rng(2).normal(size=(8, 12, 40)).astype(np.float32)
+    got = {}
+    for act in ("relu", "leaky_relu"):
+        cfg = ModelConfig(stem_channels=8, block_channels=[16], head_units=6, dropout=0.0)
+        cfg.head_activation = act
+        model = build_detector((12, 40), cfg)
+        head = model.get_layer("head")
+        w, b = head.get_weights()
+        head.set_weights([w, b - 100.0])  # every unit far below zero, for every input
+        got[act] = np.asarray(model(x, training=False))[:, 0]
+        bias = float(model.get_layer("logit").get_weights()[1][0])
+        if act == "leaky_relu":
+            leaky = model
+    assert np.allclose(got["relu"], bias, atol=1e-5)
+    assert np.ptp(got["leaky_relu"]) > 1e-2
+    # below zero the leaky head is linear with slope LEAKY_SLOPE: its logit is w . (0.1 z) + b
+    import keras
+
+    z = np.asarray(keras.Model(leaky.inputs, leaky.get_layer("head").output)(x, training=False))
+    w_out = leaky.get_layer("logit").get_weights()[0][:, 0]
+    assert np.allclose(got["leaky_relu"], LEAKY_SLOPE * z @ w_out + bias, rtol=1e-4, atol=1e-4)
+
+    m = TFLiteModel(convert(leaky, "int8", x))
+    assert "LEAKY_RELU" in {o["op_name"] for o in m.interpreter._get_ops_details()}
+    assert m.interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert m.interpreter.get_output_details()[0]["dtype"] == np.int8
+    with pytest.raises(ValueError, match="model.head_activation must be one of"):
+        build_detector((12, 40), ModelConfig(head_activation="tanh"))
 
 
 def test_one_class_head_is_the_scaled_cosine_to_one_learned_direction(tmp_path: Path) -> None:
