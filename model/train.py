@@ -331,7 +331,7 @@ def make_augment(cfg: Config, input_shape: tuple[int, int]) -> Callable[[Any, An
         lam = tf.maximum(lam, 1.0 - lam)
         partner = tf.random.shuffle(tf.range(b))
         x = lam[:, None, None] * x + (1.0 - lam[:, None, None]) * tf.gather(x, partner)
-        y = lam[:, None] * y + (1.0 - lam[:, None]) * tf.gather(tf.cast(y, tf.float32), partner)
+        y = lam[:, None] * y + (1.0 - lam[:, None]) * tf.gather(y, partner)  # float32 labels
         return x, y
 
     def augment(x: Any, y: Any, w: Any) -> Any:
