@@ -731,7 +731,7 @@ def test_head_channels_narrow_the_per_band_head() -> None:
 
 def test_a_leaky_head_still_ranks_what_a_relu_head_gives_one_logit(tmp_path: Path) -> None:
     """Every head unit pushed below zero: the ReLU head then gives the logit layer's bias
-    whatever the input (as the shipped network does for 286 of eval's 396 live commands);
+    whatever the input (as session 24's shipped network did for 286 of eval's 396 live commands);
     the leaky head still tells the inputs apart, and converts to full int8 (LEAKY_RELU)."""
     pytest.importorskip("tensorflow")
     import keras
